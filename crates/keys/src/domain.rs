@@ -1,0 +1,410 @@
+//! Validated domain values. Each is built only through `parse`, which checks its invariants once;
+//! raw strings do not cross crate boundaries.
+//!
+//! Errors here say what is wrong with the value but not which field held it: the caller knows the
+//! field's name in its own protocol (`workspace_id` in gRPC, `X-Workspace-Id` in HTTP) and adds it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::format::{ALPHABET, KEY_ID_LEN};
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// An identifier is empty, too long or has a character outside `[A-Za-z0-9_-]`.
+    #[error("must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+    Identifier,
+    /// A key id is not 12 base62 characters.
+    #[error("must be a key id: 12 characters of 0-9, A-Z and a-z")]
+    KeyId,
+    /// A name is empty after trimming.
+    #[error("must not be empty")]
+    NameEmpty,
+    /// A name is longer than [`KeyName::MAX_CHARS`] characters after trimming.
+    #[error("must be at most {max} characters, got {actual}", max = KeyName::MAX_CHARS)]
+    NameTooLong {
+        /// Characters after trimming.
+        actual: usize,
+    },
+    /// A name holds a control character (newline, tab, escape, …).
+    #[error("must not contain control characters (found one at character {position})")]
+    NameControl {
+        /// 1-based position in the trimmed name.
+        position: usize,
+    },
+    /// A window limit is not `LIMIT/PERIOD` or out of range.
+    #[error("{0}")]
+    Window(String),
+}
+
+/// Characters allowed in workspace and user ids.
+fn is_identifier_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+fn parse_identifier(value: &str) -> Result<String, DomainError> {
+    if value.is_empty() || value.len() > 64 || !value.bytes().all(is_identifier_char) {
+        return Err(DomainError::Identifier);
+    }
+    Ok(value.to_owned())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks the identifier rules: 1-64 of `[A-Za-z0-9_-]`.
+            ///
+            /// # Errors
+            /// [`DomainError::Identifier`] when the value breaks them.
+            pub fn parse(value: &str) -> Result<Self, DomainError> {
+                parse_identifier(value).map(Self)
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// A workspace: the tenant a key belongs to.
+    WorkspaceId
+);
+identifier!(
+    /// A user inside a workspace: the owner of a key.
+    UserId
+);
+
+/// The public id of a key: 12 base62 characters, embedded in the key itself. Not a secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; KEY_ID_LEN]);
+
+impl KeyId {
+    /// Checks a key id given on its own (e.g. in a GetKey request).
+    ///
+    /// # Errors
+    /// [`DomainError::KeyId`] unless it is exactly 12 base62 characters.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        let bytes =
+            <[u8; KEY_ID_LEN]>::try_from(value.as_bytes()).map_err(|_| DomainError::KeyId)?;
+        if !bytes.iter().all(|b| ALPHABET.contains(b)) {
+            return Err(DomainError::KeyId);
+        }
+        Ok(Self(bytes))
+    }
+
+    /// Wraps bytes already checked to be base62 (by the key parser).
+    pub(crate) fn from_checked_bytes(bytes: [u8; KEY_ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only base62 ASCII is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key's human-readable name, e.g. "Production Dashboard": trimmed, 1-100 characters, no control
+/// characters (they would break listings and logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// The longest name allowed, in characters (not bytes).
+    pub const MAX_CHARS: usize = 100;
+
+    /// Trims `value` and checks the rules.
+    ///
+    /// # Errors
+    /// [`DomainError::NameEmpty`], [`DomainError::NameTooLong`] or [`DomainError::NameControl`].
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        let trimmed = value.trim();
+        if trimmed.is_empty() {
+            return Err(DomainError::NameEmpty);
+        }
+        if let Some(index) = trimmed.chars().position(char::is_control) {
+            return Err(DomainError::NameControl {
+                position: index + 1,
+            });
+        }
+        let actual = trimmed.chars().count();
+        if actual > Self::MAX_CHARS {
+            return Err(DomainError::NameTooLong { actual });
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether a key may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// The key verifies (unless expired).
+    Active,
+    /// The key is kept and listed but refused.
+    Inactive,
+}
+
+impl KeyStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// Reads the stored form back; `None` for anything else.
+    pub fn from_stored(value: &str) -> Option<Self> {
+        match value {
+            "active" => Some(Self::Active),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+}
+
+/// One rolling window: at most `limit` requests in any span of `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowLimit {
+    limit: u32,
+    period: Duration,
+}
+
+impl WindowLimit {
+    /// The largest limit of one window; it bounds the memory of an exact log (DESIGN §7).
+    pub const MAX_LIMIT: u32 = 10_000;
+    /// The shortest window.
+    pub const MIN_PERIOD: Duration = Duration::from_secs(1);
+    /// The longest window.
+    pub const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+    /// Checks the ranges: limit 1..=10 000, period 1 s..=24 h in whole milliseconds.
+    ///
+    /// # Errors
+    /// [`DomainError::Window`] saying which bound was broken.
+    pub fn new(limit: u32, period: Duration) -> Result<Self, DomainError> {
+        if limit == 0 || limit > Self::MAX_LIMIT {
+            return Err(DomainError::Window(format!(
+                "limit must be 1 to {}, got {limit}",
+                Self::MAX_LIMIT
+            )));
+        }
+        if period < Self::MIN_PERIOD || period > Self::MAX_PERIOD {
+            return Err(DomainError::Window(format!(
+                "period must be 1s to 24h, got {}ms",
+                period.as_millis()
+            )));
+        }
+        if period.subsec_nanos() % 1_000_000 != 0 {
+            return Err(DomainError::Window(
+                "period must be whole milliseconds".to_owned(),
+            ));
+        }
+        Ok(Self { limit, period })
+    }
+
+    /// Requests admitted per period.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The window's length.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl FromStr for WindowLimit {
+    type Err = DomainError;
+
+    /// Parses `LIMIT/PERIOD`, e.g. `100/60s`, `1000/1h`, `5/1500ms`; units `ms`, `s`, `m`, `h`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            DomainError::Window(format!(
+                "expected LIMIT/PERIOD such as 100/60s, got {value:?}"
+            ))
+        };
+        let (limit, period) = value.trim().split_once('/').ok_or_else(bad)?;
+        let limit: u32 = limit.trim().parse().map_err(|_| bad())?;
+        let period = period.trim();
+        let split = period.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let amount: u64 = period[..split].parse().map_err(|_| bad())?;
+        let millis_per_unit = match &period[split..] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        let millis = amount.checked_mul(millis_per_unit).ok_or_else(bad)?;
+        Self::new(limit, Duration::from_millis(millis))
+    }
+}
+
+impl fmt::Display for WindowLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.period.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}/{}s", self.limit, ms / 1000)
+        } else {
+            write!(f, "{}/{}ms", self.limit, ms)
+        }
+    }
+}
+
+/// A key's two windows. Every key has exactly these two, named `burst` and `hourly`; an override
+/// changes their limits and periods, never their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimits {
+    /// The short window (default 100 per 60 s).
+    pub burst: WindowLimit,
+    /// The long window (default 1000 per 3600 s).
+    pub hourly: WindowLimit,
+}
+
+impl RateLimits {
+    /// The name of the short window.
+    pub const BURST: &'static str = "burst";
+    /// The name of the long window.
+    pub const HOURLY: &'static str = "hourly";
+
+    /// The product's defaults: 100 per minute, 1000 per hour.
+    pub fn product_default() -> Self {
+        Self {
+            burst: WindowLimit {
+                limit: 100,
+                period: Duration::from_secs(60),
+            },
+            hourly: WindowLimit {
+                limit: 1000,
+                period: Duration::from_secs(3600),
+            },
+        }
+    }
+
+    /// Both windows with their names, burst first.
+    pub fn named(&self) -> [(&'static str, WindowLimit); 2] {
+        [(Self::BURST, self.burst), (Self::HOURLY, self.hourly)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_accept_the_documented_alphabet_only() {
+        assert!(WorkspaceId::parse("ws_Prod-01").is_ok());
+        assert!(UserId::parse(&"u".repeat(64)).is_ok());
+        for bad in ["", " ws", "ws/1", "ws.1", "wś", &"u".repeat(65)] {
+            assert_eq!(
+                WorkspaceId::parse(bad),
+                Err(DomainError::Identifier),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn key_ids_are_twelve_base62_characters() {
+        assert!(KeyId::parse("AbCdEf012345").is_ok());
+        for bad in ["", "AbCdEf01234", "AbCdEf0123456", "AbCdEf01234-"] {
+            assert_eq!(
+                KeyId::parse(bad),
+                Err(DomainError::KeyId),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_checked() {
+        assert_eq!(
+            KeyName::parse("  Mobile App \t").unwrap().as_str(),
+            "Mobile App"
+        );
+        assert_eq!(KeyName::parse("Ünïcödé ✓").unwrap().as_str(), "Ünïcödé ✓");
+        assert!(
+            KeyName::parse(&"é".repeat(100)).is_ok(),
+            "100 two-byte characters are fine"
+        );
+        assert_eq!(KeyName::parse("   "), Err(DomainError::NameEmpty));
+        assert_eq!(
+            KeyName::parse(&"x".repeat(101)),
+            Err(DomainError::NameTooLong { actual: 101 })
+        );
+        assert_eq!(
+            KeyName::parse("a\nb"),
+            Err(DomainError::NameControl { position: 2 })
+        );
+        assert_eq!(
+            KeyName::parse("ab\u{1b}[31m"),
+            Err(DomainError::NameControl { position: 3 })
+        );
+    }
+
+    #[test]
+    fn window_limits_parse_limit_slash_period() {
+        let parsed: WindowLimit = "100/60s".parse().unwrap();
+        assert_eq!(
+            (parsed.limit(), parsed.period()),
+            (100, Duration::from_secs(60))
+        );
+        let parsed: WindowLimit = "1000/1h".parse().unwrap();
+        assert_eq!(parsed.period(), Duration::from_secs(3600));
+        let parsed: WindowLimit = "5/1500ms".parse().unwrap();
+        assert_eq!(parsed.to_string(), "5/1500ms");
+        assert_eq!(
+            "12/10m".parse::<WindowLimit>().unwrap().to_string(),
+            "12/600s"
+        );
+        for bad in [
+            "",
+            "100",
+            "100/",
+            "/60s",
+            "0/60s",
+            "10001/60s",
+            "100/60",
+            "100/60x",
+            "100/0s",
+            "100/25h",
+            "100/999ms",
+            "-1/60s",
+        ] {
+            assert!(bad.parse::<WindowLimit>().is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The API key and the domain values around it, with no I/O.
+//!
+//! A key looks like `sk-` + 12-character key id + 32-character secret + 6-character checksum, all
+//! base62 (`0-9A-Za-z`), 53 characters in all (DESIGN §6). The key id is public (it appears in
+//! previews and URLs); the secret carries ≈190 bits from the OS CSPRNG; the checksum is CRC32 (IEEE)
+//! of everything before it, so a mistyped, truncated or made-up key is refused before any I/O.
+//!
+//! - [`format`]: [`GeneratedKey::generate`], [`PresentedKey::parse`] with a typed
+//!   [`MalformedKey`] error, the preview.
+//! - [`hash`]: argon2id hashing and constant-time verification of a whole key.
+//! - [`domain`]: the validated newtypes that cross crate boundaries ([`KeyId`], [`WorkspaceId`],
+//!   [`UserId`], [`KeyName`], [`WindowLimit`]).
+
+pub mod domain;
+pub mod format;
+pub mod hash;
+
+pub use domain::{
+    DomainError, KeyId, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+};
+pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};
+pub use hash::{HashError, HashParams, KeyHasher};

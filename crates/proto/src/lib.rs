@@ -1,0 +1,20 @@
+//! The `stanna.keys.v1` gRPC contract, generated from `proto/` at build time.
+//!
+//! Every service reaches the generated code as `stanna_proto::keys::v1::…` and never compiles protos
+//! itself. [`FILE_DESCRIPTOR_SET`] feeds server reflection so grpcurl needs no `.proto` files.
+
+/// The `stanna` protobuf namespace.
+pub mod keys {
+    /// Version 1 of the key API: KeyRegistry, AuthCheck and Quota with their messages.
+    #[allow(missing_docs, clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("stanna.keys.v1");
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every `stanna.keys.v1` file (and the well-known types they
+/// import), for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/stanna_descriptor.bin"));
+
+pub use prost_types;

@@ -1,0 +1,148 @@
+//! Schema migrations, applied at start-up by [`crate::KeyStore::connect`].
+//!
+//! sea-orm-migration takes no lock of its own, so two processes starting at once could both try
+//! to apply the same migration. [`migrate`] serialises them: on PostgreSQL with a transaction-scoped
+//! advisory lock, on SQLite with an `IMMEDIATE` transaction (the write lock is taken at `BEGIN`
+//! and waits under the busy timeout). Migrations run inside that transaction, so a second process
+//! finds them applied and does nothing.
+
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::prelude::*;
+
+/// An arbitrary constant naming Stanna's migration lock among PostgreSQL advisory locks.
+const PG_MIGRATION_LOCK: i64 = 0x5354_414e_4e41; // "STANNA"
+
+/// Applies pending migrations, safely when several processes start at once.
+///
+/// # Errors
+/// Any database error while locking or migrating; nothing is half-applied.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?;
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})"
+        ))
+        .await?;
+    }
+    Migrator::up(&txn, None).await?;
+    txn.commit().await
+}
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateApiKeys)]
+    }
+}
+
+/// The initial schema: the `api_keys` table and the indexes its queries use.
+struct CreateApiKeys;
+
+impl MigrationName for CreateApiKeys {
+    fn name(&self) -> &str {
+        "m20261127_000001_create_api_keys"
+    }
+}
+
+/// Column names of `api_keys`, for the schema builder.
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    KeyId,
+    WorkspaceId,
+    UserId,
+    Name,
+    Preview,
+    KeyHash,
+    Status,
+    CreatedAt,
+    UpdatedAt,
+    LastUsedAt,
+    ExpiresAt,
+    BurstLimit,
+    BurstPeriodMs,
+    HourlyLimit,
+    HourlyPeriodMs,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateApiKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ApiKeys::KeyId)
+                            .string_len(12)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::WorkspaceId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(ApiKeys::UserId).string_len(64).not_null())
+                    .col(ColumnDef::new(ApiKeys::Name).string_len(400).not_null())
+                    .col(ColumnDef::new(ApiKeys::Preview).string_len(16).not_null())
+                    .col(ColumnDef::new(ApiKeys::KeyHash).string_len(255).not_null())
+                    .col(ColumnDef::new(ApiKeys::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(ApiKeys::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(ApiKeys::UpdatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(ApiKeys::LastUsedAt).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::ExpiresAt).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::BurstLimit).integer().null())
+                    .col(ColumnDef::new(ApiKeys::BurstPeriodMs).big_integer().null())
+                    .col(ColumnDef::new(ApiKeys::HourlyLimit).integer().null())
+                    .col(ColumnDef::new(ApiKeys::HourlyPeriodMs).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        // Listing a workspace (newest first, keyset pagination on created_at, key_id), and counting
+        // or listing one user's keys in it. Lookups by key id use the primary key.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("api_keys_workspace_created")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::WorkspaceId)
+                    .col(ApiKeys::CreatedAt)
+                    .col(ApiKeys::KeyId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("api_keys_workspace_user_created")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::WorkspaceId)
+                    .col(ApiKeys::UserId)
+                    .col(ApiKeys::CreatedAt)
+                    .col(ApiKeys::KeyId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(ApiKeys::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,449 @@
+//! The KeyStore behaviour suite, run against SQLite (always) and PostgreSQL (when `DATABASE_URL`
+//! is set; CI sets it). Each test gets a database of its own.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use sea_orm::EntityTrait;
+use stanna_keys::{
+    GeneratedKey, HashParams, KeyHasher, KeyName, KeyStatus, UserId, WindowLimit, WorkspaceId,
+};
+use stanna_store::{
+    KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret, PageRequest, Scope, StoreError,
+};
+use stanna_testkit::TempDir;
+
+/// A store plus whatever keeps its database alive.
+struct Fixture {
+    store: KeyStore,
+    _dir: Option<TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = TempDir::new();
+    let store = KeyStore::connect(&dir.sqlite_url())
+        .await
+        .expect("open SQLite");
+    Fixture {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres(test: &str) -> Option<Fixture> {
+    let url = stanna_testkit::fresh_postgres_database(test).await?;
+    let store = KeyStore::connect(&url).await.expect("connect PostgreSQL");
+    Some(Fixture { store, _dir: None })
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(super::sqlite().await.store).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $test() {
+                if let Some(f) = super::postgres(concat!("postgres::", stringify!($test))).await {
+                    super::$test(f.store).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    created_key_reads_back_in_its_scope,
+    listing_is_newest_first_and_pages_cover_every_key_once,
+    a_key_is_invisible_from_another_workspace_or_user,
+    update_renames_and_deactivates,
+    deleting_twice_is_not_found,
+    rotation_keeps_owner_name_and_limits_and_expires_the_old_key,
+    max_keys_per_user_counts_live_keys_only,
+    concurrent_creates_never_overshoot_the_maximum,
+    last_used_never_moves_backwards,
+    the_database_never_holds_a_plaintext_key,
+    migrations_are_idempotent,
+);
+
+fn ws(id: &str) -> WorkspaceId {
+    WorkspaceId::parse(id).unwrap()
+}
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+fn scope(w: &str, u: Option<&str>) -> Scope {
+    Scope {
+        workspace: ws(w),
+        user: u.map(user),
+    }
+}
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000 + secs)
+}
+
+/// A new key with a throwaway hash (hashing is not what these tests are about).
+fn new_key(w: &str, u: &str, name: &str) -> (NewKey, GeneratedKey) {
+    let generated = GeneratedKey::generate().unwrap();
+    let key = NewKey {
+        key_id: generated.key().key_id(),
+        preview: generated.key().preview(),
+        key_hash: "$argon2id$placeholder".to_owned(),
+        workspace: ws(w),
+        user: user(u),
+        name: KeyName::parse(name).unwrap(),
+        expires_at: None,
+        rate_limits: LimitOverrides::default(),
+    };
+    (key, generated)
+}
+
+async fn created_key_reads_back_in_its_scope(store: KeyStore) {
+    let (mut key, generated) = new_key("ws1", "alice", "Production Dashboard");
+    key.rate_limits.burst = Some("5/1s".parse().unwrap());
+    let created = store.create(key, None, t(0)).await.unwrap();
+    assert_eq!(created.key_id, generated.key().key_id());
+    assert_eq!(created.status, KeyStatus::Active);
+    assert_eq!(created.created_at, t(0));
+    assert_eq!(created.last_used_at, None);
+    assert_eq!(
+        created.rate_limits.burst,
+        Some(WindowLimit::new(5, Duration::from_secs(1)).unwrap())
+    );
+    assert_eq!(created.rate_limits.hourly, None);
+    let read = store
+        .get(&scope("ws1", Some("alice")), &created.key_id)
+        .await
+        .unwrap();
+    assert_eq!(read, created);
+    assert_eq!(
+        store.find_by_key_id(&created.key_id).await.unwrap(),
+        Some(created)
+    );
+}
+
+async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore) {
+    let mut ids = Vec::new();
+    for i in 0..250u64 {
+        // Several keys share a creation time, so the key-id tie-breaker is exercised too.
+        let (key, _) = new_key(
+            "ws1",
+            if i % 2 == 0 { "alice" } else { "bob" },
+            &format!("key {i}"),
+        );
+        ids.push(store.create(key, None, t(i / 3)).await.unwrap().key_id);
+    }
+    let (other, _) = new_key("ws2", "alice", "elsewhere");
+    store.create(other, None, t(0)).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(&scope("ws1", None), PageRequest { size: 7, after })
+            .await
+            .unwrap();
+        assert!(page.keys.len() <= 7);
+        seen.extend(page.keys.iter().map(|k| (k.created_at, k.key_id)));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        250,
+        "every key of the workspace, and only those"
+    );
+    let unique: HashSet<_> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(unique.len(), 250, "no key listed twice");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, ties by key id"
+    );
+    let alice = store
+        .list(
+            &scope("ws1", Some("alice")),
+            PageRequest {
+                size: 100,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(alice.keys.len(), 100);
+    assert!(alice.keys.iter().all(|k| k.user.as_str() == "alice"));
+}
+
+async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
+    let (key, _) = new_key("wsA", "alice", "mine");
+    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let secret = || NewKeySecret {
+        key_id: GeneratedKey::generate().unwrap().key().key_id(),
+        preview: "p".into(),
+        key_hash: "h".into(),
+    };
+    for outsider in [
+        scope("wsB", None),
+        scope("wsB", Some("alice")),
+        scope("wsA", Some("bob")),
+    ] {
+        assert!(
+            matches!(store.get(&outsider, &id).await, Err(StoreError::NotFound)),
+            "get from {outsider:?}"
+        );
+        let rename = KeyChanges {
+            name: Some(KeyName::parse("stolen").unwrap()),
+            status: None,
+        };
+        assert!(matches!(
+            store.update(&outsider, &id, rename, t(1)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.delete(&outsider, &id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.rotate(&outsider, &id, secret(), t(1), t(1)).await,
+            Err(StoreError::NotFound)
+        ));
+        let page = store
+            .list(
+                &outsider,
+                PageRequest {
+                    size: 100,
+                    after: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.keys.is_empty(), "listed from {outsider:?}");
+    }
+    let untouched = store.get(&scope("wsA", Some("alice")), &id).await.unwrap();
+    assert_eq!(untouched.name.as_str(), "mine");
+}
+
+async fn update_renames_and_deactivates(store: KeyStore) {
+    let (key, _) = new_key("ws1", "alice", "old name");
+    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let changes = KeyChanges {
+        name: Some(KeyName::parse("new name").unwrap()),
+        status: Some(KeyStatus::Inactive),
+    };
+    let updated = store
+        .update(&scope("ws1", None), &id, changes, t(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.status),
+        ("new name", KeyStatus::Inactive)
+    );
+    assert_eq!((updated.created_at, updated.updated_at), (t(0), t(5)));
+    let only_status = KeyChanges {
+        name: None,
+        status: Some(KeyStatus::Active),
+    };
+    let updated = store
+        .update(&scope("ws1", Some("alice")), &id, only_status, t(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.status),
+        ("new name", KeyStatus::Active),
+        "merge semantics"
+    );
+}
+
+async fn deleting_twice_is_not_found(store: KeyStore) {
+    let (key, _) = new_key("ws1", "alice", "doomed");
+    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    store
+        .delete(&scope("ws1", Some("alice")), &id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete(&scope("ws1", None), &id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.get(&scope("ws1", None), &id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.find_by_key_id(&id).await.unwrap(), None);
+}
+
+async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: KeyStore) {
+    let (mut key, _) = new_key("ws1", "alice", "rotating");
+    key.rate_limits.hourly = Some("50/1h".parse().unwrap());
+    let old = store.create(key, None, t(0)).await.unwrap();
+    let next = GeneratedKey::generate().unwrap();
+    let secret = NewKeySecret {
+        key_id: next.key().key_id(),
+        preview: next.key().preview(),
+        key_hash: "h2".into(),
+    };
+    let (new, retired) = store
+        .rotate(&scope("ws1", None), &old.key_id, secret, t(70), t(10))
+        .await
+        .unwrap();
+    assert_eq!(new.key_id, next.key().key_id());
+    assert_eq!(
+        (&new.workspace, &new.user, &new.name),
+        (&old.workspace, &old.user, &old.name)
+    );
+    assert_eq!(new.rate_limits, old.rate_limits);
+    assert_eq!(new.expires_at, None);
+    assert_eq!(retired.expires_at, Some(t(70)));
+    let listed = store
+        .list(
+            &scope("ws1", None),
+            PageRequest {
+                size: 10,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.keys.len(),
+        2,
+        "the old key is still listed, with its expiry"
+    );
+    // Once expired it cannot be rotated again.
+    let again = NewKeySecret {
+        key_id: GeneratedKey::generate().unwrap().key().key_id(),
+        preview: "p".into(),
+        key_hash: "h".into(),
+    };
+    assert!(matches!(
+        store
+            .rotate(&scope("ws1", None), &old.key_id, again, t(80), t(75))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn max_keys_per_user_counts_live_keys_only(store: KeyStore) {
+    for i in 0..3 {
+        let (mut key, _) = new_key("ws1", "alice", &format!("k{i}"));
+        if i == 0 {
+            key.expires_at = Some(t(100));
+        }
+        store.create(key, Some(3), t(0)).await.unwrap();
+    }
+    let (key, _) = new_key("ws1", "alice", "one too many");
+    assert!(matches!(
+        store.create(key, Some(3), t(1)).await,
+        Err(StoreError::TooManyKeys { max: 3 })
+    ));
+    let (key, _) = new_key("ws1", "bob", "bob is fine");
+    store.create(key, Some(3), t(1)).await.unwrap();
+    // Once the first key has expired, there is room again.
+    let (key, _) = new_key("ws1", "alice", "after expiry");
+    store.create(key, Some(3), t(101)).await.unwrap();
+}
+
+async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let (key, _) = new_key("ws1", "alice", &format!("race {i}"));
+            store.create(key, Some(5), t(0)).await
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::TooManyKeys { .. }) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        created, 5,
+        "exactly the maximum is created under concurrency"
+    );
+}
+
+async fn last_used_never_moves_backwards(store: KeyStore) {
+    let (key, _) = new_key("ws1", "alice", "used");
+    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    store.record_last_used(&[(id, t(50))]).await.unwrap();
+    store.record_last_used(&[(id, t(40))]).await.unwrap();
+    assert_eq!(
+        store
+            .find_by_key_id(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(t(50))
+    );
+}
+
+async fn the_database_never_holds_a_plaintext_key(store: KeyStore) {
+    let hasher = KeyHasher::new(HashParams::insecure_fast_for_tests()).unwrap();
+    let mut secrets = Vec::new();
+    for i in 0..5 {
+        let (mut key, generated) = new_key("ws1", "alice", &format!("k{i}"));
+        key.key_hash = hasher.hash(generated.key()).unwrap();
+        store.create(key, None, t(0)).await.unwrap();
+        secrets.push(generated.into_secret());
+    }
+    let rows = stanna_store::entity::Entity::find()
+        .all(store.connection())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    for row in rows {
+        // Debug prints every column of the row.
+        let dump = format!("{row:?}");
+        for secret in &secrets {
+            // Neither the whole key nor its secret part appears anywhere.
+            assert!(
+                !dump.contains(secret.as_str()) && !dump.contains(&secret[15..47]),
+                "plaintext stored: {dump}"
+            );
+        }
+    }
+}
+
+async fn migrations_are_idempotent(store: KeyStore) {
+    stanna_store::migration::migrate(store.connection())
+        .await
+        .unwrap();
+    stanna_store::migration::migrate(store.connection())
+        .await
+        .unwrap();
+}
+
+/// Two processes starting at once must both come up with one schema: four pools migrate the same
+/// fresh database concurrently.
+async fn concurrent_start_up(url: String) {
+    let starts = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { KeyStore::connect(&url).await })
+    });
+    for start in starts.collect::<Vec<_>>() {
+        start
+            .await
+            .unwrap()
+            .expect("every concurrent start-up succeeds");
+    }
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_start_up_migrates_once() {
+    let dir = TempDir::new();
+    concurrent_start_up(dir.sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_start_up_migrates_once() {
+    if let Some(url) =
+        stanna_testkit::fresh_postgres_database("postgres_concurrent_start_up_migrates_once").await
+    {
+        concurrent_start_up(url).await;
+    }
+}
