@@ -34,9 +34,18 @@ pub enum DomainError {
         /// 1-based position in the trimmed name.
         position: usize,
     },
-    /// A window limit is not `LIMIT/PERIOD` or out of range.
-    #[error("{0}")]
-    Window(String),
+    /// A window's limit is out of range.
+    #[error("the limit must be 1 to {max}, got {got}", max = WindowLimit::MAX_LIMIT)]
+    WindowLimit {
+        /// The limit given.
+        got: u32,
+    },
+    /// A window's period is out of range or not whole milliseconds.
+    #[error("the period must be whole milliseconds from 1s to 24h")]
+    WindowPeriod,
+    /// A `LIMIT/PERIOD` text does not parse.
+    #[error("expected LIMIT/PERIOD such as 100/60s (units ms, s, m, h), got {0:?}")]
+    WindowSyntax(String),
 }
 
 /// Characters allowed in workspace and user ids.
@@ -213,24 +222,16 @@ impl WindowLimit {
     /// Checks the ranges: limit 1..=10 000, period 1 s..=24 h in whole milliseconds.
     ///
     /// # Errors
-    /// [`DomainError::Window`] saying which bound was broken.
+    /// [`DomainError::WindowLimit`] or [`DomainError::WindowPeriod`].
     pub fn new(limit: u32, period: Duration) -> Result<Self, DomainError> {
         if limit == 0 || limit > Self::MAX_LIMIT {
-            return Err(DomainError::Window(format!(
-                "limit must be 1 to {}, got {limit}",
-                Self::MAX_LIMIT
-            )));
+            return Err(DomainError::WindowLimit { got: limit });
         }
-        if period < Self::MIN_PERIOD || period > Self::MAX_PERIOD {
-            return Err(DomainError::Window(format!(
-                "period must be 1s to 24h, got {}ms",
-                period.as_millis()
-            )));
-        }
-        if period.subsec_nanos() % 1_000_000 != 0 {
-            return Err(DomainError::Window(
-                "period must be whole milliseconds".to_owned(),
-            ));
+        if period < Self::MIN_PERIOD
+            || period > Self::MAX_PERIOD
+            || !period.subsec_nanos().is_multiple_of(1_000_000)
+        {
+            return Err(DomainError::WindowPeriod);
         }
         Ok(Self { limit, period })
     }
@@ -251,11 +252,7 @@ impl FromStr for WindowLimit {
 
     /// Parses `LIMIT/PERIOD`, e.g. `100/60s`, `1000/1h`, `5/1500ms`; units `ms`, `s`, `m`, `h`.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            DomainError::Window(format!(
-                "expected LIMIT/PERIOD such as 100/60s, got {value:?}"
-            ))
-        };
+        let bad = || DomainError::WindowSyntax(value.to_owned());
         let (limit, period) = value.trim().split_once('/').ok_or_else(bad)?;
         let limit: u32 = limit.trim().parse().map_err(|_| bad())?;
         let period = period.trim();
@@ -276,7 +273,7 @@ impl FromStr for WindowLimit {
 impl fmt::Display for WindowLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.period.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}/{}s", self.limit, ms / 1000)
         } else {
             write!(f, "{}/{}ms", self.limit, ms)

@@ -18,7 +18,7 @@ pub struct PageToken {
 
 /// The token is not one this server issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("is not a page token returned by a previous ListKeys call")]
+#[error("not a page token returned by a previous ListKeys call")]
 pub struct InvalidPageToken;
 
 const VERSION: &str = "v1";
@@ -54,7 +54,7 @@ impl fmt::Display for PageToken {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
         return None;
     }
     (0..text.len())

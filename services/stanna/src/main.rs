@@ -1,1 +1,24 @@
-fn main() {}
+//! `stanna`: every Stanna Keys service in one binary.
+//!
+//! `stanna serve` runs the whole system in one process on the embedded defaults (SQLite file,
+//! nothing to install); `stanna serve registry` runs one service alone (split mode);
+//! `stanna healthcheck ADDR` probes a service's gRPC health (for container health checks).
+
+mod cli;
+mod healthcheck;
+mod logging;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        cli::Command::Serve(args) => {
+            logging::init()?;
+            runtime.block_on(serve::serve(args))
+        }
+        cli::Command::Healthcheck { addr } => runtime.block_on(healthcheck::check(&addr)),
+    }
+}

@@ -1,0 +1,312 @@
+//! The thin tonic adapter: proto requests in, validated domain values to the [`Registry`], proto
+//! responses out; plus the admin-token interceptor.
+//!
+//! Validation happens here, once, and every refusal names the field as the proto names it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stanna_keys::{
+    DomainError, KeyId, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+};
+use stanna_proto::keys::v1 as pb;
+use stanna_proto::keys::v1::key_registry_server::{KeyRegistry, KeyRegistryServer};
+use stanna_store::{KeyChanges, KeyRecord, LimitOverrides, PageRequest, PageToken, Scope};
+use subtle::ConstantTimeEq;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::config::AdminToken;
+use crate::error::RegistryError;
+use crate::registry::{CreateKey, CreatedKey, Registry};
+
+/// Page size when a ListKeys request leaves it at 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The largest page a ListKeys request may ask for.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// The KeyRegistry service, authenticated: what a server (or an in-memory client) mounts.
+pub type AuthenticatedRegistry =
+    InterceptedService<KeyRegistryServer<KeyRegistryService>, AdminAuth>;
+
+/// Wraps `registry` in its gRPC server and the admin-token check.
+pub fn authenticated_service(registry: Registry, token: AdminToken) -> AuthenticatedRegistry {
+    KeyRegistryServer::with_interceptor(
+        KeyRegistryService { registry },
+        AdminAuth {
+            token: Arc::new(token),
+        },
+    )
+}
+
+/// Refuses calls without `authorization: Bearer <admin token>` (scheme case-insensitive). The
+/// token is compared in constant time.
+#[derive(Clone)]
+pub struct AdminAuth {
+    /// The expected token.
+    token: Arc<AdminToken>,
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated("missing \"authorization: Bearer <admin token>\" metadata")
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
+        let token = match presented.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(Status::unauthenticated(
+                    "the authorization metadata must be \"Bearer <admin token>\"",
+                ));
+            }
+        };
+        if bool::from(token.as_bytes().ct_eq(self.token.expose().as_bytes())) {
+            Ok(request)
+        } else {
+            tracing::warn!("KeyRegistry call with a wrong admin token refused");
+            Err(Status::unauthenticated("invalid admin token"))
+        }
+    }
+}
+
+/// The KeyRegistry gRPC service over a [`Registry`].
+#[derive(Clone)]
+pub struct KeyRegistryService {
+    /// The core.
+    registry: Registry,
+}
+
+#[tonic::async_trait]
+impl KeyRegistry for KeyRegistryService {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let r = request.into_inner();
+        let create = CreateKey {
+            workspace: WorkspaceId::parse(&r.workspace_id)
+                .map_err(|e| RegistryError::invalid("workspace_id", e))?,
+            user: UserId::parse(&r.user_id).map_err(|e| RegistryError::invalid("user_id", e))?,
+            name: KeyName::parse(&r.name).map_err(|e| RegistryError::invalid("name", e))?,
+            expires_at: r
+                .expires_at
+                .map(|t| system_time("expires_at", t))
+                .transpose()?,
+            rate_limits: limit_overrides(&r.rate_limits)?,
+        };
+        let created = self.registry.create_key(create).await?;
+        Ok(Response::new(self.created_response(created)))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let r = request.into_inner();
+        let scope = scope(&r.workspace_id, &r.user_id)?;
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(RegistryError::invalid(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}, got {n}"),
+                )
+                .into());
+            }
+            n => n,
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            token => {
+                Some(PageToken::parse(token).map_err(|e| RegistryError::invalid("page_token", e))?)
+            }
+        };
+        let page = self
+            .registry
+            .list_keys(&scope, PageRequest { size, after })
+            .await?;
+        let defaults = self.registry.default_limits();
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: page.keys.iter().map(|k| api_key(k, defaults)).collect(),
+            next_page_token: page.next.map(|t| t.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_key(
+        &self,
+        request: Request<pb::GetKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let r = request.into_inner();
+        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        let key = self.registry.get_key(&scope, &key_id).await?;
+        Ok(Response::new(api_key(&key, self.registry.default_limits())))
+    }
+
+    async fn update_key(
+        &self,
+        request: Request<pb::UpdateKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let r = request.into_inner();
+        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        let changes = KeyChanges {
+            name: r
+                .name
+                .as_deref()
+                .map(KeyName::parse)
+                .transpose()
+                .map_err(|e| RegistryError::invalid("name", e))?,
+            status: match pb::KeyStatus::try_from(r.status) {
+                Ok(pb::KeyStatus::Unspecified) => None,
+                Ok(pb::KeyStatus::Active) => Some(KeyStatus::Active),
+                Ok(pb::KeyStatus::Inactive) => Some(KeyStatus::Inactive),
+                Err(_) => {
+                    return Err(RegistryError::invalid(
+                        "status",
+                        format!(
+                            "must be KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE, got {}",
+                            r.status
+                        ),
+                    )
+                    .into());
+                }
+            },
+        };
+        let key = self.registry.update_key(&scope, &key_id, changes).await?;
+        Ok(Response::new(api_key(&key, self.registry.default_limits())))
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<pb::DeleteKeyRequest>,
+    ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        let r = request.into_inner();
+        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        self.registry.delete_key(&scope, &key_id).await?;
+        Ok(Response::new(pb::DeleteKeyResponse {}))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let r = request.into_inner();
+        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        let grace = match r.grace_period {
+            None => Duration::ZERO,
+            Some(d) => duration("grace_period", d)?,
+        };
+        let created = self.registry.rotate_key(&scope, &key_id, grace).await?;
+        let created = self.created_response(created);
+        Ok(Response::new(pb::RotateKeyResponse {
+            key: created.key,
+            secret: created.secret,
+        }))
+    }
+}
+
+impl KeyRegistryService {
+    fn created_response(&self, created: CreatedKey) -> pb::CreateKeyResponse {
+        pb::CreateKeyResponse {
+            key: Some(api_key(&created.key, self.registry.default_limits())),
+            secret: created.secret,
+        }
+    }
+}
+
+fn scope(workspace_id: &str, user_id: &str) -> Result<Scope, RegistryError> {
+    Ok(Scope {
+        workspace: WorkspaceId::parse(workspace_id)
+            .map_err(|e| RegistryError::invalid("workspace_id", e))?,
+        user: match user_id {
+            "" => None,
+            id => Some(UserId::parse(id).map_err(|e| RegistryError::invalid("user_id", e))?),
+        },
+    })
+}
+
+fn key_id(value: &str) -> Result<KeyId, RegistryError> {
+    KeyId::parse(value).map_err(|e| RegistryError::invalid("key_id", e))
+}
+
+fn system_time(field: &str, t: prost_types::Timestamp) -> Result<SystemTime, RegistryError> {
+    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(RegistryError::invalid(
+            field,
+            "must be a valid timestamp after 1970",
+        ));
+    }
+    Ok(UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32))
+}
+
+fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, RegistryError> {
+    Duration::try_from(d)
+        .map_err(|_| RegistryError::invalid(field, "must be a non-negative duration"))
+}
+
+/// Reads `rate_limits`: only windows named `burst` and `hourly`, each at most once.
+fn limit_overrides(limits: &[pb::RateLimit]) -> Result<LimitOverrides, RegistryError> {
+    let mut overrides = LimitOverrides::default();
+    for (i, limit) in limits.iter().enumerate() {
+        let field = |part: &str| format!("rate_limits[{i}].{part}");
+        let period = limit
+            .period
+            .ok_or_else(|| RegistryError::invalid(field("period"), "is required"))?;
+        let period = duration(&field("period"), period)?;
+        let window = WindowLimit::new(limit.limit, period).map_err(|e| match e {
+            DomainError::WindowLimit { .. } => RegistryError::invalid(field("limit"), e),
+            _ => RegistryError::invalid(field("period"), e),
+        })?;
+        let slot = match limit.name.as_str() {
+            RateLimits::BURST => &mut overrides.burst,
+            RateLimits::HOURLY => &mut overrides.hourly,
+            other => {
+                return Err(RegistryError::invalid(
+                    field("name"),
+                    format!("must be \"burst\" or \"hourly\", got {other:?}"),
+                ));
+            }
+        };
+        if slot.replace(window).is_some() {
+            return Err(RegistryError::invalid(
+                field("name"),
+                format!("{:?} is given twice", limit.name),
+            ));
+        }
+    }
+    Ok(overrides)
+}
+
+/// A stored key as the API shows it, with its effective limits.
+pub fn api_key(key: &KeyRecord, defaults: RateLimits) -> pb::ApiKey {
+    let limits = key.rate_limits.resolve(defaults);
+    pb::ApiKey {
+        id: key.key_id.to_string(),
+        workspace_id: key.workspace.to_string(),
+        user_id: key.user.to_string(),
+        name: key.name.as_str().to_owned(),
+        preview: key.preview.clone(),
+        status: match key.status {
+            KeyStatus::Active => pb::KeyStatus::Active,
+            KeyStatus::Inactive => pb::KeyStatus::Inactive,
+        } as i32,
+        created_at: Some(key.created_at.into()),
+        updated_at: Some(key.updated_at.into()),
+        last_used_at: key.last_used_at.map(Into::into),
+        expires_at: key.expires_at.map(Into::into),
+        rate_limits: limits
+            .named()
+            .into_iter()
+            .map(|(name, w)| pb::RateLimit {
+                name: name.to_owned(),
+                limit: w.limit(),
+                period: prost_types::Duration::try_from(w.period()).ok(),
+            })
+            .collect(),
+    }
+}

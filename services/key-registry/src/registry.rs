@@ -1,0 +1,297 @@
+//! The registry's core, in plain Rust on domain types: what CreateKey, ListKeys, GetKey,
+//! UpdateKey, DeleteKey and RotateKey do, independent of gRPC.
+//!
+//! New keys are generated and argon2-hashed on the blocking pool under a concurrency cap, so a burst
+//! of creations cannot starve the async runtime or exhaust memory (19 MiB per running hash).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use stanna_keys::{GeneratedKey, KeyHasher, KeyId, KeyName, RateLimits, UserId, WorkspaceId};
+use stanna_store::{
+    KeyChanges, KeyRecord, KeyStore, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
+    Scope, StoreError,
+};
+use tokio::sync::Semaphore;
+
+use crate::error::RegistryError;
+
+/// A source of "now", injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The longest grace period a rotation accepts.
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often a colliding key id is redrawn before giving up (a collision is ≈2⁻⁷¹ per pair).
+const KEY_ID_ATTEMPTS: usize = 3;
+
+/// A CreateKey request, validated.
+#[derive(Debug, Clone)]
+pub struct CreateKey {
+    /// The key's workspace.
+    pub workspace: WorkspaceId,
+    /// The key's owner.
+    pub user: UserId,
+    /// The key's name.
+    pub name: KeyName,
+    /// When it stops verifying, if ever (must be in the future).
+    pub expires_at: Option<SystemTime>,
+    /// Per-key limits; unset windows follow the configured defaults.
+    pub rate_limits: LimitOverrides,
+}
+
+/// A key just made, with its plaintext: the one moment it exists.
+pub struct CreatedKey {
+    /// The stored key.
+    pub key: KeyRecord,
+    /// The plaintext, for the response only.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Where keys live.
+    store: KeyStore,
+    /// Hashes new keys (argon2id).
+    hasher: KeyHasher,
+    /// Limits of keys without overrides; also shown as their effective limits.
+    defaults: RateLimits,
+    /// Live keys one user may hold in one workspace.
+    max_keys_per_user: u32,
+    /// Caps concurrent argon2 runs.
+    argon2_permits: Semaphore,
+    /// "Now".
+    clock: Clock,
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(
+        store: KeyStore,
+        hasher: KeyHasher,
+        defaults: RateLimits,
+        max_keys_per_user: u32,
+        argon2_concurrency: usize,
+    ) -> Self {
+        Self::with_clock(
+            store,
+            hasher,
+            defaults,
+            max_keys_per_user,
+            argon2_concurrency,
+            Arc::new(SystemTime::now),
+        )
+    }
+
+    /// A registry whose notion of "now" comes from `clock`.
+    pub fn with_clock(
+        store: KeyStore,
+        hasher: KeyHasher,
+        defaults: RateLimits,
+        max_keys_per_user: u32,
+        argon2_concurrency: usize,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hasher,
+                defaults,
+                max_keys_per_user,
+                argon2_permits: Semaphore::new(argon2_concurrency.max(1)),
+                clock,
+            }),
+        }
+    }
+
+    /// The configured default windows.
+    pub fn default_limits(&self) -> RateLimits {
+        self.inner.defaults
+    }
+
+    /// The store this registry writes to.
+    pub fn store(&self) -> &KeyStore {
+        &self.inner.store
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.inner.clock)()
+    }
+
+    /// Creates a key and returns it with its plaintext.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an `expires_at` not in the future, `TooManyKeys`, or a store error.
+    pub async fn create_key(&self, request: CreateKey) -> Result<CreatedKey, RegistryError> {
+        let now = self.now();
+        if request.expires_at.is_some_and(|at| at <= now) {
+            return Err(RegistryError::invalid(
+                "expires_at",
+                "must be in the future",
+            ));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (generated, key_hash) = self.generate_and_hash().await?;
+            let new = NewKey {
+                key_id: generated.key().key_id(),
+                preview: generated.key().preview(),
+                key_hash,
+                workspace: request.workspace.clone(),
+                user: request.user.clone(),
+                name: request.name.clone(),
+                expires_at: request.expires_at,
+                rate_limits: request.rate_limits,
+            };
+            match self
+                .inner
+                .store
+                .create(new, Some(self.inner.max_keys_per_user), now)
+                .await
+            {
+                Ok(key) => {
+                    tracing::info!(key_id = %key.key_id, workspace = %key.workspace, user = %key.user, "key created");
+                    return Ok(CreatedKey {
+                        key,
+                        secret: generated.into_secret(),
+                    });
+                }
+                Err(StoreError::DuplicateKeyId) if attempt < KEY_ID_ATTEMPTS => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Lists keys in `scope`, newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn list_keys(&self, scope: &Scope, page: PageRequest) -> Result<Page, RegistryError> {
+        Ok(self.inner.store.list(scope, page).await?)
+    }
+
+    /// Reads one key.
+    ///
+    /// # Errors
+    /// `NotFound` if it is not visible in `scope`.
+    pub async fn get_key(&self, scope: &Scope, key_id: &KeyId) -> Result<KeyRecord, RegistryError> {
+        Ok(self.inner.store.get(scope, key_id).await?)
+    }
+
+    /// Renames, activates or deactivates a key; with no change, returns it as it is.
+    ///
+    /// # Errors
+    /// `NotFound` if it is not visible in `scope`.
+    pub async fn update_key(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        changes: KeyChanges,
+    ) -> Result<KeyRecord, RegistryError> {
+        if changes.name.is_none() && changes.status.is_none() {
+            return self.get_key(scope, key_id).await;
+        }
+        let status = changes.status;
+        let key = self
+            .inner
+            .store
+            .update(scope, key_id, changes, self.now())
+            .await?;
+        if let Some(status) = status {
+            tracing::info!(key_id = %key.key_id, workspace = %key.workspace, status = status.as_str(), "key status set");
+        }
+        Ok(key)
+    }
+
+    /// Deletes a key for good.
+    ///
+    /// # Errors
+    /// `NotFound` if it is not visible in `scope` (also when deleted already).
+    pub async fn delete_key(&self, scope: &Scope, key_id: &KeyId) -> Result<(), RegistryError> {
+        self.inner.store.delete(scope, key_id).await?;
+        tracing::info!(key_id = %key_id, workspace = %scope.workspace, "key deleted");
+        Ok(())
+    }
+
+    /// Replaces a key by a new one (same name, owner and limits); the old one keeps working for
+    /// `grace` (zero: it stops at once) and stays listed with its expiry.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a grace period over 30 days; `NotFound` if the key is not visible in
+    /// `scope` or already expired.
+    pub async fn rotate_key(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        grace: Duration,
+    ) -> Result<CreatedKey, RegistryError> {
+        if grace > MAX_GRACE_PERIOD {
+            return Err(RegistryError::invalid(
+                "grace_period",
+                "must be at most 30 days",
+            ));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (generated, key_hash) = self.generate_and_hash().await?;
+            let secret = NewKeySecret {
+                key_id: generated.key().key_id(),
+                preview: generated.key().preview(),
+                key_hash,
+            };
+            let now = self.now();
+            match self
+                .inner
+                .store
+                .rotate(scope, key_id, secret, now + grace, now)
+                .await
+            {
+                Ok((key, old)) => {
+                    tracing::info!(key_id = %key.key_id, old_key_id = %old.key_id, workspace = %key.workspace, grace_ms = grace.as_millis() as u64, "key rotated");
+                    return Ok(CreatedKey {
+                        key,
+                        secret: generated.into_secret(),
+                    });
+                }
+                Err(StoreError::DuplicateKeyId) if attempt < KEY_ID_ATTEMPTS => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Draws a key and hashes it on the blocking pool, under the argon2 concurrency cap.
+    async fn generate_and_hash(&self) -> Result<(GeneratedKey, String), RegistryError> {
+        let _permit = self
+            .inner
+            .argon2_permits
+            .acquire()
+            .await
+            .map_err(|e| RegistryError::Internal(Box::new(e)))?;
+        let hasher = self.inner.hasher.clone();
+        tokio::task::spawn_blocking(move || {
+            let generated =
+                GeneratedKey::generate().map_err(|e| RegistryError::Internal(Box::new(e)))?;
+            let hash = hasher
+                .hash(generated.key())
+                .map_err(|e| RegistryError::Internal(Box::new(e)))?;
+            Ok((generated, hash))
+        })
+        .await
+        .map_err(|e| RegistryError::Internal(Box::new(e)))?
+    }
+}
