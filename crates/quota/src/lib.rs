@@ -1,0 +1,147 @@
+//! Exact rate limits over rolling windows, decided atomically for all of a subject's windows.
+//!
+//! The guarantee (DESIGN §7, `docs/quota.md`): for every window of limit `N` and period `P`, never
+//! more than `N` admissions in any span of length `P`, and a client that keeps within every window
+//! is never refused. A request refused by one window charges none.
+//!
+//! The algorithm ([`log`]) keeps, per window, a ring of the last `N` admission times: a request of
+//! cost `c` is admitted iff the `(N-c+1)`-th most recent admission is at least `P` old — one slot
+//! read and `c` slot writes per window, whatever the rate. Two backends run it:
+//! [`MemoryBackend`] in process (the all-in-one default) and [`RedisBackend`], one Lua script
+//! per decision (one round trip) over one Redis key per subject (`q:{subject}`, hash-tagged for a
+//! future Redis Cluster).
+
+pub mod log;
+mod memory;
+mod over_limit;
+mod redis_backend;
+
+use std::time::Duration;
+
+pub use memory::MemoryBackend;
+pub use redis_backend::{RedisBackend, RedisBackendConfig};
+use stanna_keys::WindowLimit;
+
+/// At most this many windows per decision.
+pub const MAX_WINDOWS: usize = 4;
+
+/// One window to check, with the name reported back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedWindow {
+    /// e.g. `burst` or `hourly`.
+    pub name: String,
+    /// Limit and period.
+    pub limit: WindowLimit,
+}
+
+/// A window's state after a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowState {
+    /// The window's name.
+    pub name: String,
+    /// The window's limit.
+    pub limit: u32,
+    /// Requests of cost 1 still admitted now.
+    pub remaining: u32,
+    /// Time until `remaining` is back to `limit` (the newest counted admission leaves).
+    pub reset_after: Duration,
+}
+
+/// The outcome of a Consume or Peek.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Every window admitted the cost (and, for Consume, it was charged).
+    pub allowed: bool,
+    /// Each window's state, in request order.
+    pub windows: Vec<WindowState>,
+    /// When refused: time until a request of the same cost would be admitted.
+    pub retry_after: Option<Duration>,
+}
+
+/// Why no decision could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    /// The request itself is unusable (no windows, cost above a limit, …).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The backing store cannot be reached; the caller applies its fail mode.
+    #[error("quota store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Consume (charge when admitted) or Peek (never charge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Check every window and charge them all if all admit.
+    Consume,
+    /// Check without charging.
+    Peek,
+}
+
+/// Where decisions are made: in process or in Redis.
+#[derive(Clone)]
+pub enum QuotaBackend {
+    /// Process memory (one process only).
+    Memory(MemoryBackend),
+    /// A Redis server shared by every quota process.
+    Redis(RedisBackend),
+}
+
+impl QuotaBackend {
+    /// Decides for `subject`. `now_ms` (milliseconds since the epoch) injects the time for tests;
+    /// `None` uses the backend's clock (Redis's own `TIME`, so several quota processes agree).
+    ///
+    /// # Errors
+    /// [`QuotaError::InvalidArgument`] for an unusable request, [`QuotaError::Unavailable`] when
+    /// Redis cannot be reached.
+    pub async fn decide(
+        &self,
+        subject: &str,
+        cost: u32,
+        windows: &[NamedWindow],
+        mode: Mode,
+        now_ms: Option<u64>,
+    ) -> Result<Decision, QuotaError> {
+        validate(subject, cost, windows)?;
+        match self {
+            Self::Memory(m) => Ok(m.decide(subject, cost, windows, mode, now_ms)),
+            Self::Redis(r) => r.decide(subject, cost, windows, mode, now_ms).await,
+        }
+    }
+
+    /// Which backend this is, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "in-process",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+fn validate(subject: &str, cost: u32, windows: &[NamedWindow]) -> Result<(), QuotaError> {
+    if subject.is_empty() || subject.len() > 128 {
+        return Err(QuotaError::InvalidArgument(
+            "subject: must be 1 to 128 bytes".to_owned(),
+        ));
+    }
+    if windows.is_empty() || windows.len() > MAX_WINDOWS {
+        return Err(QuotaError::InvalidArgument(format!(
+            "limits: must hold 1 to {MAX_WINDOWS} windows"
+        )));
+    }
+    if let Some(w) = windows.iter().find(|w| cost > w.limit.limit()) {
+        return Err(QuotaError::InvalidArgument(format!(
+            "cost: {cost} exceeds the limit {} of window {:?}, so it could never be admitted",
+            w.limit.limit(),
+            w.name
+        )));
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

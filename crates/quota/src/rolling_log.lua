@@ -1,0 +1,173 @@
+-- Stanna quota: the exact rolling log (crates/quota/src/log.rs) for up to 4 windows of one
+-- subject, checked and charged atomically in one call.
+--
+-- KEYS[1]  the subject's state, q:{subject}
+-- ARGV     cost, now_ms ('' = Redis's own TIME), 'c' (consume) | 'p' (peek), n, then n pairs of
+--          limit, period_ms
+-- returns  {allowed 0|1, retry_after_ms (-1 if allowed), then per window remaining, reset_after_ms}
+--
+-- State: one binary string. Header '<ddI4': base_ms, ttl_refresh_at_ms, n. Then per window
+-- '<I4I4' limit, head, and `limit` slots '<I4' holding admission times as offsets from base
+-- (0 = never; time = base + v - 1). Slots are sorted oldest -> newest starting at head.
+local cost = tonumber(ARGV[1])
+local now
+if ARGV[2] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[2])
+end
+local consume = ARGV[3] == 'c'
+local n = tonumber(ARGV[4])
+local limits, periods, longest = {}, {}, 0
+for i = 1, n do
+  limits[i] = tonumber(ARGV[3 + 2 * i])
+  periods[i] = tonumber(ARGV[4 + 2 * i])
+  if periods[i] > longest then longest = periods[i] end
+end
+
+local HEADER = 20
+local state = redis.call('GET', KEYS[1])
+local base, refresh_at
+local heads, pos = {}, {}
+
+-- Positions of each window's slots in `state`, and whether the stored shape matches the request.
+local function parse()
+  local stored_n
+  base, refresh_at, stored_n = struct.unpack('<ddI4', state)
+  local p, stored = HEADER + 1, {}
+  for i = 1, stored_n do
+    local limit, head = struct.unpack('<I4I4', state, p)
+    stored[i] = {limit, head, p + 8}
+    p = p + 8 + limit * 4
+  end
+  return stored_n, stored
+end
+
+-- Rebuilds the state for the requested shape, keeping each window's newest admissions.
+local function reshape(stored)
+  local parts = {struct.pack('<ddI4', base, refresh_at, n)}
+  for i = 1, n do
+    local limit, s, ring = limits[i], stored[i], nil
+    if s then
+      local bytes = string.sub(state, s[3], s[3] + s[1] * 4 - 1)
+      local logical = string.sub(bytes, s[2] * 4 + 1) .. string.sub(bytes, 1, s[2] * 4)
+      if s[1] >= limit then
+        ring = string.sub(logical, (s[1] - limit) * 4 + 1)
+      else
+        ring = string.rep('\0', (limit - s[1]) * 4) .. logical
+      end
+    else
+      ring = string.rep('\0', limit * 4)
+    end
+    parts[#parts + 1] = struct.pack('<I4I4', limit, 0) .. ring
+  end
+  state = table.concat(parts)
+end
+
+local function locate()
+  local p = HEADER + 1
+  for i = 1, n do
+    heads[i] = struct.unpack('<I4', state, p + 4)
+    pos[i] = p + 8
+    p = p + 8 + limits[i] * 4
+  end
+end
+
+if not state then
+  base, refresh_at = now - longest, 0
+  reshape({})
+else
+  local stored_n, stored = parse()
+  local same = stored_n == n
+  for i = 1, n do
+    if not stored[i] or stored[i][1] ~= limits[i] then same = false end
+  end
+  if not same then reshape(stored) end
+end
+locate()
+
+-- Offsets are 32-bit: every ~49 days of continuous use, move the base (times older than the
+-- longest window become 'never', which they are for every decision).
+if now - base + 1 > 4294967295 then
+  local new_base, parts = now - longest, {struct.pack('<ddI4', now - longest, refresh_at, n)}
+  for i = 1, n do
+    parts[#parts + 1] = struct.pack('<I4I4', limits[i], heads[i])
+    for k = 0, limits[i] - 1 do
+      local v = struct.unpack('<I4', state, pos[i] + k * 4)
+      local t = base + v - 1
+      if v == 0 or t < new_base then v = 0 else v = t - new_base + 1 end
+      parts[#parts + 1] = struct.pack('<I4', v)
+    end
+  end
+  state, base = table.concat(parts), new_base
+end
+
+-- The time of window i's k-th oldest admission (0-based), or nil for never.
+local function slot_time(i, k)
+  local v = struct.unpack('<I4', state, pos[i] + ((heads[i] + k) % limits[i]) * 4)
+  if v == 0 then return nil end
+  return base + v - 1
+end
+
+local retry = -1
+for i = 1, n do
+  local t = slot_time(i, cost - 1)
+  if t and t + periods[i] > now then
+    local r = t + periods[i] - now
+    if r > retry then retry = r end
+  end
+end
+local allowed = retry < 0
+
+if allowed and consume then
+  local edits = {}
+  for i = 1, n do
+    local limit = limits[i]
+    local at, newest = now, slot_time(i, limit - 1)
+    if newest and newest > at then at = newest end
+    local v, h = struct.pack('<I4', at - base + 1), heads[i]
+    for _ = 1, cost do
+      edits[#edits + 1] = {pos[i] + h * 4, v}
+      h = (h + 1) % limit
+    end
+    heads[i] = h
+    edits[#edits + 1] = {pos[i] - 4, struct.pack('<I4', h)}
+  end
+  local refresh_ttl = now >= refresh_at
+  if refresh_ttl then
+    edits[#edits + 1] = {9, struct.pack('<d', now + longest)}
+  end
+  table.sort(edits, function(a, b) return a[1] < b[1] end)
+  local parts, cursor = {}, 1
+  for _, e in ipairs(edits) do
+    parts[#parts + 1] = string.sub(state, cursor, e[1] - 1)
+    parts[#parts + 1] = e[2]
+    cursor = e[1] + #e[2]
+  end
+  parts[#parts + 1] = string.sub(state, cursor)
+  state = table.concat(parts)
+  if refresh_ttl then
+    -- Lives 2 x longest from now, refreshed once per `longest`: always past the last admission
+    -- plus the longest window, with a TTL write only once per window instead of per request.
+    redis.call('SET', KEYS[1], state, 'PX', 2 * longest)
+  else
+    redis.call('SET', KEYS[1], state, 'KEEPTTL')
+  end
+end
+
+local out = {allowed and 1 or 0, retry}
+for i = 1, n do
+  local limit, period = limits[i], periods[i]
+  local lo, hi = 0, limit
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local t = slot_time(i, mid)
+    if t and t + period > now then hi = mid else lo = mid + 1 end
+  end
+  local count, reset = limit - lo, 0
+  if count > 0 then reset = slot_time(i, limit - 1) + period - now end
+  out[#out + 1] = limit - count
+  out[#out + 1] = reset
+end
+return out

@@ -1,0 +1,411 @@
+//! The quota behaviour suite, run against the in-process backend (always) and Redis (when
+//! `REDIS_URL` is set; CI sets it), with injected time so hours pass in milliseconds.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use stanna_keys::WindowLimit;
+use stanna_quota::{
+    Decision, MemoryBackend, Mode, NamedWindow, QuotaBackend, QuotaError, RedisBackend,
+    RedisBackendConfig,
+};
+use stanna_testkit::random_suffix;
+
+const T0: u64 = 1_800_000_000_000;
+
+async fn memory() -> QuotaBackend {
+    QuotaBackend::Memory(MemoryBackend::new())
+}
+
+async fn redis(test: &str) -> Option<QuotaBackend> {
+    let url = stanna_testkit::redis_url(test)?;
+    Some(QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(url)).expect("redis url"),
+    ))
+}
+
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $test() { super::$test(super::memory().await).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $test() {
+                if let Some(backend) = super::redis(concat!("redis::", stringify!($test))).await {
+                    super::$test(backend).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    hundred_are_admitted_then_the_101st_is_refused_with_retry_after,
+    a_refused_call_charges_no_window,
+    the_long_window_binds_after_the_burst_window_resets,
+    an_abuser_never_gets_more_than_the_limit_in_any_rolling_span,
+    two_full_bursts_61_seconds_apart_are_both_admitted,
+    bursts_every_361_seconds_for_three_hours_are_never_refused,
+    a_thousand_concurrent_consumes_admit_exactly_the_limit,
+    peek_never_charges,
+    a_changed_limit_keeps_what_was_admitted,
+    a_cost_above_the_limit_is_invalid,
+    windows_report_remaining_and_reset,
+);
+
+fn window(name: &str, limit: u32, period: Duration) -> NamedWindow {
+    NamedWindow {
+        name: name.into(),
+        limit: WindowLimit::new(limit, period).unwrap(),
+    }
+}
+
+fn product_windows() -> Vec<NamedWindow> {
+    vec![
+        window("burst", 100, Duration::from_secs(60)),
+        window("hourly", 1000, Duration::from_secs(3600)),
+    ]
+}
+
+fn subject() -> String {
+    format!("test{}", random_suffix())
+}
+
+async fn consume(b: &QuotaBackend, s: &str, w: &[NamedWindow], at: u64) -> Decision {
+    b.decide(s, 1, w, Mode::Consume, Some(at))
+        .await
+        .expect("decision")
+}
+
+async fn hundred_are_admitted_then_the_101st_is_refused_with_retry_after(b: QuotaBackend) {
+    let (s, w) = (subject(), product_windows());
+    for i in 0..100 {
+        assert!(
+            consume(&b, &s, &w, T0 + i).await.allowed,
+            "request {} refused",
+            i + 1
+        );
+    }
+    let refused = consume(&b, &s, &w, T0 + 100).await;
+    assert!(!refused.allowed, "the 101st is refused");
+    let retry = refused.retry_after.expect("retry_after on a refusal");
+    assert!(
+        retry <= Duration::from_secs(60),
+        "retry_after {retry:?} exceeds the window"
+    );
+    assert_eq!(
+        retry,
+        Duration::from_millis(60_000 - 100),
+        "exactly when the first request leaves the window"
+    );
+    assert!(
+        consume(&b, &s, &w, T0 + 100 + retry.as_millis() as u64)
+            .await
+            .allowed,
+        "admitted right at retry_after"
+    );
+}
+
+async fn a_refused_call_charges_no_window(b: QuotaBackend) {
+    let s = subject();
+    let w = vec![
+        window("burst", 2, Duration::from_secs(1)),
+        window("hourly", 3, Duration::from_secs(10)),
+    ];
+    assert!(consume(&b, &s, &w, T0).await.allowed);
+    assert!(consume(&b, &s, &w, T0 + 1).await.allowed);
+    for i in 0..5 {
+        assert!(
+            !consume(&b, &s, &w, T0 + 2 + i).await.allowed,
+            "burst refuses"
+        );
+    }
+    // Had the refusals charged the hourly window, it would be exhausted now.
+    let after_burst = consume(&b, &s, &w, T0 + 1000).await;
+    assert!(
+        after_burst.allowed,
+        "the hourly window was not charged by refused calls"
+    );
+    assert_eq!(after_burst.windows[1].remaining, 0);
+}
+
+async fn the_long_window_binds_after_the_burst_window_resets(b: QuotaBackend) {
+    let s = subject();
+    let w = vec![
+        window("burst", 5, Duration::from_secs(1)),
+        window("hourly", 12, Duration::from_secs(10)),
+    ];
+    let mut admitted = 0;
+    let mut refused_by_hourly_at = None;
+    for second in 0..10u64 {
+        for i in 0..6 {
+            let d = consume(&b, &s, &w, T0 + second * 1000 + i).await;
+            if d.allowed {
+                admitted += 1;
+            } else if d.windows[1].remaining == 0 && refused_by_hourly_at.is_none() {
+                refused_by_hourly_at = Some(second);
+                assert!(
+                    d.retry_after.unwrap() > Duration::from_secs(1),
+                    "the hourly window's retry is long"
+                );
+            }
+        }
+    }
+    assert_eq!(admitted, 12, "exactly the long window's limit in 10 s");
+    assert_eq!(
+        refused_by_hourly_at,
+        Some(2),
+        "the long window binds once the burst has reset twice"
+    );
+}
+
+/// Checks every rolling span of `period` among `admitted` times holds at most `limit`.
+fn most_in_any_span(admitted: &[u64], period: u64) -> usize {
+    let mut window = VecDeque::new();
+    let mut most = 0;
+    for &t in admitted {
+        window.push_back(t);
+        while let Some(&first) = window.front() {
+            if first + period <= t {
+                window.pop_front();
+            } else {
+                break;
+            }
+        }
+        most = most.max(window.len());
+    }
+    most
+}
+
+async fn an_abuser_never_gets_more_than_the_limit_in_any_rolling_span(b: QuotaBackend) {
+    let (s, w) = (subject(), product_windows());
+    let mut admitted = Vec::new();
+    // 10 requests per second for 3 hours.
+    for i in 0..(3 * 3600 * 10u64) {
+        let at = T0 + i * 100;
+        if consume(&b, &s, &w, at).await.allowed {
+            admitted.push(at);
+        }
+    }
+    assert_eq!(
+        most_in_any_span(&admitted, 60_000),
+        100,
+        "at most 100 in any 60 s span"
+    );
+    assert_eq!(
+        most_in_any_span(&admitted, 3_600_000),
+        1000,
+        "at most 1000 in any 3600 s span"
+    );
+    assert_eq!(
+        admitted.len(),
+        3000,
+        "and the full 1000 per hour is admitted"
+    );
+}
+
+async fn two_full_bursts_61_seconds_apart_are_both_admitted(b: QuotaBackend) {
+    let (s, w) = (subject(), product_windows());
+    for burst in 0..2u64 {
+        for i in 0..100 {
+            let d = consume(&b, &s, &w, T0 + burst * 61_000 + i).await;
+            assert!(d.allowed, "burst {burst}, request {i} refused");
+        }
+    }
+}
+
+async fn bursts_every_361_seconds_for_three_hours_are_never_refused(b: QuotaBackend) {
+    let (s, w) = (subject(), product_windows());
+    let mut start = T0;
+    while start < T0 + 3 * 3_600_000 {
+        for i in 0..100 {
+            assert!(
+                consume(&b, &s, &w, start + i).await.allowed,
+                "a compliant burst at +{} s was refused",
+                (start - T0) / 1000
+            );
+        }
+        start += 361_000;
+    }
+}
+
+async fn a_thousand_concurrent_consumes_admit_exactly_the_limit(b: QuotaBackend) {
+    let s = subject();
+    let w = vec![
+        window("burst", 100, Duration::from_secs(60)),
+        window("hourly", 1000, Duration::from_secs(3600)),
+    ];
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (b, s, w) = (b.clone(), s.clone(), w.clone());
+            tokio::spawn(async move {
+                b.decide(&s, 1, &w, Mode::Consume, None)
+                    .await
+                    .expect("decision")
+                    .allowed
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 100);
+}
+
+async fn peek_never_charges(b: QuotaBackend) {
+    let s = subject();
+    let w = vec![window("burst", 3, Duration::from_secs(1))];
+    for _ in 0..10 {
+        let d = b.decide(&s, 1, &w, Mode::Peek, Some(T0)).await.unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.windows[0].remaining, 3);
+    }
+    for _ in 0..3 {
+        assert!(consume(&b, &s, &w, T0).await.allowed);
+    }
+    let peek = b.decide(&s, 1, &w, Mode::Peek, Some(T0 + 1)).await.unwrap();
+    assert!(!peek.allowed && peek.retry_after == Some(Duration::from_millis(999)));
+}
+
+async fn a_changed_limit_keeps_what_was_admitted(b: QuotaBackend) {
+    let s = subject();
+    for i in 0..5 {
+        assert!(
+            consume(
+                &b,
+                &s,
+                &[window("burst", 10, Duration::from_secs(60))],
+                T0 + i
+            )
+            .await
+            .allowed
+        );
+    }
+    // Lowered to 6: only one more fits, because the 5 already admitted still count.
+    let lowered = [window("burst", 6, Duration::from_secs(60))];
+    assert!(consume(&b, &s, &lowered, T0 + 10).await.allowed);
+    assert!(!consume(&b, &s, &lowered, T0 + 11).await.allowed);
+    // Raised to 8: two more.
+    let raised = [window("burst", 8, Duration::from_secs(60))];
+    assert!(consume(&b, &s, &raised, T0 + 12).await.allowed);
+    assert!(consume(&b, &s, &raised, T0 + 13).await.allowed);
+    assert!(!consume(&b, &s, &raised, T0 + 14).await.allowed);
+}
+
+async fn a_cost_above_the_limit_is_invalid(b: QuotaBackend) {
+    let w = vec![window("burst", 5, Duration::from_secs(1))];
+    let result = b.decide(&subject(), 6, &w, Mode::Consume, Some(T0)).await;
+    assert!(matches!(result, Err(QuotaError::InvalidArgument(m)) if m.starts_with("cost:")));
+    assert!(matches!(
+        b.decide(&subject(), 1, &[], Mode::Consume, Some(T0)).await,
+        Err(QuotaError::InvalidArgument(_))
+    ));
+}
+
+async fn windows_report_remaining_and_reset(b: QuotaBackend) {
+    let (s, w) = (subject(), product_windows());
+    let first = consume(&b, &s, &w, T0).await;
+    assert_eq!(
+        (first.windows[0].remaining, first.windows[1].remaining),
+        (99, 999)
+    );
+    assert_eq!(first.windows[0].reset_after, Duration::from_secs(60));
+    assert_eq!(first.windows[1].reset_after, Duration::from_secs(3600));
+    let later = consume(&b, &s, &w, T0 + 10_000).await;
+    assert_eq!(
+        (later.windows[0].remaining, later.windows[0].reset_after),
+        (98, Duration::from_secs(60))
+    );
+    let peek = b
+        .decide(&s, 1, &w, Mode::Peek, Some(T0 + 65_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        peek.windows[0].remaining, 99,
+        "the first burst admission has left the minute"
+    );
+    assert_eq!(peek.windows[0].reset_after, Duration::from_secs(5));
+    let peek = b
+        .decide(&s, 1, &w, Mode::Peek, Some(T0 + 71_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        peek.windows[0].remaining, 100,
+        "both burst admissions have left the minute"
+    );
+    assert_eq!(peek.windows[1].remaining, 998);
+    assert_eq!(
+        peek.windows[1].reset_after,
+        Duration::from_millis(3_610_000 - 71_000)
+    );
+    assert_eq!(first.windows[0].name, "burst");
+}
+
+/// The local over-limit cache answers refusals without Redis until `retry_after`, never longer.
+#[tokio::test]
+async fn redis_refusals_are_cached_locally_until_retry_after_and_no_longer() {
+    let Some(url) = stanna_testkit::redis_url(
+        "redis_refusals_are_cached_locally_until_retry_after_and_no_longer",
+    ) else {
+        return;
+    };
+    let b = QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
+    );
+    let (s, w) = (subject(), vec![window("burst", 2, Duration::from_secs(1))]);
+    assert!(consume(&b, &s, &w, T0).await.allowed);
+    assert!(consume(&b, &s, &w, T0).await.allowed);
+    assert!(!consume(&b, &s, &w, T0 + 10).await.allowed);
+    // Wipe the state in Redis: only the local cache can still refuse now.
+    let mut redis = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("q:{{{s}}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let cached = consume(&b, &s, &w, T0 + 500).await;
+    assert!(
+        !cached.allowed,
+        "refused from the local cache, without Redis"
+    );
+    assert_eq!(cached.retry_after, Some(Duration::from_millis(500)));
+    assert!(
+        consume(&b, &s, &w, T0 + 1000).await.allowed,
+        "at retry_after the cache no longer refuses"
+    );
+}
+
+/// State lives in one hash-tagged key per subject, with an expiry.
+#[tokio::test]
+async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
+    let Some(url) = stanna_testkit::redis_url("redis_state_is_one_hash_tagged_key_with_an_expiry")
+    else {
+        return;
+    };
+    let b = QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
+    );
+    let s = subject();
+    b.decide(&s, 1, &product_windows(), Mode::Consume, None)
+        .await
+        .unwrap();
+    let mut redis = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("q:{{{s}}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 3_600_000 && ttl <= 7_200_000,
+        "expires after twice the longest window, got {ttl} ms"
+    );
+}
