@@ -33,6 +33,9 @@ pub struct Model {
     pub last_used_at: Option<i64>,
     /// µs since the epoch; null if the key never expires.
     pub expires_at: Option<i64>,
+    /// µs since the epoch when the key was deleted; null while it exists. Deleted rows are kept
+    /// (with `updated_at` bumped) so every auth-check's change poll sees the deletion.
+    pub deleted_at: Option<i64>,
     /// Per-key override of the burst window's limit; null follows the configured default.
     pub burst_limit: Option<i32>,
     /// Per-key override of the burst window's period in ms; null follows the default.

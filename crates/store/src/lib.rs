@@ -98,7 +98,9 @@ pub struct Scope {
 
 impl Scope {
     fn condition(&self) -> Condition {
-        let mut condition = Condition::all().add(Column::WorkspaceId.eq(self.workspace.as_str()));
+        let mut condition = Condition::all()
+            .add(Column::WorkspaceId.eq(self.workspace.as_str()))
+            .add(Column::DeletedAt.is_null());
         if let Some(user) = &self.user {
             condition = condition.add(Column::UserId.eq(user.as_str()));
         }
@@ -279,6 +281,7 @@ impl KeyStore {
             let live = Entity::find()
                 .filter(Column::WorkspaceId.eq(key.workspace.as_str()))
                 .filter(Column::UserId.eq(key.user.as_str()))
+                .filter(Column::DeletedAt.is_null())
                 .filter(
                     Condition::any()
                         .add(Column::ExpiresAt.is_null())
@@ -382,12 +385,21 @@ impl KeyStore {
         record_from_model(model)
     }
 
-    /// Deletes one key in `scope` for good.
+    /// Deletes one key in `scope`: it stops verifying and disappears from every read. The row
+    /// stays as a tombstone so change polls (auth-check's revocation) see the deletion.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too).
-    pub async fn delete(&self, scope: &Scope, key_id: &KeyId) -> Result<(), StoreError> {
-        let result = Entity::delete_many()
+    pub async fn delete(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let now = time::to_micros(now);
+        let result = Entity::update_many()
+            .col_expr(Column::DeletedAt, Expr::value(now))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(scope.condition())
             .filter(Column::KeyId.eq(key_id.as_str()))
             .exec(&self.db)
@@ -459,10 +471,43 @@ impl KeyStore {
     /// A database error; an unknown id is `Ok(None)`.
     pub async fn find_by_key_id(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         Entity::find_by_id(key_id.as_str())
+            .filter(Column::DeletedAt.is_null())
             .one(&self.db)
             .await?
             .map(record_from_model)
             .transpose()
+    }
+
+    /// Keys changed (created, renamed, status set, rotated out, deleted) after `since`, oldest
+    /// change first, at most `limit`. Deleted keys come back as [`KeyChange::Deleted`].
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn changes_since(
+        &self,
+        since: SystemTime,
+        limit: u64,
+    ) -> Result<Vec<KeyChange>, StoreError> {
+        let rows = Entity::find()
+            .filter(Column::UpdatedAt.gt(time::to_micros(since)))
+            .order_by_asc(Column::UpdatedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let updated_at = time::from_micros(row.updated_at);
+                if row.deleted_at.is_some() {
+                    let key_id = KeyId::parse(&row.key_id).map_err(|_| StoreError::Corrupt {
+                        key_id: row.key_id.clone(),
+                        reason: "bad key id".to_owned(),
+                    })?;
+                    Ok(KeyChange::Deleted { key_id, updated_at })
+                } else {
+                    Ok(KeyChange::Updated(record_from_model(row)?))
+                }
+            })
+            .collect()
     }
 
     /// Records last-used times in one statement per key, never moving a time backwards.
@@ -512,6 +557,30 @@ impl KeyStore {
     }
 }
 
+/// One change seen by [`KeyStore::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    /// The key exists with this state (new or changed).
+    Updated(KeyRecord),
+    /// The key was deleted.
+    Deleted {
+        /// The deleted key.
+        key_id: KeyId,
+        /// When.
+        updated_at: SystemTime,
+    },
+}
+
+impl KeyChange {
+    /// When the change was made.
+    pub fn updated_at(&self) -> SystemTime {
+        match self {
+            Self::Updated(record) => record.updated_at,
+            Self::Deleted { updated_at, .. } => *updated_at,
+        }
+    }
+}
+
 /// The secret-derived parts of a replacement key, for [`KeyStore::rotate`].
 #[derive(Debug, Clone)]
 pub struct NewKeySecret {
@@ -539,6 +608,7 @@ fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
         updated_at: Set(now),
         last_used_at: Set(None),
         expires_at: Set(key.expires_at.map(time::to_micros)),
+        deleted_at: Set(None),
         burst_limit: Set(burst_limit),
         burst_period_ms: Set(burst_period_ms),
         hourly_limit: Set(hourly_limit),

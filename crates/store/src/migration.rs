@@ -42,7 +42,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateApiKeys)]
+        vec![Box::new(CreateApiKeys), Box::new(SoftDeleteAndChangeFeed)]
     }
 }
 
@@ -74,6 +74,7 @@ enum ApiKeys {
     BurstPeriodMs,
     HourlyLimit,
     HourlyPeriodMs,
+    DeletedAt,
 }
 
 #[async_trait::async_trait]
@@ -143,6 +144,59 @@ impl MigrationTrait for CreateApiKeys {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(ApiKeys::Table).to_owned())
+            .await
+    }
+}
+
+/// Deletion becomes a tombstone (`deleted_at`) and `updated_at` gets an index, so auth-check can
+/// poll "what changed since T" — deletions included — in one indexed query.
+struct SoftDeleteAndChangeFeed;
+
+impl MigrationName for SoftDeleteAndChangeFeed {
+    fn name(&self) -> &str {
+        "m20261127_000002_soft_delete_and_change_feed"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SoftDeleteAndChangeFeed {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .add_column(ColumnDef::new(ApiKeys::DeletedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("api_keys_updated")
+                    .table(ApiKeys::Table)
+                    .col(ApiKeys::UpdatedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("api_keys_updated")
+                    .table(ApiKeys::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .drop_column(ApiKeys::DeletedAt)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -9,7 +9,8 @@ use stanna_keys::{
     GeneratedKey, HashParams, KeyHasher, KeyName, KeyStatus, UserId, WindowLimit, WorkspaceId,
 };
 use stanna_store::{
-    KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret, PageRequest, Scope, StoreError,
+    KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret, PageRequest, Scope,
+    StoreError,
 };
 use stanna_testkit::TempDir;
 
@@ -63,7 +64,54 @@ on_both_backends!(
     last_used_never_moves_backwards,
     the_database_never_holds_a_plaintext_key,
     migrations_are_idempotent,
+    changes_since_reports_updates_and_deletions,
+    deleted_keys_do_not_count_against_the_maximum,
 );
+
+async fn changes_since_reports_updates_and_deletions(store: KeyStore) {
+    let (a, _) = new_key("ws1", "alice", "a");
+    let (b, _) = new_key("ws1", "alice", "b");
+    let a = store.create(a, None, t(0)).await.unwrap().key_id;
+    let b = store.create(b, None, t(1)).await.unwrap().key_id;
+    assert_eq!(
+        store.changes_since(t(0), 100).await.unwrap().len(),
+        1,
+        "only b is newer than t(0)"
+    );
+    let off = KeyChanges {
+        name: None,
+        status: Some(KeyStatus::Inactive),
+    };
+    store
+        .update(&scope("ws1", None), &a, off, t(5))
+        .await
+        .unwrap();
+    store.delete(&scope("ws1", None), &b, t(6)).await.unwrap();
+    let changes = store.changes_since(t(4), 100).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert!(
+        matches!(&changes[0], KeyChange::Updated(r) if r.key_id == a && r.status == KeyStatus::Inactive)
+    );
+    assert_eq!(
+        changes[1],
+        KeyChange::Deleted {
+            key_id: b,
+            updated_at: t(6)
+        }
+    );
+    assert!(store.changes_since(t(6), 100).await.unwrap().is_empty());
+}
+
+async fn deleted_keys_do_not_count_against_the_maximum(store: KeyStore) {
+    let (k, _) = new_key("ws1", "alice", "first");
+    let id = store.create(k, Some(1), t(0)).await.unwrap().key_id;
+    store.delete(&scope("ws1", None), &id, t(1)).await.unwrap();
+    let (k, _) = new_key("ws1", "alice", "second");
+    store
+        .create(k, Some(1), t(2))
+        .await
+        .expect("room again after the delete");
+}
 
 fn ws(id: &str) -> WorkspaceId {
     WorkspaceId::parse(id).unwrap()
@@ -200,7 +248,7 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            store.delete(&outsider, &id).await,
+            store.delete(&outsider, &id, t(1)).await,
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
@@ -258,11 +306,11 @@ async fn deleting_twice_is_not_found(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "doomed");
     let id = store.create(key, None, t(0)).await.unwrap().key_id;
     store
-        .delete(&scope("ws1", Some("alice")), &id)
+        .delete(&scope("ws1", Some("alice")), &id, t(1))
         .await
         .unwrap();
     assert!(matches!(
-        store.delete(&scope("ws1", None), &id).await,
+        store.delete(&scope("ws1", None), &id, t(2)).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(

@@ -12,6 +12,7 @@ pub mod registry;
 
 use std::future::Future;
 
+use stanna_config::SharedConfig;
 use stanna_keys::KeyHasher;
 use stanna_proto::keys::v1::key_registry_server::KeyRegistryServer;
 use stanna_store::KeyStore;
@@ -43,26 +44,27 @@ pub enum StartError {
 ///
 /// # Errors
 /// [`StartError::Hash`] or [`StartError::Store`].
-pub async fn build(config: &Config) -> Result<Registry, StartError> {
-    let store = KeyStore::connect(&config.database_url).await?;
-    build_with_store(config, store)
+pub async fn build(config: &Config, shared: &SharedConfig) -> Result<Registry, StartError> {
+    let store = KeyStore::connect(&shared.database_url).await?;
+    build_with_store(config, shared, store)
 }
 
 /// Builds the registry core over an already-open store (the all-in-one process shares one).
 ///
 /// # Errors
 /// [`StartError::Hash`] for out-of-range argon2 settings.
-pub fn build_with_store(config: &Config, store: KeyStore) -> Result<Registry, StartError> {
-    let hasher = KeyHasher::new(config.hash_params())?;
-    let concurrency = config
-        .argon2_concurrency
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+pub fn build_with_store(
+    config: &Config,
+    shared: &SharedConfig,
+    store: KeyStore,
+) -> Result<Registry, StartError> {
+    let hasher = KeyHasher::new(shared.hash_params())?;
     Ok(Registry::new(
         store,
         hasher,
-        config.default_limits(),
+        shared.default_limits(),
         config.max_keys_per_user,
-        concurrency,
+        shared.argon2_concurrency(),
     ))
 }
 
@@ -91,10 +93,11 @@ pub async fn serve(
 /// [`StartError`] when the token is missing, the store cannot be opened, or serving fails.
 pub async fn run(
     config: Config,
+    shared: &SharedConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     let token = config.admin_token.clone().ok_or(StartError::NoAdminToken)?;
-    let registry = build(&config).await?;
+    let registry = build(&config, shared).await?;
     serve(registry, token, listener, shutdown).await
 }

@@ -222,7 +222,7 @@ impl Registry {
     /// # Errors
     /// `NotFound` if it is not visible in `scope` (also when deleted already).
     pub async fn delete_key(&self, scope: &Scope, key_id: &KeyId) -> Result<(), RegistryError> {
-        self.inner.store.delete(scope, key_id).await?;
+        self.inner.store.delete(scope, key_id, self.now()).await?;
         tracing::info!(key_id = %key_id, workspace = %scope.workspace, "key deleted");
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use stanna_config::SharedConfig;
 use stanna_key_registry::Config;
 use stanna_keys::PresentedKey;
 use stanna_proto::keys::v1 as pb;
@@ -29,13 +30,14 @@ async fn start() -> Server {
 
 async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
     let dir = TempDir::new();
-    let mut config = Config::for_tests(dir.sqlite_url(), TOKEN);
+    let mut config = Config::for_tests(TOKEN);
     adjust(&mut config);
+    let shared = SharedConfig::for_tests(dir.sqlite_url());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        stanna_key_registry::run(config, listener, async {
+        stanna_key_registry::run(config, &shared, listener, async {
             let _ = stopped.await;
         })
         .await
@@ -826,10 +828,11 @@ async fn per_key_limits_are_stored_and_shown() {
 #[tokio::test]
 async fn a_service_alone_refuses_to_start_without_a_token() {
     let dir = TempDir::new();
-    let mut config = Config::for_tests(dir.sqlite_url(), TOKEN);
+    let mut config = Config::for_tests(TOKEN);
     config.admin_token = None;
+    let shared = SharedConfig::for_tests(dir.sqlite_url());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let result = stanna_key_registry::run(config, listener, std::future::pending()).await;
+    let result = stanna_key_registry::run(config, &shared, listener, std::future::pending()).await;
     assert!(matches!(
         result,
         Err(stanna_key_registry::StartError::NoAdminToken)

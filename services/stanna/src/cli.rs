@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Run only this service (split mode); omit to run everything in one process.
     pub service: Option<ServiceName>,
 
+    /// Settings shared by the services (store, default limits, argon2).
+    #[command(flatten)]
+    pub shared: stanna_config::SharedConfig,
+
     /// Settings of the key-registry.
     #[command(flatten)]
     pub registry: stanna_key_registry::Config,

@@ -30,8 +30,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .admin_token
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no admin token"))?;
-    let core = stanna_key_registry::build(&registry).await?;
-    tracing::info!(database = %redact_url(&registry.database_url), "key-registry listening on {}", listener.local_addr()?);
+    let core = stanna_key_registry::build(&registry, &args.shared).await?;
+    tracing::info!(database = %redact_url(&args.shared.database_url), "key-registry listening on {}", listener.local_addr()?);
     stanna_key_registry::serve(core, token, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
