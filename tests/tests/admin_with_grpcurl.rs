@@ -60,6 +60,11 @@ fn start_serve(dir: &TempDir, port: u16, token: Option<&str>) -> Stanna {
     let mut env = vec![
         ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
         ("STANNA_DATABASE_URL", dir.sqlite_url()),
+        (
+            "STANNA_AUTH_CHECK_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{}", free_port())),
     ];
     if let Some(token) = token {
         env.push(("STANNA_ADMIN_TOKEN", token.to_owned()));

@@ -2,10 +2,15 @@
 //! these are given once, so `stanna serve` (every service in one process) has one
 //! `--database-url`, not one per service.
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use stanna_keys::{HashParams, RateLimits, WindowLimit};
 
 /// The store, the default limits and the argon2 cost.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "shared_config")]
+#[command(next_help_heading = "shared")]
 pub struct SharedConfig {
     /// The key store: a SQLite file (`sqlite://path?mode=rwc`) or `postgres://…`.
     #[arg(
@@ -79,5 +84,53 @@ impl SharedConfig {
         self.argon2_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
+    }
+}
+
+/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("expected a duration such as 250ms, 5s, 2m or 1h, got {value:?}");
+        let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let amount: u64 = value[..split].parse().map_err(|_| bad())?;
+        let unit_ms = match &value[split..] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        Ok(Self(Duration::from_millis(
+            amount.checked_mul(unit_ms).ok_or_else(bad)?,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(
+            "250ms".parse::<DurationArg>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "5s".parse::<DurationArg>().unwrap().0,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            "2m".parse::<DurationArg>().unwrap().0,
+            Duration::from_secs(120)
+        );
+        for bad in ["", "5", "s", "5 s", "-1s", "1d"] {
+            assert!(bad.parse::<DurationArg>().is_err(), "{bad:?} accepted");
+        }
     }
 }

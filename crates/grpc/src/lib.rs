@@ -82,3 +82,64 @@ pub async fn serve(
         .await
         .map_err(ServeError::Transport)
 }
+
+/// One client transport for both ways of running: a gRPC server wired in memory (all-in-one:
+/// protobuf encoding still happens, HTTP/2 and the socket do not) or a lazily connected channel
+/// (split mode). Generated clients run on it unchanged: `QuotaClient::new(transport)`.
+pub type Transport = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    TransportError,
+>;
+
+/// A transport failure (connection refused, reset, …). A newtype rather than the bare boxed error,
+/// so client futures stay `Send` in `tokio::spawn`.
+#[derive(Debug)]
+pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// A transport calling `server` directly, in memory.
+pub fn in_memory<S>(server: S) -> Transport
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::util::BoxCloneSyncService::new(tower::ServiceExt::map_err(
+        server,
+        |never| match never {},
+    ))
+}
+
+/// A transport to `url` (`http://host:port`) that connects on first use and reconnects after
+/// failures, so a service starts before the services it calls and recovers when they return.
+///
+/// # Errors
+/// [`ServeError::Transport`] for a URL tonic cannot use.
+pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(ServeError::Transport)?
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(tower::util::BoxCloneSyncService::new(
+        tower::ServiceExt::map_err(channel, |e| TransportError(Box::new(e))),
+    ))
+}

@@ -7,9 +7,12 @@ use std::str::FromStr;
 
 /// Settings of the key-registry service.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "registry_config")]
+#[command(next_help_heading = "key-registry")]
 pub struct Config {
     /// Where the KeyRegistry gRPC service listens.
     #[arg(
+        id = "registry_addr",
         long = "registry-addr",
         env = "STANNA_REGISTRY_ADDR",
         default_value = "127.0.0.1:50051"

@@ -22,9 +22,12 @@ use tonic::{Request, Response, Status};
 
 /// Settings of the quota service.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "quota_config")]
+#[command(next_help_heading = "quota")]
 pub struct Config {
     /// Where the Quota gRPC service listens.
     #[arg(
+        id = "quota_addr",
         long = "quota-addr",
         env = "STANNA_QUOTA_ADDR",
         default_value = "127.0.0.1:50053"

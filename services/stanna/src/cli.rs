@@ -28,6 +28,10 @@ pub enum Command {
 pub enum ServiceName {
     /// The KeyRegistry gRPC service alone (requires STANNA_ADMIN_TOKEN).
     Registry,
+    /// The AuthCheck gRPC service alone (Verify); set STANNA_QUOTA_URL to use a quota service.
+    AuthCheck,
+    /// The Quota gRPC service alone; set STANNA_REDIS_URL to share limits between processes.
+    Quota,
 }
 
 /// Arguments of `stanna serve`.
@@ -43,4 +47,22 @@ pub struct ServeArgs {
     /// Settings of the key-registry.
     #[command(flatten)]
     pub registry: stanna_key_registry::Config,
+
+    /// Settings of auth-check.
+    #[command(flatten)]
+    pub auth_check: stanna_auth_check::Config,
+
+    /// Settings of the quota service.
+    #[command(flatten)]
+    pub quota: stanna_quota_service::Config,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_and_variable_is_unique() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,40 +1,142 @@
 //! `stanna serve`: the all-in-one process or one service alone.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
 use rand::RngExt;
+use stanna_auth_check::Verifier;
 use stanna_key_registry::AdminToken;
+use stanna_proto::keys::v1::quota_server::QuotaServer;
+use stanna_quota_service::QuotaService;
+use stanna_store::KeyStore;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::cli::{ServeArgs, ServiceName};
 
 /// Runs what `args` asks for until Ctrl-C or SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut registry = args.registry;
-    match args.service {
-        Some(ServiceName::Registry) => {
-            anyhow::ensure!(
-                registry.admin_token.is_some(),
-                "STANNA_ADMIN_TOKEN is required when a service runs alone: set it to a random string of at least {} characters",
-                AdminToken::MIN_LEN
-            );
-        }
-        None => {
-            if registry.admin_token.is_none() {
-                registry.admin_token = Some(generated_admin_token()?);
-            }
-        }
-    }
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let shutdown = shutdown_signal()?;
-    let listener = TcpListener::bind(registry.addr).await?;
-    let token = registry
-        .admin_token
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no admin token"))?;
-    let core = stanna_key_registry::build(&registry, &args.shared).await?;
+    match args.service {
+        Some(ServiceName::Registry) => serve_registry_alone(args, shutdown).await,
+        Some(ServiceName::AuthCheck) => {
+            let listener = bind("auth-check", args.auth_check.addr).await?;
+            stanna_auth_check::run(
+                args.auth_check,
+                &args.shared,
+                &args.quota,
+                listener,
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        }
+        Some(ServiceName::Quota) => {
+            let listener = bind("quota", args.quota.addr).await?;
+            tracing::info!(
+                backend = if args.quota.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "in-process"
+                },
+                "quota backend"
+            );
+            stanna_quota_service::run(args.quota, listener, shutdown).await?;
+            Ok(())
+        }
+        None => serve_all_in_one(args, shutdown).await,
+    }
+}
+
+async fn serve_registry_alone(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let token = args.registry.admin_token.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "STANNA_ADMIN_TOKEN is required when a service runs alone: set it to a random string of at least {} characters",
+            AdminToken::MIN_LEN
+        )
+    })?;
+    let listener = TcpListener::bind(args.registry.addr).await?;
+    let core = stanna_key_registry::build(&args.registry, &args.shared).await?;
     tracing::info!(database = %redact_url(&args.shared.database_url), "key-registry listening on {}", listener.local_addr()?);
     stanna_key_registry::serve(core, token, listener, shutdown).await?;
-    tracing::info!("stopped");
     Ok(())
+}
+
+/// Every service in this process: one store, quota wired to auth-check in memory, each gRPC
+/// service still on its own port (grpcurl works against each).
+async fn serve_all_in_one(
+    mut args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let token = match args.registry.admin_token.take() {
+        Some(token) => token,
+        None => generated_admin_token()?,
+    };
+    let store = KeyStore::connect(&args.shared.database_url).await?;
+    let registry =
+        stanna_key_registry::build_with_store(&args.registry, &args.shared, store.clone())?;
+    let quota = QuotaService::new(args.quota.backend()?);
+    let quota_transport = match &args.auth_check.quota_url {
+        Some(url) => stanna_grpc::lazy_channel(url)?,
+        None => stanna_grpc::in_memory(QuotaServer::new(quota.clone())),
+    };
+    let verifier = Verifier::new(
+        store,
+        quota_transport,
+        args.auth_check.verifier_settings(&args.shared),
+        Arc::new(SystemTime::now),
+    );
+    let background = stanna_auth_check::start(&verifier, &args.auth_check);
+
+    let quota_listener = bind("quota", args.quota.addr).await?;
+    let auth_listener = bind("auth-check", args.auth_check.addr).await?;
+    let registry_listener = TcpListener::bind(args.registry.addr).await?;
+    tracing::info!(
+        database = %redact_url(&args.shared.database_url),
+        quota = if args.quota.redis_url.is_some() { "redis" } else { "in-process" },
+        "key-registry listening on {}",
+        registry_listener.local_addr()?
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let result = tokio::select! {
+        r = async {
+            tokio::try_join!(
+                async { stanna_key_registry::serve(registry, token, registry_listener, until_stopped()).await.map_err(anyhow::Error::from) },
+                async { stanna_auth_check::serve(verifier.clone(), auth_listener, until_stopped()).await.map_err(anyhow::Error::from) },
+                async { stanna_quota_service::serve(quota, quota_listener, until_stopped()).await.map_err(anyhow::Error::from) },
+            )
+        } => r.map(|_| ()),
+        () = async {
+            shutdown.await;
+            let _ = stop.send(true);
+            std::future::pending::<()>().await;
+        } => Ok(()),
+    };
+    drop(background);
+    if let Err(err) = verifier.flush_last_used().await {
+        tracing::warn!(error = %err, "final last-used flush failed");
+    }
+    result
+}
+
+async fn bind(service: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{service} cannot listen on {addr}: {e}"))?;
+    tracing::info!("{service} listening on {}", listener.local_addr()?);
+    Ok(listener)
 }
 
 /// A fresh admin token for this run, printed once with how to keep it.
@@ -64,9 +166,9 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Registers Ctrl-C and SIGTERM handlers now and returns a future that completes on either,
+/// Registers SIGTERM and SIGINT handlers now and returns a future that completes on either,
 /// after which servers finish in-flight calls and stop.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
