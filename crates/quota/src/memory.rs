@@ -70,7 +70,7 @@ impl MemoryBackend {
                 .logs
                 .retain(|_, log| log.last_admission() + horizon > now);
         }
-        let decision = match shard.logs.get_mut(subject) {
+        match shard.logs.get_mut(subject) {
             Some(log) => log.decide(cost, windows, mode, now),
             None => {
                 let mut log = Log::default();
@@ -80,8 +80,7 @@ impl MemoryBackend {
                 }
                 decision
             }
-        };
-        decision
+        }
     }
 
     /// Subjects currently held (for tests of idle expiry).

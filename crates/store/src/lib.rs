@@ -504,7 +504,7 @@ impl KeyStore {
                     })?;
                     Ok(KeyChange::Deleted { key_id, updated_at })
                 } else {
-                    Ok(KeyChange::Updated(record_from_model(row)?))
+                    Ok(KeyChange::Updated(Box::new(record_from_model(row)?)))
                 }
             })
             .collect()
@@ -561,7 +561,7 @@ impl KeyStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
     /// The key exists with this state (new or changed).
-    Updated(KeyRecord),
+    Updated(Box<KeyRecord>),
     /// The key was deleted.
     Deleted {
         /// The deleted key.

@@ -155,3 +155,222 @@ mod tests {
         );
     }
 }
+
+/// A TCP proxy the test owns, between a service and a shared server (PostgreSQL, Redis), so a
+/// test can make that server "go away" without touching it: [`TcpProxy::cut`] drops every
+/// connection and refuses new ones; [`TcpProxy::restore`] lets them through again.
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to `target`.
+    ///
+    /// # Panics
+    /// If it cannot bind a port.
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = open.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !accepting.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {},
+                        _ = cuts.changed() => {},
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            open,
+            cut,
+            task,
+        }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub async fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
+        // Let the connection tasks see it and close their sockets.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Rewrites the host and port of a `scheme://[user@]host:port/…` URL to `addr`.
+pub fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let user = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!(
+        "{}{user}{addr}{}",
+        &url[..scheme_end],
+        &rest[authority_end..]
+    )
+}
+
+/// The `host:port` of a URL, resolved.
+pub fn socket_addr_of(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    };
+    host_port
+        .to_socket_addrs()
+        .expect("resolve")
+        .next()
+        .expect("an address")
+}
+
+/// A `redis-server` of the test's own on a free port (never the shared one), stopped on drop.
+pub struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
+}
+
+impl OwnRedis {
+    /// Starts one, or `None` (after a loud skip) when `redis-server` is not installed.
+    pub fn start(test: &str) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut redis = Self {
+            port,
+            child: None,
+            dir: TempDir::new(),
+        };
+        if redis.spawn().is_err() {
+            skip(
+                test,
+                "redis-server is not installed, so this test did not run",
+            );
+            return None;
+        }
+        Some(redis)
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: it keeps nothing on disk).
+    ///
+    /// # Panics
+    /// If it cannot start.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn().expect("restart redis-server");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn hosts_are_rewritten_and_read() {
+        let addr: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(
+            super::with_host("postgres://postgres@127.0.0.1:5432/test", addr),
+            "postgres://postgres@127.0.0.1:7000/test"
+        );
+        assert_eq!(
+            super::with_host("postgres://h/db?x=1", addr),
+            "postgres://127.0.0.1:7000/db?x=1"
+        );
+        assert_eq!(
+            super::socket_addr_of("postgres://postgres@127.0.0.1:5432/test").port(),
+            5432
+        );
+    }
+}

@@ -59,10 +59,11 @@ impl KeyCache {
     /// Stores a verification.
     pub fn insert(&self, id: KeyId, entry: CacheEntry) {
         let mut shard = self.shard(&id).write().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= self.per_shard && !shard.contains_key(&id) {
-            if let Some(victim) = shard.keys().next().copied() {
-                shard.remove(&victim);
-            }
+        if shard.len() >= self.per_shard
+            && !shard.contains_key(&id)
+            && let Some(victim) = shard.keys().next().copied()
+        {
+            shard.remove(&victim);
         }
         shard.insert(id, entry);
     }

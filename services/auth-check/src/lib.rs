@@ -87,6 +87,14 @@ impl Config {
         }
     }
 
+    /// [`Config::for_tests`] with a change poll every `poll`.
+    pub fn default_for_tests_with_poll(poll: Duration) -> Self {
+        Self {
+            change_poll_interval: DurationArg(poll),
+            ..Self::for_tests()
+        }
+    }
+
     /// The core's settings.
     pub fn verifier_settings(&self, shared: &SharedConfig) -> VerifierSettings {
         VerifierSettings {

@@ -114,6 +114,9 @@ enum Cold {
     Unavailable(String),
 }
 
+/// One cold verification in flight: a key id and the digest of the presented key.
+type FlightKey = (KeyId, [u8; 32]);
+
 /// Settings of the core.
 #[derive(Clone)]
 pub struct VerifierSettings {
@@ -143,7 +146,7 @@ struct Inner {
     hasher: KeyHasher,
     settings: VerifierSettings,
     cache: KeyCache,
-    inflight: Mutex<HashMap<(KeyId, [u8; 32]), Arc<OnceCell<Cold>>>>,
+    inflight: Mutex<HashMap<FlightKey, Arc<OnceCell<Cold>>>>,
     failures: FailureBudget,
     argon2: Semaphore,
     last_used: LastUsed,
@@ -312,21 +315,28 @@ impl Verifier {
         if let Some(entry) = self.inner.cache.get(&id, &digest) {
             return self.fresh_state(id, entry, now).await;
         }
-        if let Err(retry_after) = self.inner.failures.take(id, now) {
-            let mut verdict = Verdict::denied(
-                pb::VerifyCode::RateLimited,
-                "too many failed verifications for this key id; retry later",
-            );
-            verdict.retry_after = Some(retry_after);
-            return Ok(Err(verdict));
-        }
+        // Requests for the same presented key join one flight; only a new flight (a distinct
+        // presented key) spends a token of the key id's failure budget.
         let cell = {
             let mut inflight = self
                 .inner
                 .inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            inflight.entry((id, digest)).or_default().clone()
+            match inflight.get(&(id, digest)) {
+                Some(cell) => cell.clone(),
+                None => {
+                    if let Err(retry_after) = self.inner.failures.take(id, now) {
+                        let mut verdict = Verdict::denied(
+                            pb::VerifyCode::RateLimited,
+                            "too many failed verifications for this key id; retry later",
+                        );
+                        verdict.retry_after = Some(retry_after);
+                        return Ok(Err(verdict));
+                    }
+                    inflight.entry((id, digest)).or_default().clone()
+                }
+            }
         };
         let outcome = cell
             .get_or_init(|| self.cold_verify(*presented, digest))

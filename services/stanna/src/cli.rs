@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole system in one process (default), or one service alone.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check that the gRPC service at ADDR (host:port) reports SERVING; exit 0 if so, 1 if not.
     Healthcheck {
         /// host:port of a Stanna gRPC service.

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => {
             logging::init()?;
-            runtime.block_on(serve::serve(args))
+            runtime.block_on(serve::serve(*args))
         }
         cli::Command::Healthcheck { addr } => runtime.block_on(healthcheck::check(&addr)),
     }
