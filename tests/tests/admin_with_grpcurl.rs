@@ -42,11 +42,12 @@ fn readme_grpcurl_commands() -> Vec<String> {
 }
 
 /// Runs `command` with sh, as a user pasting it would, with the admin token and KEY_ID exported.
-fn run_shell(command: &str, key_id: &str) -> (bool, String, String) {
+fn run_shell(command: &str, key_id: &str, secret: &str) -> (bool, String, String) {
     let output = Command::new("sh")
         .args(["-c", command])
         .env("STANNA_ADMIN_TOKEN", TOKEN)
         .env("KEY_ID", key_id)
+        .env("SECRET", secret)
         .output()
         .expect("run sh");
     (
@@ -57,13 +58,19 @@ fn run_shell(command: &str, key_id: &str) -> (bool, String, String) {
 }
 
 fn start_serve(dir: &TempDir, port: u16, token: Option<&str>) -> Stanna {
+    start_serve_with_auth_check(dir, port, free_port(), token)
+}
+
+fn start_serve_with_auth_check(
+    dir: &TempDir,
+    port: u16,
+    auth_port: u16,
+    token: Option<&str>,
+) -> Stanna {
     let mut env = vec![
         ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
         ("STANNA_DATABASE_URL", dir.sqlite_url()),
-        (
-            "STANNA_AUTH_CHECK_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        ),
+        ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{auth_port}")),
         ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{}", free_port())),
     ];
     if let Some(token) = token {
@@ -95,15 +102,18 @@ fn the_readme_admin_session_works_against_stanna_serve() {
         );
     }
     let dir = TempDir::new();
-    let port = free_port();
-    let _stanna = start_serve(&dir, port, Some(TOKEN));
+    let (port, auth_port) = (free_port(), free_port());
+    let _stanna = start_serve_with_auth_check(&dir, port, auth_port, Some(TOKEN));
     let addr = format!("127.0.0.1:{port}");
 
     let mut key_id = String::new();
+    let mut first_secret = String::new();
     let mut secrets = Vec::new();
     for command in commands {
-        let command = command.replace("127.0.0.1:50051", &addr);
-        let (ok, stdout, stderr) = run_shell(&command, &key_id);
+        let command = command
+            .replace("127.0.0.1:50051", &addr)
+            .replace("127.0.0.1:50052", &format!("127.0.0.1:{auth_port}"));
+        let (ok, stdout, stderr) = run_shell(&command, &key_id, &first_secret);
         assert!(
             ok,
             "README command failed: {command}\nstdout: {stdout}\nstderr: {stderr}"
@@ -139,6 +149,7 @@ fn the_readme_admin_session_works_against_stanna_serve() {
             );
             if command.contains("/CreateKey") {
                 key_id = json["key"]["id"].as_str().unwrap().to_owned();
+                first_secret.clone_from(&secret);
                 assert_eq!(json["key"]["status"], "KEY_STATUS_ACTIVE");
             }
             secrets.push(secret);
@@ -160,7 +171,7 @@ fn the_readme_admin_session_works_against_stanna_serve() {
     let get = format!(
         "grpcurl -plaintext -H \"authorization: Bearer $STANNA_ADMIN_TOKEN\" -d '{{\"workspace_id\": \"ws_demo\", \"key_id\": \"'$KEY_ID'\"}}' {addr} stanna.keys.v1.KeyRegistry/GetKey"
     );
-    let (ok, stdout, stderr) = run_shell(&get, &key_id);
+    let (ok, stdout, stderr) = run_shell(&get, &key_id, "");
     assert!(
         !ok && stderr.contains("NotFound"),
         "the deleted key is NotFound: {stdout} {stderr}"

@@ -1,0 +1,222 @@
+//! Split mode: each service its own `stanna serve NAME` process, gRPC between them, sharing a store
+//! (PostgreSQL when `DATABASE_URL` is set, else one SQLite file) and, for quota, Redis when
+//! `REDIS_URL` is set.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stanna_e2e::{Stanna, free_port, grpcurl};
+use stanna_proto::keys::v1 as pb;
+use stanna_proto::keys::v1::quota_client::QuotaClient;
+use stanna_testkit::TempDir;
+
+const TOKEN: &str = "split-admin-token-0123456789";
+
+fn database(dir: &TempDir) -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            stanna_testkit::skip(
+                "split_mode (PostgreSQL)",
+                "DATABASE_URL is not set; the split-mode test shares a SQLite file instead",
+            );
+            dir.sqlite_url()
+        }
+    }
+}
+
+fn grpcurl_json(
+    grpcurl: &std::path::Path,
+    addr: &str,
+    method: &str,
+    body: &str,
+    admin: bool,
+) -> serde_json::Value {
+    let mut command = Command::new(grpcurl);
+    command.arg("-plaintext");
+    if admin {
+        command.args(["-H", &format!("authorization: Bearer {TOKEN}")]);
+    }
+    let output = command
+        .args(["-d", body, addr, method])
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "{method} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+#[test]
+fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_process_within_a_second()
+{
+    let Some(grpcurl) = grpcurl(
+        "a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_process_within_a_second",
+    ) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let db = database(&dir);
+    let (registry_port, auth_port, quota_port) = (free_port(), free_port(), free_port());
+    let mut quota_env = vec![("STANNA_QUOTA_ADDR", format!("127.0.0.1:{quota_port}"))];
+    if let Ok(redis) = std::env::var("REDIS_URL") {
+        quota_env.push(("STANNA_REDIS_URL", redis));
+    }
+    let _quota = Stanna::start(
+        dir.path(),
+        &["serve", "quota"],
+        &quota_env,
+        "quota listening on",
+    );
+    let _registry = Stanna::start(
+        dir.path(),
+        &["serve", "registry"],
+        &[
+            ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry_port}")),
+            ("STANNA_DATABASE_URL", db.clone()),
+            ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        ],
+        "key-registry listening on",
+    );
+    let _auth = Stanna::start(
+        dir.path(),
+        &["serve", "auth-check"],
+        &[
+            ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{auth_port}")),
+            ("STANNA_DATABASE_URL", db),
+            ("STANNA_QUOTA_URL", format!("http://127.0.0.1:{quota_port}")),
+        ],
+        "auth-check listening on",
+    );
+    let registry = format!("127.0.0.1:{registry_port}");
+    let auth = format!("127.0.0.1:{auth_port}");
+    let workspace = format!("ws_{}", stanna_testkit::random_suffix());
+    let created = grpcurl_json(
+        &grpcurl,
+        &registry,
+        "stanna.keys.v1.KeyRegistry/CreateKey",
+        &format!(r#"{{"workspace_id":"{workspace}","user_id":"alice","name":"Split"}}"#),
+        true,
+    );
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let key_id = created["key"]["id"].as_str().unwrap().to_owned();
+    let verify = || {
+        grpcurl_json(
+            &grpcurl,
+            &auth,
+            "stanna.keys.v1.AuthCheck/Verify",
+            &format!(r#"{{"key":"{secret}"}}"#),
+            false,
+        )
+    };
+    let first = verify();
+    assert_eq!(first["code"], "VERIFY_CODE_VALID", "{first}");
+    assert_eq!(
+        first["windows"][0]["remaining"], 99,
+        "the quota process decided: {first}"
+    );
+
+    grpcurl_json(
+        &grpcurl,
+        &registry,
+        "stanna.keys.v1.KeyRegistry/DeleteKey",
+        &format!(r#"{{"workspace_id":"{workspace}","key_id":"{key_id}"}}"#),
+        true,
+    );
+    let deleted = Instant::now();
+    loop {
+        let verdict = verify();
+        if verdict["code"] == "VERIFY_CODE_NOT_FOUND" {
+            println!(
+                "split-mode revocation took {:?} (grpcurl start-up included)",
+                deleted.elapsed()
+            );
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "still {verdict} 10 s after the delete"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quota_processes_sharing_one_redis_admit_exactly_the_limit() {
+    let Some(redis) =
+        stanna_testkit::redis_url("two_quota_processes_sharing_one_redis_admit_exactly_the_limit")
+    else {
+        return;
+    };
+    let dir = TempDir::new();
+    let ports = [free_port(), free_port()];
+    let _quotas: Vec<Stanna> = ports
+        .iter()
+        .map(|port| {
+            Stanna::start(
+                dir.path(),
+                &["serve", "quota"],
+                &[
+                    ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}")),
+                    ("STANNA_REDIS_URL", redis.clone()),
+                ],
+                "quota listening on",
+            )
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for port in ports {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(QuotaClient::new(channel));
+    }
+    let subject = format!("shared{}", stanna_testkit::random_suffix());
+    let limits = vec![
+        pb::RateLimit {
+            name: "burst".into(),
+            limit: 100,
+            period: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+        },
+        pb::RateLimit {
+            name: "hourly".into(),
+            limit: 1000,
+            period: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        },
+    ];
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let mut client = clients[i % 2].clone();
+            let request = pb::ConsumeRequest {
+                subject: subject.clone(),
+                cost: 1,
+                limits: limits.clone(),
+            };
+            tokio::spawn(async move {
+                client
+                    .consume(request)
+                    .await
+                    .expect("consume")
+                    .into_inner()
+                    .allowed
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(
+        admitted, 100,
+        "two quota processes together admit exactly the limit"
+    );
+}
