@@ -122,8 +122,22 @@ impl Log {
     }
 
     /// Decides for `windows` at `now` (ms); charges every window iff all admit and `mode` is
-    /// Consume. The caller has checked `1 <= cost <= every limit`.
+    /// Consume. The caller has checked `1 <= cost <= every limit`. A Peek changes nothing, not
+    /// even the shape of the rings when its windows differ from the stored ones.
     pub fn decide(&mut self, cost: u32, windows: &[NamedWindow], mode: Mode, now: u64) -> Decision {
+        match mode {
+            Mode::Consume => self.decide_in_place(cost, windows, mode, now),
+            Mode::Peek => self.clone().decide_in_place(cost, windows, mode, now),
+        }
+    }
+
+    fn decide_in_place(
+        &mut self,
+        cost: u32,
+        windows: &[NamedWindow],
+        mode: Mode,
+        now: u64,
+    ) -> Decision {
         if self.rings.len() != windows.len() {
             self.rings.resize_with(windows.len(), || Ring::new(1, 1));
             self.rings.truncate(windows.len());
@@ -196,6 +210,22 @@ mod tests {
         // Both count until T0 + 1500, not T0 + 1100.
         assert!(!log.decide(1, &w, Mode::Consume, T0 + 1200).allowed);
         assert!(log.decide(1, &w, Mode::Consume, T0 + 1500).allowed);
+    }
+
+    #[test]
+    fn a_peek_with_other_limits_changes_nothing() {
+        let mut log = Log::default();
+        let w = windows(&[("burst", 3, 1000)]);
+        for t in 0..3 {
+            assert!(log.decide(1, &w, Mode::Consume, T0 + t).allowed);
+        }
+        let before = log.clone();
+        log.decide(1, &windows(&[("burst", 1, 1000)]), Mode::Peek, T0 + 5);
+        assert_eq!(
+            log, before,
+            "a peek with a smaller limit must not drop admissions"
+        );
+        assert!(!log.decide(1, &w, Mode::Consume, T0 + 6).allowed);
     }
 
     #[test]

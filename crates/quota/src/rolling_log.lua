@@ -6,7 +6,7 @@
 --          limit, period_ms
 -- returns  {allowed 0|1, retry_after_ms (-1 if allowed), then per window remaining, reset_after_ms}
 --
--- State: one binary string. Header '<ddI4': base_ms, ttl_refresh_at_ms, n. Then per window
+-- State: one binary string. Header '<ddI4': base_ms, expires_at_ms (when Redis drops the key), n. Then per window
 -- '<I4I4' limit, head, and `limit` slots '<I4' holding admission times as offsets from base
 -- (0 = never; time = base + v - 1). Slots are sorted oldest -> newest starting at head.
 local cost = tonumber(ARGV[1])
@@ -30,13 +30,13 @@ local HEADER = 20
 local state = redis.call('GET', KEYS[1])
 -- Whether `state` was made or reshaped here (then it is written whole, else patched in place).
 local rebuilt = false
-local base, refresh_at
+local base, expires_at
 local heads, pos = {}, {}
 
 -- Positions of each window's slots in `state`, and whether the stored shape matches the request.
 local function parse()
   local stored_n
-  base, refresh_at, stored_n = struct.unpack('<ddI4', state)
+  base, expires_at, stored_n = struct.unpack('<ddI4', state)
   local p, stored = HEADER + 1, {}
   for i = 1, stored_n do
     local limit, head = struct.unpack('<I4I4', state, p)
@@ -48,7 +48,7 @@ end
 
 -- Rebuilds the state for the requested shape, keeping each window's newest admissions.
 local function reshape(stored)
-  local parts = {struct.pack('<ddI4', base, refresh_at, n)}
+  local parts = {struct.pack('<ddI4', base, expires_at, n)}
   for i = 1, n do
     local limit, s, ring = limits[i], stored[i], nil
     if s then
@@ -77,7 +77,7 @@ local function locate()
 end
 
 if not state then
-  base, refresh_at = now - longest, 0
+  base, expires_at = now - longest, 0
   reshape({})
   rebuilt = true
 else
@@ -96,7 +96,7 @@ locate()
 -- Offsets are 32-bit: every ~49 days of continuous use, move the base (times older than the
 -- longest window become 'never', which they are for every decision).
 if now - base + 1 > 4294967295 then
-  local new_base, parts = now - longest, {struct.pack('<ddI4', now - longest, refresh_at, n)}
+  local new_base, parts = now - longest, {struct.pack('<ddI4', now - longest, expires_at, n)}
   for i = 1, n do
     parts[#parts + 1] = struct.pack('<I4I4', limits[i], heads[i])
     for k = 0, limits[i] - 1 do
@@ -157,9 +157,12 @@ if allowed and consume then
     counts[i] = counts[i] + cost
     newest[i] = at
   end
-  local refresh_ttl = now >= refresh_at
+  -- The key must outlive every admission by the longest window, also after a window grew:
+  -- refresh when less than that is left, to 2 x longest, so the TTL is written about once per
+  -- window instead of on every request.
+  local refresh_ttl = rebuilt or expires_at - now < longest
   if refresh_ttl then
-    edits[#edits + 1] = {9, struct.pack('<d', now + longest)}
+    edits[#edits + 1] = {9, struct.pack('<d', now + 2 * longest)}
   end
   -- A new or reshaped state is written whole. Otherwise only the changed bytes are patched:
   -- Redis's Lua hashes every byte of every string it creates (≈1.5 µs per KB here), so building a
@@ -184,8 +187,6 @@ if allowed and consume then
       redis.call('SETRANGE', KEYS[1], e[1] - 1, e[2])
     end
     if refresh_ttl then
-      -- Lives 2 x longest from now, refreshed once per `longest`: always past the last admission
-      -- plus the longest window, with a TTL write once per window instead of per request.
       redis.call('PEXPIRE', KEYS[1], 2 * longest)
     end
   end

@@ -409,3 +409,68 @@ async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
         "expires after twice the longest window, got {ttl} ms"
     );
 }
+
+/// A window that grows must extend the state's life: 1000 per minute spent, then the window
+/// becomes 1000 per hour, and the key must still be refused (and kept) for the hour.
+#[tokio::test]
+async fn redis_state_outlives_a_window_that_grew() {
+    let Some(url) = stanna_testkit::redis_url("redis_state_outlives_a_window_that_grew") else {
+        return;
+    };
+    let b = QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
+    );
+    let s = subject();
+    let short = [window("hourly", 3, Duration::from_secs(60))];
+    for _ in 0..3 {
+        assert!(
+            b.decide(&s, 1, &short, Mode::Consume, None)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    let long = [window("hourly", 3, Duration::from_secs(3600))];
+    assert!(
+        !b.decide(&s, 1, &long, Mode::Peek, None)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let mut redis = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("q:{{{s}}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        ttl <= 120_000,
+        "the TTL still follows the short window until the next admission: {ttl}"
+    );
+    // The next admission under the long window (none is possible now, so use a fresh subject's
+    // shape): a consume that is refused must not shorten anything, and one that is admitted
+    // refreshes to twice the new longest window.
+    let s2 = subject();
+    assert!(
+        b.decide(&s2, 1, &short, Mode::Consume, None)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        b.decide(&s2, 1, &long, Mode::Consume, None)
+            .await
+            .unwrap()
+            .allowed
+    );
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(format!("q:{{{s2}}}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 3_600_000, "the TTL grew with the window: {ttl} ms");
+}

@@ -478,36 +478,54 @@ impl KeyStore {
             .transpose()
     }
 
-    /// Keys changed (created, renamed, status set, rotated out, deleted) after `since`, oldest
-    /// change first, at most `limit`. Deleted keys come back as [`KeyChange::Deleted`].
+    /// Keys changed (created, renamed, status set, rotated out, deleted) after `after`, in
+    /// `(updated_at, key_id)` order, at most `limit`: page through with the last change's
+    /// [`KeyChange::position`]. Deleted keys, and rows that cannot be read (logged), come back as
+    /// [`KeyChange::Deleted`], so a corrupt row revokes its key instead of stalling the feed.
     ///
     /// # Errors
     /// A database error.
-    pub async fn changes_since(
+    pub async fn changes_after(
         &self,
-        since: SystemTime,
+        after: ChangePosition,
         limit: u64,
     ) -> Result<Vec<KeyChange>, StoreError> {
+        let at = time::to_micros(after.updated_at);
+        let mut condition = Condition::any().add(Column::UpdatedAt.gt(at));
+        if let Some(key_id) = after.key_id {
+            condition = condition.add(
+                Condition::all()
+                    .add(Column::UpdatedAt.eq(at))
+                    .add(Column::KeyId.gt(key_id.as_str())),
+            );
+        }
         let rows = Entity::find()
-            .filter(Column::UpdatedAt.gt(time::to_micros(since)))
+            .filter(condition)
             .order_by_asc(Column::UpdatedAt)
+            .order_by_asc(Column::KeyId)
             .limit(limit)
             .all(&self.db)
             .await?;
-        rows.into_iter()
-            .map(|row| {
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
                 let updated_at = time::from_micros(row.updated_at);
+                let Ok(key_id) = KeyId::parse(&row.key_id) else {
+                    tracing::error!(key_id = %row.key_id, "skipping a stored key with an unreadable id");
+                    return None;
+                };
                 if row.deleted_at.is_some() {
-                    let key_id = KeyId::parse(&row.key_id).map_err(|_| StoreError::Corrupt {
-                        key_id: row.key_id.clone(),
-                        reason: "bad key id".to_owned(),
-                    })?;
-                    Ok(KeyChange::Deleted { key_id, updated_at })
-                } else {
-                    Ok(KeyChange::Updated(Box::new(record_from_model(row)?)))
+                    return Some(KeyChange::Deleted { key_id, updated_at });
+                }
+                match record_from_model(row) {
+                    Ok(record) => Some(KeyChange::Updated(Box::new(record))),
+                    Err(err) => {
+                        tracing::error!(error = %err, "a changed key cannot be read; treating it as revoked");
+                        Some(KeyChange::Deleted { key_id, updated_at })
+                    }
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Records last-used times in one statement per key, never moving a time backwards.
@@ -557,7 +575,7 @@ impl KeyStore {
     }
 }
 
-/// One change seen by [`KeyStore::changes_since`].
+/// One change seen by [`KeyStore::changes_after`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
     /// The key exists with this state (new or changed).
@@ -572,6 +590,14 @@ pub enum KeyChange {
 }
 
 impl KeyChange {
+    /// The key that changed.
+    pub fn key_id(&self) -> KeyId {
+        match self {
+            Self::Updated(record) => record.key_id,
+            Self::Deleted { key_id, .. } => *key_id,
+        }
+    }
+
     /// When the change was made.
     pub fn updated_at(&self) -> SystemTime {
         match self {
@@ -579,6 +605,23 @@ impl KeyChange {
             Self::Deleted { updated_at, .. } => *updated_at,
         }
     }
+
+    /// Where the change sits in the feed, to continue after it.
+    pub fn position(&self) -> ChangePosition {
+        ChangePosition {
+            updated_at: self.updated_at(),
+            key_id: Some(self.key_id()),
+        }
+    }
+}
+
+/// A position in the change feed: after this time (and, at equal times, after this key id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangePosition {
+    /// Changes stamped after this time (or at it, with a larger key id).
+    pub updated_at: SystemTime,
+    /// The tie-breaker; `None` takes every change stamped at `updated_at` as already seen.
+    pub key_id: Option<KeyId>,
 }
 
 /// The secret-derived parts of a replacement key, for [`KeyStore::rotate`].

@@ -9,8 +9,8 @@ use stanna_keys::{
     GeneratedKey, HashParams, KeyHasher, KeyName, KeyStatus, UserId, WindowLimit, WorkspaceId,
 };
 use stanna_store::{
-    KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret, PageRequest, Scope,
-    StoreError,
+    ChangePosition, KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret,
+    PageRequest, Scope, StoreError,
 };
 use stanna_testkit::TempDir;
 
@@ -64,17 +64,21 @@ on_both_backends!(
     last_used_never_moves_backwards,
     the_database_never_holds_a_plaintext_key,
     migrations_are_idempotent,
-    changes_since_reports_updates_and_deletions,
+    changes_after_reports_updates_and_deletions_in_order,
     deleted_keys_do_not_count_against_the_maximum,
 );
 
-async fn changes_since_reports_updates_and_deletions(store: KeyStore) {
+async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
     let (a, _) = new_key("ws1", "alice", "a");
     let (b, _) = new_key("ws1", "alice", "b");
     let a = store.create(a, None, t(0)).await.unwrap().key_id;
     let b = store.create(b, None, t(1)).await.unwrap().key_id;
+    let since = |at| ChangePosition {
+        updated_at: at,
+        key_id: None,
+    };
     assert_eq!(
-        store.changes_since(t(0), 100).await.unwrap().len(),
+        store.changes_after(since(t(0)), 100).await.unwrap().len(),
         1,
         "only b is newer than t(0)"
     );
@@ -87,7 +91,7 @@ async fn changes_since_reports_updates_and_deletions(store: KeyStore) {
         .await
         .unwrap();
     store.delete(&scope("ws1", None), &b, t(6)).await.unwrap();
-    let changes = store.changes_since(t(4), 100).await.unwrap();
+    let changes = store.changes_after(since(t(4)), 100).await.unwrap();
     assert_eq!(changes.len(), 2);
     assert!(
         matches!(&changes[0], KeyChange::Updated(r) if r.key_id == a && r.status == KeyStatus::Inactive)
@@ -99,7 +103,24 @@ async fn changes_since_reports_updates_and_deletions(store: KeyStore) {
             updated_at: t(6)
         }
     );
-    assert!(store.changes_since(t(6), 100).await.unwrap().is_empty());
+    assert!(
+        store
+            .changes_after(since(t(6)), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Paging one change at a time visits both, in order.
+    let first = store.changes_after(since(t(4)), 1).await.unwrap();
+    let second = store.changes_after(first[0].position(), 1).await.unwrap();
+    assert_eq!((first[0].key_id(), second[0].key_id()), (a, b));
+    assert!(
+        store
+            .changes_after(second[0].position(), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn deleted_keys_do_not_count_against_the_maximum(store: KeyStore) {

@@ -32,7 +32,13 @@ impl FailureBudget {
     pub fn take(&self, id: KeyId, now: SystemTime) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= CAPACITY && !buckets.contains_key(&id) {
+            // Full buckets carry no information; if made-up ids keep the map full of spent ones,
+            // start over rather than scan the map on every request (each id then gets at most
+            // one more burst).
             buckets.retain(|_, b| refill(b, now) < BURST);
+            if buckets.len() >= CAPACITY * 9 / 10 {
+                buckets.clear();
+            }
         }
         let bucket = buckets.entry(id).or_insert(Bucket {
             tokens: BURST,

@@ -14,8 +14,8 @@ use blake2::{Blake2b256, Digest};
 use stanna_keys::{KeyHasher, KeyId, KeyStatus, PresentedKey, RateLimits, UserId, WorkspaceId};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::quota_client::QuotaClient;
-use stanna_store::{KeyChange, KeyRecord, KeyStore, StoreError};
-use tokio::sync::{OnceCell, Semaphore};
+use stanna_store::{ChangePosition, KeyChange, KeyRecord, KeyStore, StoreError};
+use tokio::sync::{Semaphore, watch};
 
 use crate::budget::FailureBudget;
 use crate::cache::{CacheEntry, KeyCache};
@@ -24,9 +24,11 @@ use crate::last_used::LastUsed;
 /// A source of "now", injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
-/// How the change poll overlaps the previous one: changes committed late (a transaction that
-/// stamped `updated_at` before a concurrent, earlier-committed one) are still seen.
-pub const CHANGE_OVERLAP: Duration = Duration::from_secs(2);
+/// How far back each change poll reads, before the newest change already seen: a change is
+/// stamped before its transaction commits, so one that waited for a pooled connection (5 s at
+/// most) or SQLite's write lock (10 s at most) commits after later-stamped ones. Re-reading 20 s
+/// of changes every poll costs little and sees it.
+pub const CHANGE_OVERLAP: Duration = Duration::from_secs(20);
 /// A cached state this old is re-read from the store even if no change was reported: a safety
 /// net should a change ever be missed (e.g. a registry clock far behind).
 pub const MAX_STATE_AGE: Duration = Duration::from_secs(60);
@@ -146,7 +148,10 @@ struct Inner {
     hasher: KeyHasher,
     settings: VerifierSettings,
     cache: KeyCache,
-    inflight: Mutex<HashMap<FlightKey, Arc<OnceCell<Cold>>>>,
+    inflight: Mutex<HashMap<FlightKey, watch::Receiver<Option<Cold>>>>,
+    /// Keys the change poll saw change recently, and when: a cold verification whose store read
+    /// is older than a change re-reads the key before caching it.
+    recent_changes: Mutex<HashMap<KeyId, SystemTime>>,
     failures: FailureBudget,
     argon2: Semaphore,
     last_used: LastUsed,
@@ -212,6 +217,7 @@ impl Verifier {
                 argon2: Semaphore::new(settings.argon2_concurrency.max(1)),
                 settings,
                 inflight: Mutex::new(HashMap::new()),
+                recent_changes: Mutex::new(HashMap::new()),
                 failures: FailureBudget::default(),
                 last_used: LastUsed::default(),
                 watermark: Mutex::new(now),
@@ -316,15 +322,17 @@ impl Verifier {
             return self.fresh_state(id, entry, now).await;
         }
         // Requests for the same presented key join one flight; only a new flight (a distinct
-        // presented key) spends a token of the key id's failure budget.
-        let cell = {
+        // presented key) spends a token of the key id's failure budget. The flight is a task of
+        // its own: a caller that gives up (a reset connection, a deadline) cannot cancel it, so
+        // its argon2 permit and its token stay spent until the argon2 run really ends.
+        let mut flight = {
             let mut inflight = self
                 .inner
                 .inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match inflight.get(&(id, digest)) {
-                Some(cell) => cell.clone(),
+                Some(flight) => flight.clone(),
                 None => {
                     if let Err(retry_after) = self.inner.failures.take(id, now) {
                         let mut verdict = Verdict::denied(
@@ -334,32 +342,35 @@ impl Verifier {
                         verdict.retry_after = Some(retry_after);
                         return Ok(Err(verdict));
                     }
-                    inflight.entry((id, digest)).or_default().clone()
+                    let (done, flight) = watch::channel(None);
+                    inflight.insert((id, digest), flight.clone());
+                    let verifier = self.clone();
+                    let presented = *presented;
+                    tokio::spawn(async move {
+                        let outcome = verifier.cold_verify(presented, digest).await;
+                        if matches!(outcome, Cold::Verified(_)) {
+                            verifier.inner.failures.refund(id);
+                        }
+                        done.send_replace(Some(outcome));
+                        let mut inflight = verifier
+                            .inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        inflight.remove(&(id, digest));
+                    });
+                    flight
                 }
             }
         };
-        let outcome = cell
-            .get_or_init(|| self.cold_verify(*presented, digest))
-            .await
-            .clone();
-        {
-            let mut inflight = self
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if inflight
-                .get(&(id, digest))
-                .is_some_and(|c| Arc::ptr_eq(c, &cell))
-            {
-                inflight.remove(&(id, digest));
-            }
-        }
+        let outcome = match flight.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome
+                .clone()
+                .unwrap_or_else(|| Cold::Unavailable("verification failed; retry".to_owned())),
+            Err(_) => Cold::Unavailable("verification failed; retry".to_owned()),
+        };
         match outcome {
-            Cold::Verified(state) => {
-                self.inner.failures.refund(id);
-                Ok(Ok(state))
-            }
+            Cold::Verified(state) => Ok(Ok(state)),
             Cold::NotFound => Ok(Err(Verdict::denied(
                 pb::VerifyCode::NotFound,
                 "unknown or deleted API key",
@@ -431,6 +442,7 @@ impl Verifier {
 
     async fn cold_verify(&self, presented: PresentedKey, digest: [u8; 32]) -> Cold {
         let id = presented.key_id();
+        let read_at = self.now();
         self.inner
             .stats
             .store_lookups
@@ -457,13 +469,33 @@ impl Verifier {
             tokio::task::spawn_blocking(move || hasher.verify(&presented, &stored)).await;
         match verified {
             Ok(Ok(true)) => {
+                // A change polled while argon2 ran found nothing to update in the cache: read the
+                // key again so the cache never starts from a state older than a known change.
+                let changed_since_read = self
+                    .inner
+                    .recent_changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .is_some_and(|at| *at >= read_at - CHANGE_OVERLAP);
+                let record = if changed_since_read {
+                    match self.inner.store.find_by_key_id(&id).await {
+                        Ok(Some(record)) => record,
+                        Ok(None) => return Cold::NotFound,
+                        Err(_) => {
+                            return Cold::Unavailable("the key store is unavailable".to_owned());
+                        }
+                    }
+                } else {
+                    record
+                };
                 let state = Arc::new(KeyState::from_record(&record, self.inner.settings.defaults));
                 self.inner.cache.insert(
                     id,
                     CacheEntry {
                         digest,
                         state: state.clone(),
-                        fetched_at: self.now(),
+                        fetched_at: read_at,
                     },
                 );
                 Cold::Verified(state)
@@ -554,25 +586,47 @@ impl Verifier {
     /// # Errors
     /// The store's error; the cache is left as it was and the stale clock keeps running.
     pub async fn poll_changes(&self) -> Result<usize, StoreError> {
+        const PAGE: u64 = 1000;
         let now = self.now();
-        let since = *self
+        let watermark = *self
             .inner
             .watermark
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            - CHANGE_OVERLAP;
-        let changes = self.inner.store.changes_since(since, 10_000).await?;
-        self.store_answered(now);
-        let mut newest = since + CHANGE_OVERLAP;
-        for change in &changes {
-            newest = newest.max(change.updated_at());
-            match change {
-                KeyChange::Updated(record) => {
-                    let state =
-                        Arc::new(KeyState::from_record(record, self.inner.settings.defaults));
-                    self.inner.cache.update_state(&record.key_id, state, now);
+            .unwrap_or_else(|p| p.into_inner());
+        let mut position = ChangePosition {
+            updated_at: watermark - CHANGE_OVERLAP,
+            key_id: None,
+        };
+        let mut newest = watermark;
+        let mut seen = 0;
+        loop {
+            let changes = self.inner.store.changes_after(position, PAGE).await?;
+            self.store_answered(now);
+            {
+                let mut recent = self
+                    .inner
+                    .recent_changes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for change in &changes {
+                    recent.insert(change.key_id(), change.updated_at());
                 }
-                KeyChange::Deleted { key_id, .. } => self.inner.cache.remove(key_id),
+            }
+            for change in &changes {
+                newest = newest.max(change.updated_at());
+                match change {
+                    KeyChange::Updated(record) => {
+                        let state =
+                            Arc::new(KeyState::from_record(record, self.inner.settings.defaults));
+                        self.inner.cache.update_state(&record.key_id, state, now);
+                    }
+                    KeyChange::Deleted { key_id, .. } => self.inner.cache.remove(key_id),
+                }
+            }
+            seen += changes.len();
+            match changes.last() {
+                Some(last) if changes.len() as u64 == PAGE => position = last.position(),
+                _ => break,
             }
         }
         *self
@@ -580,7 +634,13 @@ impl Verifier {
             .watermark
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = newest;
-        Ok(changes.len())
+        let horizon = now - 2 * CHANGE_OVERLAP;
+        self.inner
+            .recent_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| *at >= horizon);
+        Ok(seen)
     }
 
     /// Writes pending last-used times.

@@ -600,3 +600,23 @@ async fn store_unreachable_serves_cached_keys_until_the_stale_limit_and_refuses_
     );
     assert_eq!(f.code(&uncached, "").await, VerifyCode::Valid);
 }
+
+/// Callers that give up (a reset connection, a short deadline) cannot free the argon2 permit or
+/// the budget token of a guess: the verification runs to its end on its own task.
+#[tokio::test]
+async fn cancelled_guesses_still_spend_the_failure_budget() {
+    let f = fixture().await;
+    let (key, _) = f.key().await;
+    for n in 0..50 {
+        let (verifier, guess) = (f.verifier.clone(), guessed_secret_for(&key, n));
+        let attempt = tokio::spawn(async move { verifier.verify(&guess, "", 1).await });
+        tokio::task::yield_now().await;
+        attempt.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let runs = f.argon2_runs();
+    assert!(
+        runs <= 6,
+        "50 cancelled guesses ran argon2 {runs} times; the budget is 5"
+    );
+}
