@@ -19,7 +19,7 @@ mod redis_backend;
 use std::time::Duration;
 
 pub use memory::MemoryBackend;
-pub use redis_backend::{RedisBackend, RedisBackendConfig};
+pub use redis_backend::{RedisBackend, RedisBackendConfig, SCRIPT as REDIS_SCRIPT};
 use stanna_keys::WindowLimit;
 
 /// At most this many windows per decision.

@@ -6,9 +6,17 @@
 --          limit, period_ms
 -- returns  {allowed 0|1, retry_after_ms (-1 if allowed), then per window remaining, reset_after_ms}
 --
--- State: one binary string. Header '<ddI4': base_ms, expires_at_ms (when Redis drops the key), n. Then per window
--- '<I4I4' limit, head, and `limit` slots '<I4' holding admission times as offsets from base
--- (0 = never; time = base + v - 1). Slots are sorted oldest -> newest starting at head.
+-- State: one binary string, little-endian.
+--   header   '<ddI4'  base_ms, expires_at_ms (when Redis drops the key), n
+--   n x      '<I4I4I4I4I4'  limit, head, count, newest, oldest
+--   n rings  `limit` x '<I4' admission times
+-- Times are offsets from base (0 = never; time = base + v - 1). A ring is sorted oldest -> newest
+-- starting at head; the newest `count` slots are inside the window as of the last write, `oldest`
+-- is the first of them and `newest` the last. A decision reads only the header and the few slots
+-- that left the window since (GETRANGE), and writes only what changed (SETRANGE): its cost does
+-- not grow with the limits. (Redis's Lua hashes every byte of every string it creates, so reading
+-- a whole 4.4 KB state into Lua costs more than the decision itself.)
+local key = KEYS[1]
 local cost = tonumber(ARGV[1])
 local now
 if ARGV[2] == '' then
@@ -26,177 +34,183 @@ for i = 1, n do
   if periods[i] > longest then longest = periods[i] end
 end
 
-local HEADER = 20
-local state = redis.call('GET', KEYS[1])
--- Whether `state` was made or reshaped here (then it is written whole, else patched in place).
-local rebuilt = false
+local GLOBAL, WIN = 20, 20
+local HEADER = GLOBAL + WIN * n
 local base, expires_at
-local heads, pos = {}, {}
-
--- Positions of each window's slots in `state`, and whether the stored shape matches the request.
-local function parse()
-  local stored_n
-  base, expires_at, stored_n = struct.unpack('<ddI4', state)
-  local p, stored = HEADER + 1, {}
-  for i = 1, stored_n do
-    local limit, head = struct.unpack('<I4I4', state, p)
-    stored[i] = {limit, head, p + 8}
-    p = p + 8 + limit * 4
-  end
-  return stored_n, stored
+local win = {}          -- per window {head, count, newest, oldest}
+local ring_at = {}      -- 0-based byte offset of each ring
+local state = nil       -- the whole state, only when it was (re)built here
+local p = HEADER
+for i = 1, n do
+  ring_at[i] = p
+  p = p + limits[i] * 4
 end
 
--- Rebuilds the state for the requested shape, keeping each window's newest admissions.
-local function reshape(stored)
-  local parts = {struct.pack('<ddI4', base, expires_at, n)}
-  for i = 1, n do
-    local limit, s, ring = limits[i], stored[i], nil
-    if s then
-      local bytes = string.sub(state, s[3], s[3] + s[1] * 4 - 1)
-      local logical = string.sub(bytes, s[2] * 4 + 1) .. string.sub(bytes, 1, s[2] * 4)
-      if s[1] >= limit then
-        ring = string.sub(logical, (s[1] - limit) * 4 + 1)
-      else
-        ring = string.rep('\0', (limit - s[1]) * 4) .. logical
-      end
-    else
-      ring = string.rep('\0', limit * 4)
-    end
-    parts[#parts + 1] = struct.pack('<I4I4', limit, 0) .. ring
+local function unpack_header(s, count)
+  local b, e, stored_n = struct.unpack('<ddI4', s)
+  local w = {}
+  for i = 1, count do
+    local limit, head, c, newest, oldest = struct.unpack('<I4I4I4I4I4', s, GLOBAL + (i - 1) * WIN + 1)
+    w[i] = {limit = limit, head = head, count = c, newest = newest, oldest = oldest}
   end
+  return b, e, stored_n, w
+end
+
+-- Fast path: the stored shape matches the request.
+local head_bytes = redis.call('GETRANGE', key, 0, HEADER - 1)
+local fits = #head_bytes == HEADER
+if fits then
+  local stored_n
+  base, expires_at, stored_n, win = unpack_header(head_bytes, n)
+  fits = stored_n == n and now - base + 1 <= 4294967295
+  for i = 1, n do
+    if not fits or win[i].limit ~= limits[i] then fits = false end
+  end
+end
+
+-- Slow path (a new subject, changed limits, or a rebase every ~49 days of continuous use):
+-- rebuild the whole state here, keeping each window's newest admissions.
+if not fits then
+  local old = redis.call('GET', key)
+  local new_base = now - longest
+  local times = {}   -- per new window: its admission times, oldest first
+  if old then
+    local old_base, old_expires, old_n = struct.unpack('<ddI4', old)
+    expires_at = old_expires
+    local _, _, _, old_win = unpack_header(old, old_n)
+    local q = GLOBAL + WIN * old_n
+    for i = 1, old_n do
+      local w = old_win[i]
+      if i <= n then
+        local list = {}
+        for k = 0, w.limit - 1 do
+          local v = struct.unpack('<I4', old, q + ((w.head + k) % w.limit) * 4 + 1)
+          if v ~= 0 then list[#list + 1] = old_base + v - 1 end
+        end
+        times[i] = list
+      end
+      q = q + w.limit * 4
+    end
+  else
+    expires_at = 0
+  end
+  base = new_base
+  local parts = {struct.pack('<ddI4', base, expires_at, n)}
+  local rings = {}
+  for i = 1, n do
+    local limit, period = limits[i], periods[i]
+    local list = times[i] or {}
+    local keep_from = math.max(1, #list - limit + 1)
+    local slots, count, newest, oldest = {}, 0, 0, 0
+    for k = 1, limit - (#list - keep_from + 1) do slots[#slots + 1] = struct.pack('<I4', 0) end
+    for k = keep_from, #list do
+      local t = list[k]
+      local v = 0
+      if t >= base then v = t - base + 1 end
+      slots[#slots + 1] = struct.pack('<I4', v)
+      if v ~= 0 then
+        newest = v
+        if t + period > now then
+          count = count + 1
+          if oldest == 0 then oldest = v end
+        end
+      end
+    end
+    win[i] = {limit = limit, head = 0, count = count, newest = newest, oldest = oldest}
+    parts[#parts + 1] = struct.pack('<I4I4I4I4I4', limit, 0, count, newest, oldest)
+    rings[i] = table.concat(slots)
+  end
+  for i = 1, n do parts[#parts + 1] = rings[i] end
   state = table.concat(parts)
 end
 
-local function locate()
-  local p = HEADER + 1
-  for i = 1, n do
-    heads[i] = struct.unpack('<I4', state, p + 4)
-    pos[i] = p + 8
-    p = p + 8 + limits[i] * 4
-  end
-end
-
-if not state then
-  base, expires_at = now - longest, 0
-  reshape({})
-  rebuilt = true
-else
-  local stored_n, stored = parse()
-  local same = stored_n == n
-  for i = 1, n do
-    if not stored[i] or stored[i][1] ~= limits[i] then same = false end
-  end
-  if not same then
-    reshape(stored)
-    rebuilt = true
-  end
-end
-locate()
-
--- Offsets are 32-bit: every ~49 days of continuous use, move the base (times older than the
--- longest window become 'never', which they are for every decision).
-if now - base + 1 > 4294967295 then
-  local new_base, parts = now - longest, {struct.pack('<ddI4', now - longest, expires_at, n)}
-  for i = 1, n do
-    parts[#parts + 1] = struct.pack('<I4I4', limits[i], heads[i])
-    for k = 0, limits[i] - 1 do
-      local v = struct.unpack('<I4', state, pos[i] + k * 4)
-      local t = base + v - 1
-      if v == 0 or t < new_base then v = 0 else v = t - new_base + 1 end
-      parts[#parts + 1] = struct.pack('<I4', v)
-    end
-  end
-  state, base, rebuilt = table.concat(parts), new_base, true
-end
-
--- The time of window i's k-th oldest admission (0-based), or nil for never.
-local function slot_time(i, k)
-  local v = struct.unpack('<I4', state, pos[i] + ((heads[i] + k) % limits[i]) * 4)
+-- The admission time in window i's slot `phys` (nil for never).
+local function slot_time(i, phys)
+  local at = ring_at[i] + phys * 4
+  local bytes
+  if state then bytes = string.sub(state, at + 1, at + 4) else bytes = redis.call('GETRANGE', key, at, at + 3) end
+  local v = struct.unpack('<I4', bytes)
   if v == 0 then return nil end
   return base + v - 1
 end
 
--- Each window's admissions inside (now - period, now] (a suffix of the sorted ring, found by
--- binary search) and its newest admission.
-local counts, newest = {}, {}
+-- Admissions that have left each window since the last write.
 for i = 1, n do
-  local limit, period = limits[i], periods[i]
-  local lo, hi = 0, limit
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    local t = slot_time(i, mid)
-    if t and t + period > now then hi = mid else lo = mid + 1 end
+  local w, limit, period = win[i], limits[i], periods[i]
+  while w.count > 0 and base + w.oldest - 1 + period <= now do
+    w.count = w.count - 1
+    local t = nil
+    if w.count > 0 then t = slot_time(i, (w.head + limit - w.count) % limit) end
+    if t then
+      w.oldest = t - base + 1
+    else
+      w.count, w.oldest = 0, 0
+    end
   end
-  counts[i] = limit - lo
-  newest[i] = slot_time(i, limit - 1)
 end
 
+-- Admitted iff every window has room for `cost`; then the (limit - cost + 1)-th newest admission
+-- (slot head + cost - 1) is a period old, so no span of a period ever holds more than the limit.
 local retry = -1
 for i = 1, n do
-  local t = slot_time(i, cost - 1)
-  if t and t + periods[i] > now then
-    local r = t + periods[i] - now
+  local w = win[i]
+  if w.count + cost > limits[i] then
+    local t = slot_time(i, (w.head + cost - 1) % limits[i])
+    local r = 1
+    if t then r = math.max(1, t + periods[i] - now) end
     if r > retry then retry = r end
   end
 end
 local allowed = retry < 0
 
 if allowed and consume then
-  local edits = {}
+  local writes = {}
   for i = 1, n do
-    local limit = limits[i]
+    local w, limit = win[i], limits[i]
     local at = now
-    if newest[i] and newest[i] > at then at = newest[i] end
-    local v, h = struct.pack('<I4', at - base + 1), heads[i]
-    for _ = 1, cost do
-      edits[#edits + 1] = {pos[i] + h * 4, v}
-      h = (h + 1) % limit
-    end
-    edits[#edits + 1] = {pos[i] - 4, struct.pack('<I4', h)}
-    -- The overwritten slots were outside the window (that is why the request was admitted).
-    counts[i] = counts[i] + cost
-    newest[i] = at
+    if w.newest ~= 0 and base + w.newest - 1 > at then at = base + w.newest - 1 end
+    local v = at - base + 1
+    local packed = struct.pack('<I4', v)
+    local first = math.min(cost, limit - w.head)
+    writes[#writes + 1] = {ring_at[i] + w.head * 4, string.rep(packed, first)}
+    if cost > first then writes[#writes + 1] = {ring_at[i], string.rep(packed, cost - first)} end
+    w.head = (w.head + cost) % limit
+    if w.count == 0 then w.oldest = v end
+    w.count = w.count + cost
+    w.newest = v
   end
   -- The key must outlive every admission by the longest window, also after a window grew:
-  -- refresh when less than that is left, to 2 x longest, so the TTL is written about once per
-  -- window instead of on every request.
-  local refresh_ttl = rebuilt or expires_at - now < longest
-  if refresh_ttl then
-    edits[#edits + 1] = {9, struct.pack('<d', now + 2 * longest)}
+  -- refresh when less than that is left, to 2 x longest (about one TTL write per window).
+  local refresh_ttl = state ~= nil or expires_at - now < longest
+  if refresh_ttl then expires_at = now + 2 * longest end
+  local header = {struct.pack('<ddI4', base, expires_at, n)}
+  for i = 1, n do
+    local w = win[i]
+    header[#header + 1] = struct.pack('<I4I4I4I4I4', limits[i], w.head, w.count, w.newest, w.oldest)
   end
-  -- A new or reshaped state is written whole. Otherwise only the changed bytes are patched:
-  -- Redis's Lua hashes every byte of every string it creates (≈1.5 µs per KB here), so building a
-  -- new 4.4 KB state string costs more than the few SETRANGE calls that patch it.
-  if rebuilt then
-    table.sort(edits, function(a, b) return a[1] < b[1] end)
-    local parts, cursor = {}, 1
-    for _, e in ipairs(edits) do
-      parts[#parts + 1] = string.sub(state, cursor, e[1] - 1)
-      parts[#parts + 1] = e[2]
-      cursor = e[1] + #e[2]
+  writes[#writes + 1] = {0, table.concat(header)}
+  if state then
+    table.sort(writes, function(a, b) return a[1] < b[1] end)
+    local parts, cursor = {}, 0
+    for _, wr in ipairs(writes) do
+      parts[#parts + 1] = string.sub(state, cursor + 1, wr[1])
+      parts[#parts + 1] = wr[2]
+      cursor = wr[1] + #wr[2]
     end
-    parts[#parts + 1] = string.sub(state, cursor)
-    if refresh_ttl then
-      redis.call('SET', KEYS[1], table.concat(parts), 'PX', 2 * longest)
-    else
-      redis.call('SET', KEYS[1], table.concat(parts), 'KEEPTTL')
-    end
+    parts[#parts + 1] = string.sub(state, cursor + 1)
+    redis.call('SET', key, table.concat(parts), 'PX', 2 * longest)
   else
-    -- Patch the few changed bytes in place: no copy of the whole state, whatever the limits.
-    for _, e in ipairs(edits) do
-      redis.call('SETRANGE', KEYS[1], e[1] - 1, e[2])
-    end
-    if refresh_ttl then
-      redis.call('PEXPIRE', KEYS[1], 2 * longest)
-    end
+    for _, wr in ipairs(writes) do redis.call('SETRANGE', key, wr[1], wr[2]) end
+    if refresh_ttl then redis.call('PEXPIRE', key, 2 * longest) end
   end
 end
 
 local out = {allowed and 1 or 0, retry}
 for i = 1, n do
+  local w = win[i]
   local reset = 0
-  if counts[i] > 0 then reset = newest[i] + periods[i] - now end
-  out[#out + 1] = limits[i] - counts[i]
+  if w.count > 0 then reset = base + w.newest - 1 + periods[i] - now end
+  out[#out + 1] = limits[i] - w.count
   out[#out + 1] = reset
 end
 return out

@@ -474,3 +474,92 @@ async fn redis_state_outlives_a_window_that_grew() {
         .unwrap();
     assert!(ttl > 3_600_000, "the TTL grew with the window: {ttl} ms");
 }
+
+/// The Lua script against the Rust reference, decision by decision, on a random workload:
+/// time jumps small and large, costs 1 to 3, peeks, and limits that change under way. The script
+/// is called directly (the backend's local over-limit cache would answer some refusals itself).
+#[tokio::test]
+async fn the_redis_script_decides_exactly_as_the_reference_log() {
+    let Some(url) =
+        stanna_testkit::redis_url("the_redis_script_decides_exactly_as_the_reference_log")
+    else {
+        return;
+    };
+    let mut redis = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let script = ::redis::Script::new(stanna_quota::REDIS_SCRIPT);
+    let memory = QuotaBackend::Memory(MemoryBackend::new());
+    let s = subject();
+    let shapes = [
+        vec![
+            window("burst", 5, Duration::from_secs(1)),
+            window("hourly", 12, Duration::from_secs(10)),
+        ],
+        vec![
+            window("burst", 3, Duration::from_secs(2)),
+            window("hourly", 12, Duration::from_secs(10)),
+        ],
+        vec![
+            window("burst", 8, Duration::from_secs(1)),
+            window("hourly", 20, Duration::from_secs(30)),
+        ],
+    ];
+    // A small deterministic generator (xorshift), so a failure is reproducible.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let mut now = T0;
+    let mut shape = 0;
+    for step in 0..3000 {
+        now += match next(10) {
+            0 => next(60_000),
+            1..=3 => 0,
+            _ => next(700),
+        };
+        if next(100) == 0 {
+            shape = next(shapes.len() as u64) as usize;
+        }
+        let windows = &shapes[shape];
+        let cost = 1 + next(3) as u32;
+        let mode = if next(10) == 0 {
+            Mode::Peek
+        } else {
+            Mode::Consume
+        };
+        let expected = memory
+            .decide(&s, cost, windows, mode, Some(now))
+            .await
+            .unwrap();
+        let mut call = script.key(format!("q:{{{s}}}"));
+        call.arg(cost)
+            .arg(now)
+            .arg(if mode == Mode::Consume { "c" } else { "p" })
+            .arg(windows.len());
+        for w in windows {
+            call.arg(w.limit.limit())
+                .arg(w.limit.period().as_millis() as u64);
+        }
+        let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
+        let mut got = vec![
+            i64::from(expected.allowed),
+            expected.retry_after.map_or(-1, |r| r.as_millis() as i64),
+        ];
+        for w in &expected.windows {
+            got.push(i64::from(w.remaining));
+            got.push(w.reset_after.as_millis() as i64);
+        }
+        assert_eq!(
+            reply,
+            got,
+            "step {step}: t=+{} ms cost {cost} {mode:?} shape {shape}: script vs reference",
+            now - T0
+        );
+    }
+}
