@@ -440,7 +440,8 @@ async fn deleted_and_deactivated_keys_are_refused_within_a_second() {
     }
 }
 
-#[tokio::test]
+/// Multi-threaded so the flusher really runs every 100 ms while the verifications go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_used_is_written_in_batches() {
     let f = fixture().await;
     let (key, id) = f.create(big_limits(), None).await;
