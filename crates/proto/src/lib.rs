@@ -18,3 +18,23 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/stanna_descriptor.bin"));
 
 pub use prost_types;
+
+/// Conversions from the domain types of `stanna-keys` to their messages, written once.
+pub mod convert {
+    use stanna_keys::RateLimits;
+
+    use crate::keys::v1 as pb;
+
+    /// A key's two windows as `RateLimit` messages, `burst` then `hourly`.
+    pub fn rate_limits(limits: RateLimits) -> Vec<pb::RateLimit> {
+        limits
+            .named()
+            .into_iter()
+            .map(|(name, w)| pb::RateLimit {
+                name: name.to_owned(),
+                limit: w.limit(),
+                period: prost_types::Duration::try_from(w.period()).ok(),
+            })
+            .collect()
+    }
+}

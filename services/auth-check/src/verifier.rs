@@ -70,17 +70,7 @@ impl KeyState {
             name: record.name.as_str().to_owned(),
             status: record.status,
             expires_at: record.expires_at,
-            limits: record
-                .rate_limits
-                .resolve(defaults)
-                .named()
-                .into_iter()
-                .map(|(name, w)| pb::RateLimit {
-                    name: name.to_owned(),
-                    limit: w.limit(),
-                    period: prost_types::Duration::try_from(w.period()).ok(),
-                })
-                .collect(),
+            limits: stanna_proto::convert::rate_limits(record.rate_limits.resolve(defaults)),
         }
     }
 }

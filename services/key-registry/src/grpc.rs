@@ -299,14 +299,6 @@ pub fn api_key(key: &KeyRecord, defaults: RateLimits) -> pb::ApiKey {
         updated_at: Some(key.updated_at.into()),
         last_used_at: key.last_used_at.map(Into::into),
         expires_at: key.expires_at.map(Into::into),
-        rate_limits: limits
-            .named()
-            .into_iter()
-            .map(|(name, w)| pb::RateLimit {
-                name: name.to_owned(),
-                limit: w.limit(),
-                period: prost_types::Duration::try_from(w.period()).ok(),
-            })
-            .collect(),
+        rate_limits: stanna_proto::convert::rate_limits(limits),
     }
 }
