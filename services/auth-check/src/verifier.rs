@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blake2::{Blake2b256, Digest};
 use stanna_keys::{KeyHasher, KeyId, KeyStatus, PresentedKey, RateLimits, UserId, WorkspaceId};
@@ -148,7 +148,8 @@ struct Inner {
     /// The newest `updated_at` the change poll has seen.
     watermark: Mutex<SystemTime>,
     /// When the store last answered (a poll or a lookup).
-    store_ok_at: Mutex<SystemTime>,
+    /// µs since the epoch; an atomic, not a lock: every warm Verify reads it.
+    store_ok_at: AtomicU64,
     stats: Stats,
     clock: Clock,
 }
@@ -211,7 +212,7 @@ impl Verifier {
                 failures: FailureBudget::default(),
                 last_used: LastUsed::default(),
                 watermark: Mutex::new(now),
-                store_ok_at: Mutex::new(now),
+                store_ok_at: AtomicU64::new(micros(now)),
                 stats: Stats::default(),
                 clock,
             }),
@@ -378,15 +379,9 @@ impl Verifier {
         entry: CacheEntry,
         now: SystemTime,
     ) -> Result<Result<Arc<KeyState>, Verdict>, VerifyError> {
-        let store_silent_for = now
-            .duration_since(
-                *self
-                    .inner
-                    .store_ok_at
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-            )
-            .unwrap_or_default();
+        let store_ok_at =
+            UNIX_EPOCH + Duration::from_micros(self.inner.store_ok_at.load(Ordering::Relaxed));
+        let store_silent_for = now.duration_since(store_ok_at).unwrap_or_default();
         let age = now.duration_since(entry.fetched_at).unwrap_or_default();
         if age <= MAX_STATE_AGE {
             // The change poll keeps cached states current while the store answers; once it has
@@ -560,14 +555,9 @@ impl Verifier {
     }
 
     fn store_answered(&self, at: SystemTime) {
-        let mut ok_at = self
-            .inner
+        self.inner
             .store_ok_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if *ok_at < at {
-            *ok_at = at;
-        }
+            .fetch_max(micros(at), Ordering::Relaxed);
     }
 
     /// Applies what changed in the store since the last poll to the cache (deactivations,
@@ -640,4 +630,10 @@ impl Verifier {
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
         self.inner.last_used.flush(&self.inner.store).await
     }
+}
+
+/// µs since the epoch (0 before it).
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
