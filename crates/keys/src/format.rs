@@ -39,7 +39,7 @@ pub enum MalformedKey {
     /// The key does not start with `sk-`.
     #[error("the key must start with \"sk-\"")]
     Prefix,
-    /// A character outside `0-9A-Za-z` after the prefix.
+    /// A character outside `0-9A-Za-z` after the prefix (or whitespace before it).
     #[error(
         "character {position} of the key is not allowed: after \"sk-\" a key has only 0-9, A-Z and a-z"
     )]
@@ -77,6 +77,10 @@ impl PresentedKey {
             return Err(MalformedKey::Empty);
         }
         let Some(rest) = input.strip_prefix(PREFIX) else {
+            // A pasted key often carries a leading space or newline: say so, not "prefix".
+            if input.starts_with(char::is_whitespace) {
+                return Err(MalformedKey::Character { position: 1 });
+            }
             return Err(MalformedKey::Prefix);
         };
         if let Some(index) = rest.chars().position(|c| !c.is_ascii_alphanumeric()) {
@@ -333,6 +337,7 @@ mod tests {
             ("SK-".to_owned() + &good[3..], MalformedKey::Prefix),
             (good[3..].to_owned(), MalformedKey::Prefix),
             (format!("Bearer {good}"), MalformedKey::Prefix),
+            (format!(" {good}"), MalformedKey::Character { position: 1 }),
             (format!("{good} "), MalformedKey::Character { position: 54 }),
             (
                 format!("{good}\n"),

@@ -36,6 +36,8 @@ pub struct Model {
     /// µs since the epoch when the key was deleted; null while it exists. Deleted rows are kept
     /// (with `updated_at` bumped) so every auth-check's change poll sees the deletion.
     pub deleted_at: Option<i64>,
+    /// The key that replaced this one by rotation, if any: a key is rotated at most once.
+    pub replaced_by: Option<String>,
     /// Per-key override of the burst window's limit; null follows the configured default.
     pub burst_limit: Option<i32>,
     /// Per-key override of the burst window's period in ms; null follows the default.

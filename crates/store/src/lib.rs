@@ -41,6 +41,12 @@ pub enum StoreError {
         /// The configured maximum.
         max: u32,
     },
+    /// The key was rotated already; only its replacement can be rotated.
+    #[error("the key was already rotated; its replacement is {replaced_by}")]
+    AlreadyRotated {
+        /// The key that replaced it.
+        replaced_by: KeyId,
+    },
     /// A generated key id collided with an existing one (≈2⁻⁷¹ per pair; retry with a new key).
     #[error("key id already exists")]
     DuplicateKeyId,
@@ -431,15 +437,25 @@ impl KeyStore {
             .one(&txn)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let successor = current
+            .replaced_by
+            .as_deref()
+            .and_then(|id| KeyId::parse(id).ok());
         let current = record_from_model(current)?;
         if current.is_expired(now) {
             return Err(StoreError::NotFound);
+        }
+        // One successor per key: rotating a key that is already being retired would make a
+        // second successor inheriting the first rotation's grace expiry (a new key that dies).
+        if let Some(replaced_by) = successor {
+            return Err(StoreError::AlreadyRotated { replaced_by });
         }
         let retire_at = current
             .expires_at
             .map_or(old_expires_at, |at| at.min(old_expires_at));
         let retired = Entity::update_many()
             .col_expr(Column::ExpiresAt, Expr::value(time::to_micros(retire_at)))
+            .col_expr(Column::ReplacedBy, Expr::value(new.key_id.as_str()))
             .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
             .filter(scope.condition())
             .filter(Column::KeyId.eq(old.as_str()))
@@ -652,6 +668,7 @@ fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
         last_used_at: Set(None),
         expires_at: Set(key.expires_at.map(time::to_micros)),
         deleted_at: Set(None),
+        replaced_by: Set(None),
         burst_limit: Set(burst_limit),
         burst_period_ms: Set(burst_period_ms),
         hourly_limit: Set(hourly_limit),

@@ -42,7 +42,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateApiKeys), Box::new(SoftDeleteAndChangeFeed)]
+        vec![
+            Box::new(CreateApiKeys),
+            Box::new(SoftDeleteAndChangeFeed),
+            Box::new(RotationLineage),
+        ]
     }
 }
 
@@ -75,6 +79,7 @@ enum ApiKeys {
     HourlyLimit,
     HourlyPeriodMs,
     DeletedAt,
+    ReplacedBy,
 }
 
 #[async_trait::async_trait]
@@ -195,6 +200,41 @@ impl MigrationTrait for SoftDeleteAndChangeFeed {
                 Table::alter()
                     .table(ApiKeys::Table)
                     .drop_column(ApiKeys::DeletedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `replaced_by`: the key a rotation made, so a key is rotated once and its successor never
+/// inherits the grace period's expiry.
+struct RotationLineage;
+
+impl MigrationName for RotationLineage {
+    fn name(&self) -> &str {
+        "m20261127_000003_rotation_lineage"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RotationLineage {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .add_column(ColumnDef::new(ApiKeys::ReplacedBy).string_len(12).null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .drop_column(ApiKeys::ReplacedBy)
                     .to_owned(),
             )
             .await

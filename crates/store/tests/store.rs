@@ -378,6 +378,18 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
         2,
         "the old key is still listed, with its expiry"
     );
+    // While it is being retired it cannot be rotated again: one successor per key.
+    let twice = NewKeySecret {
+        key_id: GeneratedKey::generate().unwrap().key().key_id(),
+        preview: "p".into(),
+        key_hash: "h".into(),
+    };
+    let again_result = store
+        .rotate(&scope("ws1", None), &old.key_id, twice, t(80), t(20))
+        .await;
+    assert!(
+        matches!(again_result, Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id)
+    );
     // Once expired it cannot be rotated again.
     let again = NewKeySecret {
         key_id: GeneratedKey::generate().unwrap().key().key_id(),

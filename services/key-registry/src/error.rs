@@ -17,6 +17,9 @@ pub enum RegistryError {
     /// No such key visible to the request (also for another workspace's or user's key).
     #[error("key not found")]
     NotFound,
+    /// The request is valid but the key's state forbids it (e.g. rotating a key rotated already).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The user holds `STANNA_MAX_KEYS_PER_USER` keys already.
     #[error(
         "the user already has {max} keys, the most allowed (STANNA_MAX_KEYS_PER_USER); delete one first"
@@ -48,6 +51,9 @@ impl From<StoreError> for RegistryError {
         match err {
             StoreError::NotFound => Self::NotFound,
             StoreError::TooManyKeys { max } => Self::TooManyKeys { max },
+            StoreError::AlreadyRotated { replaced_by } => Self::FailedPrecondition(format!(
+                "key_id: the key was already rotated; rotate its replacement {replaced_by} instead"
+            )),
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
                 Self::Internal(Box::new(err))
@@ -63,6 +69,9 @@ impl From<RegistryError> for Status {
                 Status::new(Code::InvalidArgument, err.to_string())
             }
             RegistryError::NotFound => Status::new(Code::NotFound, err.to_string()),
+            RegistryError::FailedPrecondition(_) => {
+                Status::new(Code::FailedPrecondition, err.to_string())
+            }
             RegistryError::TooManyKeys { .. } => {
                 Status::new(Code::ResourceExhausted, err.to_string())
             }

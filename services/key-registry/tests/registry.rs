@@ -354,6 +354,22 @@ async fn rotation_gives_a_new_key_and_lists_the_old_one_as_expiring() {
         listed.iter().find(|k| k.id == new.id).unwrap().expires_at,
         None
     );
+    let again = pb::RotateKeyRequest {
+        workspace_id: "ws1".into(),
+        key_id: old.id.clone(),
+        ..Default::default()
+    };
+    let status = server.client.rotate_key(authed(again)).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "a key in its grace period is not rotated twice"
+    );
+    assert!(
+        status.message().contains(&new.id),
+        "the message names the replacement: {}",
+        status.message()
+    );
 }
 
 #[tokio::test]
