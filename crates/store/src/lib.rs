@@ -234,6 +234,24 @@ impl KeyStore {
     /// # Errors
     /// [`StoreError::Unavailable`] if the database cannot be reached, or a migration error.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Several processes opening one new SQLite file at once can meet "database is locked"
+        // while one of them switches it to WAL (that step does not wait on the busy timeout):
+        // retry briefly instead of failing the start-up.
+        let mut attempt = 0;
+        loop {
+            match Self::connect_once(url).await {
+                Err(StoreError::Unavailable(e) | StoreError::Database(e))
+                    if attempt < 30 && e.to_string().contains("database is locked") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt.min(10))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_once(url: &str) -> Result<Self, StoreError> {
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
