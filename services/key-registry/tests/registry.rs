@@ -121,6 +121,16 @@ impl Server {
     }
 }
 
+/// The status is INVALID_ARGUMENT and its message starts with the field's name.
+fn assert_names_invalid_field(status: &Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "message {:?} should name {field}",
+        status.message()
+    );
+}
+
 fn seconds(t: &Option<prost_types::Timestamp>) -> i64 {
     t.as_ref().expect("timestamp set").seconds
 }
@@ -531,12 +541,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
             .create_key(authed(request.clone()))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "message {:?} should name {field}",
-            status.message()
-        );
+        assert_names_invalid_field(&status, field);
     }
     let get = |ws: &str, user: &str, key: &str| pb::GetKeyRequest {
         workspace_id: ws.into(),
@@ -550,12 +555,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
         (get("ws1", "b@d", &id), "user_id"),
     ] {
         let status = server.client.get_key(authed(request)).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{:?} should name {field}",
-            status.message()
-        );
+        assert_names_invalid_field(&status, field);
     }
     let lists = [
         (
@@ -577,12 +577,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
     ];
     for (request, field) in lists {
         let status = server.client.list_keys(authed(request)).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{:?} should name {field}",
-            status.message()
-        );
+        assert_names_invalid_field(&status, field);
     }
     let bad_update = [
         (
@@ -606,12 +601,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
     ];
     for (request, field) in bad_update {
         let status = server.client.update_key(authed(request)).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{:?} should name {field}",
-            status.message()
-        );
+        assert_names_invalid_field(&status, field);
     }
     let rotations = [
         (
@@ -637,12 +627,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
             ..Default::default()
         };
         let status = server.client.rotate_key(authed(request)).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{:?} should name {field}",
-            status.message()
-        );
+        assert_names_invalid_field(&status, field);
     }
     assert_eq!(
         server.list("ws1", "").await.len(),
