@@ -109,23 +109,30 @@ impl std::error::Error for TransportError {
     }
 }
 
-/// A transport calling `server` directly, in memory.
-pub fn in_memory<S>(server: S) -> Transport
+/// A transport calling `server` directly, in memory. `server` may be wrapped (an interceptor
+/// changes its response body type); the body is boxed back into tonic's.
+pub fn in_memory<S, B>(server: S) -> Transport
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<B>,
             Error = std::convert::Infallible,
         > + Clone
         + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
-    tower::util::BoxCloneSyncService::new(tower::ServiceExt::map_err(
-        server,
-        |never| match never {},
-    ))
+    tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .map_response(|response: tonic::codegen::http::Response<B>| {
+                response.map(tonic::body::Body::new)
+            })
+            .map_err(|never: std::convert::Infallible| match never {})
+            .service(server),
+    )
 }
 
 /// A transport to `url` (`http://host:port`) that connects on first use and reconnects after
@@ -142,4 +149,15 @@ pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
     Ok(tower::util::BoxCloneSyncService::new(
         tower::ServiceExt::map_err(channel, |e| TransportError(Box::new(e))),
     ))
+}
+
+/// `transport` with a deadline on every call: a call not answered within `timeout` fails (as a
+/// transport error, which generated clients report as `UNAVAILABLE`/`UNKNOWN`) instead of hanging.
+pub fn with_timeout(transport: Transport, timeout: std::time::Duration) -> Transport {
+    tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .map_err(TransportError)
+            .timeout(timeout)
+            .service(transport),
+    )
 }

@@ -41,6 +41,8 @@ pub struct WindowState {
     pub name: String,
     /// The window's limit.
     pub limit: u32,
+    /// The window's length (the `w` of the `RateLimit-Policy` header).
+    pub period: Duration,
     /// Requests of cost 1 still admitted now.
     pub remaining: u32,
     /// Time until `remaining` is back to `limit` (the newest counted admission leaves).

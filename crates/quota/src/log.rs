@@ -103,6 +103,7 @@ impl Ring {
         WindowState {
             name: name.to_owned(),
             limit: self.limit() as u32,
+            period: Duration::from_millis(self.period_ms),
             remaining: (self.limit() - count) as u32,
             reset_after: Duration::from_millis(reset_ms),
         }

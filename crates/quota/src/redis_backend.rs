@@ -130,6 +130,7 @@ fn decision_from_reply(reply: &[i64], windows: &[NamedWindow]) -> Result<Decisio
             .map(|(i, w)| WindowState {
                 name: w.name.clone(),
                 limit: w.limit.limit(),
+                period: w.limit.period(),
                 remaining: reply[2 + 2 * i].clamp(0, i64::from(u32::MAX)) as u32,
                 reset_after: ms(reply[3 + 2 * i]),
             })

@@ -170,6 +170,7 @@ pub fn decision_to_proto(d: Decision) -> pb::ConsumeResponse {
                 limit: w.limit,
                 remaining: w.remaining,
                 reset_after: prost_types::Duration::try_from(w.reset_after).ok(),
+                period: prost_types::Duration::try_from(w.period).ok(),
             })
             .collect(),
         retry_after: d

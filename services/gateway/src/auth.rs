@@ -1,0 +1,286 @@
+//! The authentication layer: every request but `/healthz` and `/openapi.json` is verified by
+//! auth-check before anything else sees it.
+//!
+//! In order: remove client-sent `X-Stanna-*` headers (only the gateway may set them), take the key
+//! from `Authorization: Bearer …` or `X-API-Key` and remove it (it never travels further), check
+//! `X-Workspace-Id`, call `Verify`, and either answer the denial (DESIGN §5) or put a [`Caller`]
+//! into the request's extensions and pass it on. Whatever the inner service answers, a response
+//! for which a quota decision was made gets the rate-limit headers.
+
+use std::time::SystemTime;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+use stanna_keys::WorkspaceId;
+use stanna_proto::keys::v1 as pb;
+use stanna_proto::keys::v1::auth_check_client::AuthCheckClient;
+
+use crate::Gateway;
+use crate::error::ApiError;
+use crate::rate_limit_headers;
+
+/// The header naming the workspace the caller means to act in (optional).
+pub const WORKSPACE_HEADER: &str = "x-workspace-id";
+/// The alternative to `Authorization: Bearer`.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Who is calling: the verified key's identity, for the REST layer and the upstream headers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's workspace.
+    pub workspace_id: String,
+    /// The key's owner.
+    pub user_id: String,
+    /// The key's public id.
+    pub key_id: String,
+    /// The key's name.
+    pub name: String,
+    /// The windows after this request was counted; filled only for `/v1/me`, which shows them.
+    pub windows: Vec<pb::Window>,
+}
+
+/// Paths served without a key.
+fn is_public(path: &str) -> bool {
+    path == "/healthz" || path == "/openapi.json"
+}
+
+/// Middleware: verifies the caller or answers the denial.
+pub async fn authenticate(
+    State(gateway): State<Gateway>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if is_public(request.uri().path()) {
+        return next.run(request).await;
+    }
+    remove_stanna_headers(request.headers_mut());
+    if gateway.inner.bench_no_auth {
+        let path = request.uri().path();
+        if path.starts_with("/v1/keys") || path == "/v1/me" {
+            // The key API acts as the calling key's user; without a verified key there is none.
+            return ApiError::NotFound("the key API is off in bench-no-auth mode".into())
+                .into_response();
+        }
+        return next.run(request).await;
+    }
+    let key = match take_credential(request.headers_mut()) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(),
+    };
+    let workspace_id = match request.headers().get(WORKSPACE_HEADER) {
+        None => String::new(),
+        Some(value) => match workspace_header(value) {
+            Ok(id) => id,
+            Err(error) => return error.into_response(),
+        },
+    };
+    let verdict = match verify(&gateway, key, workspace_id).await {
+        Ok(verdict) => verdict,
+        Err(error) => return error.into_response(),
+    };
+    let mut response = match verdict.code() {
+        pb::VerifyCode::Valid => {
+            let windows = if request.uri().path() == "/v1/me" {
+                verdict.windows.clone()
+            } else {
+                Vec::new()
+            };
+            request.extensions_mut().insert(Caller {
+                workspace_id: verdict.workspace_id,
+                user_id: verdict.user_id,
+                key_id: verdict.key_id,
+                name: verdict.name,
+                windows,
+            });
+            next.run(request).await
+        }
+        pb::VerifyCode::RateLimited => ApiError::RateLimited {
+            message: verdict.message,
+            retry_after: rate_limit_headers::duration(&verdict.retry_after),
+        }
+        .into_response(),
+        pb::VerifyCode::Missing => ApiError::MissingApiKey.into_response(),
+        pb::VerifyCode::Malformed => ApiError::MalformedApiKey(verdict.message).into_response(),
+        pb::VerifyCode::NotFound => ApiError::InvalidApiKey.into_response(),
+        pb::VerifyCode::Inactive => ApiError::InactiveApiKey.into_response(),
+        pb::VerifyCode::Expired => ApiError::ExpiredApiKey.into_response(),
+        pb::VerifyCode::WorkspaceMismatch => ApiError::WorkspaceMismatch.into_response(),
+        pb::VerifyCode::Unspecified => {
+            tracing::error!("auth-check answered VERIFY_CODE_UNSPECIFIED");
+            ApiError::Internal.into_response()
+        }
+    };
+    rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());
+    response
+}
+
+/// Calls `Verify` within `STANNA_VERIFY_TIMEOUT`; a failure to get an answer is 503.
+async fn verify(
+    gateway: &Gateway,
+    key: String,
+    workspace_id: String,
+) -> Result<pb::VerifyResponse, ApiError> {
+    let mut client = AuthCheckClient::new(gateway.inner.auth_check.clone());
+    let request = pb::VerifyRequest {
+        key,
+        workspace_id,
+        cost: 1,
+    };
+    match client.verify(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            let field = if status.message().starts_with("workspace_id") {
+                "X-Workspace-Id"
+            } else {
+                "Authorization"
+            };
+            Err(ApiError::invalid(field, status.message()))
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "Verify failed; answering 503");
+            Err(ApiError::Unavailable)
+        }
+    }
+}
+
+/// Removes every `X-Stanna-*` header: only the gateway sets them, for the upstream to trust.
+fn remove_stanna_headers(headers: &mut HeaderMap) {
+    // Collected first: a HeaderMap cannot be changed while iterated. Nothing is allocated when no
+    // such header came in, which is the usual case.
+    let found: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-stanna-"))
+        .cloned()
+        .collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
+/// Takes the key out of `Authorization: Bearer …` (scheme case-insensitive) or `X-API-Key`, and
+/// removes it from the headers so it never reaches the REST layer or the upstream. An
+/// `Authorization` header with another scheme is left alone (it belongs to the upstream).
+///
+/// # Errors
+/// [`ApiError::MissingApiKey`], [`ApiError::AmbiguousApiKey`], or [`ApiError::MalformedApiKey`]
+/// for a value that is not even text.
+pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| bearer_token(value.as_bytes()))
+        .map(<[u8]>::to_vec);
+    if bearer.is_some() {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let api_key = headers
+        .remove(API_KEY_HEADER)
+        .map(|value| trim(value.as_bytes()).to_vec());
+    let key = match (bearer, api_key) {
+        (Some(a), Some(b)) if a != b => return Err(ApiError::AmbiguousApiKey),
+        (Some(key), _) | (None, Some(key)) => key,
+        (None, None) => return Err(ApiError::MissingApiKey),
+    };
+    if key.is_empty() {
+        return Err(ApiError::MissingApiKey);
+    }
+    String::from_utf8(key).map_err(|_| {
+        ApiError::MalformedApiKey("the key contains a character outside 0-9, A-Z and a-z".into())
+    })
+}
+
+/// The token of a `Bearer` credential, or `None` for another scheme.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    let value = trim(value);
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = &value[SCHEME.len()..];
+    match rest.first() {
+        None => Some(rest),
+        Some(b' ' | b'\t') => Some(trim(rest)),
+        Some(_) => None,
+    }
+}
+
+fn trim(value: &[u8]) -> &[u8] {
+    value.trim_ascii()
+}
+
+/// Checks `X-Workspace-Id` before any I/O.
+fn workspace_header(value: &HeaderValue) -> Result<String, ApiError> {
+    let text = value.to_str().map_err(|_| {
+        ApiError::invalid("X-Workspace-Id", "X-Workspace-Id: must be printable ASCII")
+    })?;
+    WorkspaceId::parse(text)
+        .map(|id| id.as_str().to_owned())
+        .map_err(|e| ApiError::invalid("X-Workspace-Id", format!("X-Workspace-Id: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn the_key_comes_from_bearer_with_any_scheme_case_and_is_removed() {
+        for value in ["Bearer sk-abc", "bearer sk-abc", "BEARER   sk-abc  "] {
+            let mut h = headers(&[("authorization", value)]);
+            assert_eq!(take_credential(&mut h).unwrap(), "sk-abc", "{value}");
+            assert!(h.get("authorization").is_none());
+        }
+    }
+
+    #[test]
+    fn the_key_comes_from_x_api_key_and_is_removed() {
+        let mut h = headers(&[("x-api-key", "sk-abc")]);
+        assert_eq!(take_credential(&mut h).unwrap(), "sk-abc");
+        assert!(h.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn two_different_keys_are_ambiguous_and_two_equal_ones_are_fine() {
+        let mut h = headers(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-b")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        let mut h = headers(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-a")]);
+        assert_eq!(take_credential(&mut h).unwrap(), "sk-a");
+    }
+
+    #[test]
+    fn another_scheme_is_not_our_credential_and_stays() {
+        let mut h = headers(&[("authorization", "Basic dXNlcjpwdw==")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+        assert!(h.get("authorization").is_some());
+        let mut h = headers(&[("authorization", "Bearersk-abc")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+    }
+
+    #[test]
+    fn an_empty_bearer_is_missing() {
+        let mut h = headers(&[("authorization", "Bearer ")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+        let mut h = headers(&[("authorization", "Bearer")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+    }
+
+    #[test]
+    fn client_sent_stanna_headers_are_removed() {
+        let mut h = headers(&[
+            ("x-stanna-user-id", "admin"),
+            ("X-Stanna-Workspace-Id", "other"),
+            ("x-stannaish", "kept"),
+        ]);
+        remove_stanna_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-stannaish"));
+    }
+}

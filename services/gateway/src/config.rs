@@ -1,0 +1,155 @@
+//! The gateway's settings: listener, upstream, deadlines and where the services it calls live.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::Uri;
+use stanna_config::DurationArg;
+
+/// Settings of the gateway.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "gateway_config")]
+#[command(next_help_heading = "gateway")]
+pub struct Config {
+    /// The public HTTP listener (HTTP/1.1 and h2c).
+    #[arg(
+        id = "gateway_addr",
+        long = "gateway-addr",
+        env = "STANNA_GATEWAY_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub addr: SocketAddr,
+
+    /// Where public traffic that is not the key API goes (`http://host:port[/base]`); unset: 404.
+    #[arg(
+        long = "upstream-url",
+        visible_alias = "upstream",
+        env = "STANNA_UPSTREAM_URL"
+    )]
+    pub upstream_url: Option<UpstreamUrl>,
+
+    /// A Verify slower than this answers 503 `unavailable`.
+    #[arg(long, env = "STANNA_VERIFY_TIMEOUT", default_value = "2s")]
+    pub verify_timeout: DurationArg,
+
+    /// An upstream that has not started answering after this gets 504 `gateway_timeout`.
+    #[arg(long, env = "STANNA_UPSTREAM_TIMEOUT", default_value = "30s")]
+    pub upstream_timeout: DurationArg,
+
+    /// The AuthCheck service (`http://host:50052`); unset: the one in this process.
+    #[arg(long, env = "STANNA_AUTH_CHECK_URL")]
+    pub auth_check_url: Option<String>,
+
+    /// The KeyRegistry service (`http://host:50051`) the REST layer calls; unset: the one in this
+    /// process.
+    #[arg(long, env = "STANNA_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+
+    /// BENCHMARKS ONLY: forward every request without Verify or quota (a bare proxy), to measure
+    /// what authentication costs. Never set it on a reachable port.
+    #[arg(long, env = "STANNA_BENCH_NO_AUTH", hide = true)]
+    pub bench_no_auth: bool,
+}
+
+impl Config {
+    /// Settings for tests: an ephemeral loopback port, no upstream, short deadlines.
+    pub fn for_tests() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream_url: None,
+            verify_timeout: DurationArg(Duration::from_secs(2)),
+            upstream_timeout: DurationArg(Duration::from_secs(5)),
+            auth_check_url: None,
+            registry_url: None,
+            bench_no_auth: false,
+        }
+    }
+}
+
+/// The upstream's base: `http://authority` plus an optional path prefix that every forwarded
+/// path is appended to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `http`.
+    pub(crate) scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub(crate) authority: http::uri::Authority,
+    /// The base path without a trailing `/` (empty for none).
+    pub(crate) base_path: String,
+}
+
+impl FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let uri: Uri = value
+            .parse()
+            .map_err(|e| format!("not a URL ({e}): expected http://host:port[/base]"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or("missing scheme: expected http://")?;
+        if scheme != http::uri::Scheme::HTTP {
+            return Err(format!(
+                "scheme {scheme} is not supported: the upstream is reached over plain HTTP on the internal network"
+            ));
+        }
+        let authority = uri.authority().cloned().ok_or("missing host")?;
+        if uri.query().is_some() {
+            return Err("an upstream URL cannot have a query".into());
+        }
+        Ok(Self {
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl UpstreamUrl {
+    /// The upstream URI for a request to `path_and_query`.
+    pub(crate) fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let mut target = String::with_capacity(self.base_path.len() + path_and_query.len());
+        target.push_str(&self.base_path);
+        target.push_str(path_and_query);
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_join_paths_under_their_base() {
+        let plain: UpstreamUrl = "http://127.0.0.1:3000".parse().unwrap();
+        assert_eq!(
+            plain.join("/a/b?c=1").unwrap().to_string(),
+            "http://127.0.0.1:3000/a/b?c=1"
+        );
+        let based: UpstreamUrl = "http://api.internal:8000/base/".parse().unwrap();
+        assert_eq!(
+            based.join("/x").unwrap().to_string(),
+            "http://api.internal:8000/base/x"
+        );
+    }
+
+    #[test]
+    fn unusable_upstream_urls_are_refused_with_a_reason() {
+        for bad in [
+            "",
+            "localhost:3000",
+            "https://a:1",
+            "http://a:1/?q=1",
+            "ftp://x",
+        ] {
+            let err = bad.parse::<UpstreamUrl>().unwrap_err();
+            assert!(!err.is_empty(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The gateway: the public HTTP entry point (HTTP/1.1 and h2c).
+//!
+//! Every request but `/healthz` and `/openapi.json` is verified by auth-check ([`auth`]); denials
+//! are answered with the JSON errors of DESIGN §5 ([`error`]); allowed requests go to the REST
+//! translation of the key API ([`rest`]) or to the upstream ([`proxy`]), and every response for
+//! which a quota decision was made carries the rate-limit headers ([`rate_limit_headers`]).
+//!
+//! [`Gateway`] is built over two [`stanna_grpc::Transport`]s, so the same code calls auth-check
+//! and key-registry in memory (all-in-one) or over gRPC (split mode).
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod proxy;
+pub mod rate_limit_headers;
+pub mod rest;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderName, HeaderValue, Request, header};
+use rand::RngExt;
+use tokio::net::TcpListener;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+pub use config::{Config, UpstreamUrl};
+pub use error::ApiError;
+
+use crate::proxy::Upstream;
+
+/// `X-Request-Id`, on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How long a REST call to the registry may take (it hashes a new key with argon2 on create
+/// and rotate) before the client gets 503.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The OpenAPI 3 document of the public HTTP API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A service URL is missing or unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The admin token cannot travel as gRPC metadata.
+    #[error("STANNA_ADMIN_TOKEN must be printable ASCII")]
+    AdminToken,
+    /// A gRPC client could not be set up.
+    #[error(transparent)]
+    Grpc(#[from] stanna_grpc::ServeError),
+    /// The listener failed.
+    #[error("serving HTTP failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// The gateway: cheap to clone (one `Arc`), shared by every request.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Calls `Verify` (with `STANNA_VERIFY_TIMEOUT`).
+    auth_check: stanna_grpc::Transport,
+    /// Calls KeyRegistry for the REST layer.
+    registry: stanna_grpc::Transport,
+    /// `authorization: Bearer <admin token>` for every registry call.
+    admin_bearer: AdminBearer,
+    /// Where other traffic goes; `None`: 404.
+    upstream: Option<Upstream>,
+    /// Benchmark-only bare-proxy mode.
+    bench_no_auth: bool,
+}
+
+impl Gateway {
+    /// A gateway calling auth-check and key-registry over the given transports (in memory or
+    /// gRPC), authenticating to the registry with `admin_token`.
+    ///
+    /// # Errors
+    /// [`StartError::AdminToken`] for a token that cannot be sent as metadata.
+    pub fn new(
+        config: &Config,
+        auth_check: stanna_grpc::Transport,
+        registry: stanna_grpc::Transport,
+        admin_token: &str,
+    ) -> Result<Self, StartError> {
+        let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
+            .map_err(|_| StartError::AdminToken)?;
+        if config.bench_no_auth {
+            tracing::warn!(
+                "STANNA_BENCH_NO_AUTH is set: requests are forwarded WITHOUT any authentication or rate limit (benchmarks only)"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                auth_check: stanna_grpc::with_timeout(auth_check, config.verify_timeout.0),
+                registry: stanna_grpc::with_timeout(registry, REGISTRY_TIMEOUT),
+                admin_bearer: AdminBearer(bearer),
+                upstream: config
+                    .upstream_url
+                    .clone()
+                    .map(|url| Upstream::new(url, config.upstream_timeout.0)),
+                bench_no_auth: config.bench_no_auth,
+            }),
+        })
+    }
+
+    /// A gateway for split mode: auth-check at `STANNA_AUTH_CHECK_URL` and key-registry at
+    /// `STANNA_REGISTRY_URL`, both required.
+    ///
+    /// # Errors
+    /// [`StartError::Config`] when either URL is missing or unusable.
+    pub fn connect(config: &Config, admin_token: &str) -> Result<Self, StartError> {
+        let url = |value: &Option<String>, name: &str| {
+            value.clone().ok_or_else(|| {
+                StartError::Config(format!(
+                    "{name} is required when the gateway runs alone (e.g. http://127.0.0.1:{})",
+                    if name == "STANNA_AUTH_CHECK_URL" {
+                        50052
+                    } else {
+                        50051
+                    }
+                ))
+            })
+        };
+        let auth_check =
+            stanna_grpc::lazy_channel(&url(&config.auth_check_url, "STANNA_AUTH_CHECK_URL")?)?;
+        let registry =
+            stanna_grpc::lazy_channel(&url(&config.registry_url, "STANNA_REGISTRY_URL")?)?;
+        Self::new(config, auth_check, registry, admin_token)
+    }
+
+    /// The HTTP service: routes and the layers every request passes through.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/openapi.json", get(openapi))
+            .merge(rest::routes())
+            .fallback(proxy::forward)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(
+                ServiceBuilder::new()
+                    // Outermost, so the span covers everything, denials included.
+                    .layer(TraceLayer::new_for_http())
+                    // A client's own X-Request-Id is kept when it is short and plain (it helps
+                    // correlate their logs with ours); anything else is replaced.
+                    .layer(axum::middleware::from_fn(drop_unusable_request_id))
+                    .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    // Inside the request id, so every error body can name it.
+                    .layer(axum::middleware::from_fn(error::render_errors))
+                    // A panic becomes a logged 500 `internal` instead of a dropped connection.
+                    .layer(CatchPanicLayer::custom(|_| {
+                        ApiError::Internal.into_response()
+                    }))
+                    // Last: everything inside it (REST, proxy) sees only verified callers.
+                    .layer(axum::middleware::from_fn_with_state(
+                        self.clone(),
+                        auth::authenticate,
+                    )),
+            )
+            .with_state(self.clone())
+    }
+}
+
+/// The admin token as metadata, added to every KeyRegistry call the REST layer makes.
+#[derive(Clone)]
+pub struct AdminBearer(AsciiMetadataValue);
+
+impl tonic::service::Interceptor for AdminBearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Request ids: 128 random bits in hex.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let id = format!("{:032x}", rand::rng().random::<u128>());
+        HeaderValue::try_from(id).ok().map(RequestId::new)
+    }
+}
+
+/// Removes a client-sent `X-Request-Id` that is empty, longer than 128 characters or holds
+/// anything but letters, digits and `-_.:`, so what we log and echo stays plain.
+async fn drop_unusable_request_id(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let usable = request.headers().get(&REQUEST_ID).is_none_or(|v| {
+        let b = v.as_bytes();
+        !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    });
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// `GET /healthz`: the gateway process answers (liveness; no key needed).
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Serves `gateway` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets
+/// in-flight requests finish.
+///
+/// # Errors
+/// [`StartError::Io`] if serving fails.
+pub async fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        gateway
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
+
+/// Split mode: connects to auth-check and key-registry by URL and serves until `shutdown`.
+///
+/// # Errors
+/// [`StartError`] for missing URLs or a serving failure.
+pub async fn run(
+    config: Config,
+    admin_token: &str,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let gateway = Gateway::connect(&config, admin_token)?;
+    serve(gateway, listener, shutdown).await
+}

@@ -1,0 +1,216 @@
+//! The reverse proxy to `STANNA_UPSTREAM_URL`: every path that is not the key API.
+//!
+//! Bodies stream both ways (the request body is handed to the upstream connection as it arrives,
+//! the upstream's body to the client likewise); nothing is buffered whole. The upstream client is
+//! hyper-util's pooled client behind tower's timeout, which bounds the time until the upstream's
+//! response head (a long download is not cut off).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::{Service, ServiceExt};
+
+use crate::Gateway;
+use crate::auth::Caller;
+use crate::config::UpstreamUrl;
+use crate::error::ApiError;
+
+const WORKSPACE_ID: HeaderName = HeaderName::from_static("x-stanna-workspace-id");
+const USER_ID: HeaderName = HeaderName::from_static("x-stanna-user-id");
+const KEY_ID: HeaderName = HeaderName::from_static("x-stanna-key-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The pooled upstream client with its deadline.
+type UpstreamClient = tower::timeout::Timeout<Client<HttpConnector, Body>>;
+
+/// Where allowed public traffic goes, and the pooled client that takes it there.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Base URL.
+    url: UpstreamUrl,
+    /// Keep-alive connections are reused across requests (one pool per gateway).
+    client: UpstreamClient,
+}
+
+impl Upstream {
+    /// A client for `url` whose responses must start within `timeout`.
+    pub fn new(url: UpstreamUrl, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self {
+            url,
+            client: tower::timeout::Timeout::new(client, timeout),
+        }
+    }
+}
+
+/// The fallback handler: forwards to the upstream, or 404 when there is none.
+pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
+    let Some(upstream) = gateway.inner.upstream.clone() else {
+        return ApiError::NotFound(format!(
+            "no route for {} {} (and no upstream is configured)",
+            request.method(),
+            request.uri().path()
+        ))
+        .into_response();
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let (mut parts, body) = request.into_parts();
+    let caller = parts.extensions.remove::<Caller>();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = match upstream.url.join(path_and_query) {
+        Ok(uri) => uri,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the upstream URI");
+            return ApiError::Internal.into_response();
+        }
+    };
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    // The client sets Host from the upstream URI; the original travels as X-Forwarded-Host.
+    headers.remove(header::HOST);
+    if let Some(host) = original_host {
+        headers.insert(FORWARDED_HOST, host);
+    }
+    if let Some(ip) = peer {
+        append_forwarded_for(headers, ip);
+    }
+    headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(caller) = caller {
+        insert_identity(headers, &caller);
+    }
+    parts.uri = uri;
+    // The pooled client speaks HTTP/1.1 to the upstream whatever the client spoke to us.
+    parts.version = Version::HTTP_11;
+    let outgoing = Request::from_parts(parts, body);
+
+    let mut client = upstream.client;
+    let answer = match client.ready().await {
+        Ok(ready) => ready.call(outgoing).await,
+        Err(err) => Err(err),
+    };
+    match answer {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(err) if err.is::<tower::timeout::error::Elapsed>() => {
+            tracing::warn!("upstream did not answer in time");
+            ApiError::GatewayTimeout.into_response()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, source = ?std::error::Error::source(&*err), "upstream request failed");
+            ApiError::BadGateway.into_response()
+        }
+    }
+}
+
+/// The verified identity, for the upstream to trust (client-sent copies were removed).
+fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
+    for (name, value) in [
+        (WORKSPACE_ID, &caller.workspace_id),
+        (USER_ID, &caller.user_id),
+        (KEY_ID, &caller.key_id),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` (the client's own entries are kept, never trusted).
+fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    let value = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
+        _ => ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(FORWARDED_FOR, value);
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including any the `Connection` header
+/// names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn the_peer_is_appended_to_x_forwarded_for() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, [10, 0, 0, 1].into());
+        assert_eq!(h[&FORWARDED_FOR], "10.0.0.1");
+        h.insert(&FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        append_forwarded_for(&mut h, [10, 0, 0, 1].into());
+        assert_eq!(h[&FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
+    }
+}

@@ -1,0 +1,507 @@
+//! A whole system in the test process: a real SQLite store, the real registry, auth-check and
+//! quota cores wired in memory (as `stanna serve` does), and the real gateway on an ephemeral
+//! port; plus a recording upstream and a small HTTP client. Time is injected into auth-check so
+//! expiry is tested without sleeping.
+
+#![allow(dead_code, missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use stanna_auth_check::{FailMode, Verifier};
+use stanna_config::SharedConfig;
+use stanna_gateway::{Config, Gateway};
+use stanna_proto::keys::v1 as pb;
+use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
+use stanna_proto::keys::v1::quota_server::QuotaServer;
+use stanna_quota::{MemoryBackend, QuotaBackend};
+use stanna_quota_service::QuotaService;
+use stanna_store::KeyStore;
+use stanna_testkit::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A clock the test moves (auth-check's view of time: expiry).
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(SystemTime::now())))
+    }
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+    fn as_clock(&self) -> stanna_auth_check::Clock {
+        let inner = self.0.clone();
+        Arc::new(move || *inner.lock().unwrap())
+    }
+}
+
+/// What a test may change about the stack.
+pub struct Options {
+    pub upstream: Option<String>,
+    pub verify_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_keys_per_user: u32,
+    pub fail_mode: FailMode,
+    /// Replaces the in-memory auth-check (e.g. a channel to a port with nothing behind it).
+    pub auth_check: Option<stanna_grpc::Transport>,
+    /// Replaces the in-memory quota.
+    pub quota: Option<stanna_grpc::Transport>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            verify_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(5),
+            max_keys_per_user: 100,
+            fail_mode: FailMode::Open,
+            auth_check: None,
+            quota: None,
+        }
+    }
+}
+
+pub type Admin = KeyRegistryClient<
+    tonic::service::interceptor::InterceptedService<
+        stanna_grpc::Transport,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+/// The running system; stopped on drop.
+pub struct Stack {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub clock: ManualClock,
+    /// The auth-check core (to serve it on a socket of the test's choosing).
+    pub verifier: Verifier,
+    admin: Admin,
+    _stop: oneshot::Sender<()>,
+    _background: stanna_auth_check::Background,
+    _dir: TempDir,
+}
+
+fn with_admin_token(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    Ok(request)
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let dir = TempDir::new();
+        let shared = SharedConfig::for_tests(dir.sqlite_url());
+        let store = KeyStore::connect(&shared.database_url).await.unwrap();
+        let mut registry_config = stanna_key_registry::Config::for_tests(ADMIN_TOKEN);
+        registry_config.max_keys_per_user = options.max_keys_per_user;
+        let registry =
+            stanna_key_registry::build_with_store(&registry_config, &shared, store.clone())
+                .unwrap();
+        let registry_transport =
+            stanna_grpc::in_memory(stanna_key_registry::grpc::authenticated_service(
+                registry,
+                ADMIN_TOKEN.parse().unwrap(),
+            ));
+        let quota = options.quota.unwrap_or_else(|| {
+            stanna_grpc::in_memory(QuotaServer::new(QuotaService::new(QuotaBackend::Memory(
+                MemoryBackend::new(),
+            ))))
+        });
+        let mut auth_config = stanna_auth_check::Config::for_tests();
+        auth_config.quota_fail_mode = options.fail_mode;
+        let clock = ManualClock::new();
+        let verifier = Verifier::new(
+            store,
+            quota,
+            auth_config.verifier_settings(&shared),
+            clock.as_clock(),
+        );
+        let background = stanna_auth_check::start(&verifier, &auth_config);
+        let auth_check = options.auth_check.unwrap_or_else(|| {
+            stanna_grpc::in_memory(
+                stanna_proto::keys::v1::auth_check_server::AuthCheckServer::new(
+                    stanna_auth_check::AuthCheckService::new(verifier.clone()),
+                ),
+            )
+        });
+        let mut config = Config::for_tests();
+        config.upstream_url = options.upstream.map(|u| u.parse().unwrap());
+        config.verify_timeout = stanna_config::DurationArg(options.verify_timeout);
+        config.upstream_timeout = stanna_config::DurationArg(options.upstream_timeout);
+        let gateway =
+            Gateway::new(&config, auth_check, registry_transport.clone(), ADMIN_TOKEN).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(stanna_gateway::serve(gateway, listener, async {
+            let _ = stopped.await;
+        }));
+        let admin =
+            KeyRegistryClient::with_interceptor(registry_transport, with_admin_token as fn(_) -> _);
+        Self {
+            url,
+            clock,
+            verifier,
+            admin,
+            _stop: stop,
+            _background: background,
+            _dir: dir,
+        }
+    }
+
+    /// The admin's registry client (what grpcurl would do).
+    pub fn admin(&self) -> Admin {
+        self.admin.clone()
+    }
+
+    /// Creates a key for `user` in `workspace` as an admin; returns (secret, key).
+    pub async fn create_key(&self, workspace: &str, user: &str) -> (String, pb::ApiKey) {
+        self.create_key_expiring(workspace, user, None).await
+    }
+
+    pub async fn create_key_expiring(
+        &self,
+        workspace: &str,
+        user: &str,
+        expires_at: Option<SystemTime>,
+    ) -> (String, pb::ApiKey) {
+        let created = self
+            .admin()
+            .create_key(pb::CreateKeyRequest {
+                workspace_id: workspace.into(),
+                user_id: user.into(),
+                name: "test key".into(),
+                expires_at: expires_at.map(prost_types_timestamp),
+                rate_limits: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (created.secret, created.key.unwrap())
+    }
+
+    /// `METHOD url+path` with `headers` and `body`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request.body(body.into()).unwrap()).await
+    }
+
+    /// `GET path` with the key as a Bearer token.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> Reply {
+        let bearer = format!("Bearer {key}");
+        self.call(
+            Method::GET,
+            path,
+            &[("authorization", &bearer)],
+            Body::empty(),
+        )
+        .await
+    }
+
+    /// `METHOD path` with the key and a JSON body.
+    pub async fn json_with_key(&self, method: Method, path: &str, key: &str, body: &str) -> Reply {
+        let bearer = format!("Bearer {key}");
+        self.call(
+            method,
+            path,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            body.to_owned(),
+        )
+        .await
+    }
+}
+
+fn prost_types_timestamp(time: SystemTime) -> prost_types::Timestamp {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    prost_types::Timestamp {
+        seconds: since.as_secs() as i64,
+        nanos: since.subsec_nanos() as i32,
+    }
+}
+
+/// What came back.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}: {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+            .to_str()
+            .unwrap()
+    }
+
+    /// The error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.json()))
+            .to_owned()
+    }
+
+    /// Asserts the error shape of DESIGN §5: status, code, the request id in body and header.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "status for {code}: body {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let json = self.json();
+        assert_eq!(json["error"]["code"], code, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        assert_eq!(
+            json["error"]["request_id"],
+            self.header("x-request-id"),
+            "the body names the request id of the header"
+        );
+        assert_eq!(self.header("content-type"), "application/json");
+        assert_eq!(
+            self.headers.contains_key("www-authenticate"),
+            status == 401,
+            "WWW-Authenticate exactly on 401"
+        );
+        assert_eq!(
+            self.headers.contains_key("retry-after"),
+            status == 429 || status == 503,
+            "Retry-After exactly on 429 and 503"
+        );
+    }
+
+    pub fn has_rate_limit_headers(&self) -> bool {
+        self.headers.contains_key("x-ratelimit-limit")
+            && self.headers.contains_key("ratelimit-policy")
+            && self.headers.contains_key("ratelimit")
+    }
+}
+
+/// Sends `request` with a shared pooled client.
+pub async fn send(request: Request<Body>) -> Reply {
+    static CLIENT: std::sync::OnceLock<Client<HttpConnector, Body>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http());
+    let response = client.request(request).await.expect("HTTP request");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A port nothing listens on (bound, read, released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// What the test upstream received on `/record…`.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+}
+
+/// An upstream that records requests, echoes, streams and stalls on demand.
+pub struct Upstream {
+    pub url: String,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Signalled when `/upload` got its first chunk.
+    pub upload_started: Arc<tokio::sync::Notify>,
+    /// `/download` sends its first chunk, then waits for this before the rest.
+    pub download_may_continue: Arc<tokio::sync::Notify>,
+    _stop: oneshot::Sender<()>,
+}
+
+pub const TEN_MIB: usize = 10 * 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// The byte at `i` of the test pattern (not periodic in any small power of two).
+pub fn pattern(i: usize) -> u8 {
+    ((i * 7 + i / 251) % 256) as u8
+}
+
+/// FNV-1a over `data`, continuing from `hash`.
+pub fn fnv1a(mut hash: u64, data: &[u8]) -> u64 {
+    for b in data {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    hash
+}
+pub const FNV_START: u64 = 0xcbf29ce484222325;
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let upload_started = Arc::new(tokio::sync::Notify::new());
+        let download_may_continue = Arc::new(tokio::sync::Notify::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = (
+            received.clone(),
+            upload_started.clone(),
+            download_may_continue.clone(),
+        );
+        let app = axum::Router::new().fallback(move |request: Request<Body>| {
+            let state = state.clone();
+            async move { upstream_answer(request, state).await }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            url,
+            received,
+            upload_started,
+            download_may_continue,
+            _stop: stop,
+        }
+    }
+
+    pub fn last(&self) -> Received {
+        self.received
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream received a request")
+    }
+}
+
+type UpstreamState = (
+    Arc<Mutex<Vec<Received>>>,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+);
+
+async fn upstream_answer(
+    request: Request<axum::body::Body>,
+    (received, upload_started, download_may_continue): UpstreamState,
+) -> http::Response<Body> {
+    let path = request.uri().path().to_owned();
+    received.lock().unwrap().push(Received {
+        method: request.method().clone(),
+        path_and_query: request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, |p| p.as_str().to_owned()),
+        headers: request.headers().clone(),
+    });
+    match path.as_str() {
+        "/upload" => {
+            let mut body = request.into_body();
+            let (mut len, mut hash, mut first) = (0usize, FNV_START, true);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return http::Response::builder()
+                        .status(400)
+                        .body(Body::from("broken body"))
+                        .unwrap();
+                };
+                if let Ok(data) = frame.into_data() {
+                    len += data.len();
+                    hash = fnv1a(hash, &data);
+                    if first && !data.is_empty() {
+                        first = false;
+                        upload_started.notify_one();
+                    }
+                }
+            }
+            http::Response::new(Body::from(format!("{len}:{hash:x}")))
+        }
+        "/download" => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while sent < TEN_MIB {
+                    let chunk: Vec<u8> = (sent..sent + CHUNK).map(pattern).collect();
+                    if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                        return;
+                    }
+                    if sent == 0 {
+                        download_may_continue.notified().await;
+                    }
+                    sent += CHUNK;
+                }
+            });
+            http::Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(Body::from_stream(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                ))
+                .unwrap()
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            http::Response::new(Body::from("too late"))
+        }
+        _ => http::Response::builder()
+            .header("content-type", "text/plain")
+            .header("x-upstream", "yes")
+            .body(Body::from("hello from upstream"))
+            .unwrap(),
+    }
+}
