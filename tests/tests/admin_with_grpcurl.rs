@@ -72,6 +72,7 @@ fn start_serve_with_auth_check(
         ("STANNA_DATABASE_URL", dir.sqlite_url()),
         ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{auth_port}")),
         ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{}", free_port())),
     ];
     if let Some(token) = token {
         env.push(("STANNA_ADMIN_TOKEN", token.to_owned()));

@@ -16,9 +16,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system in one process (default), or one service alone.
     Serve(Box<ServeArgs>),
-    /// Check that the gRPC service at ADDR (host:port) reports SERVING; exit 0 if so, 1 if not.
+    /// Check a service: gRPC health at host:port, or GET http://host:port/healthz for the gateway;
+    /// exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
     Healthcheck {
-        /// host:port of a Stanna gRPC service.
+        /// host:port of a Stanna gRPC service, or an http:// URL of the gateway.
         addr: String,
     },
 }
@@ -32,6 +33,9 @@ pub enum ServiceName {
     AuthCheck,
     /// The Quota gRPC service alone; set STANNA_REDIS_URL to share limits between processes.
     Quota,
+    /// The public HTTP gateway alone (requires STANNA_AUTH_CHECK_URL, STANNA_REGISTRY_URL and
+    /// STANNA_ADMIN_TOKEN).
+    Gateway,
 }
 
 /// Arguments of `stanna serve`.
@@ -55,6 +59,10 @@ pub struct ServeArgs {
     /// Settings of the quota service.
     #[command(flatten)]
     pub quota: stanna_quota_service::Config,
+
+    /// Settings of the gateway.
+    #[command(flatten)]
+    pub gateway: stanna_gateway::Config,
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rand::RngExt;
-use stanna_auth_check::Verifier;
+use stanna_auth_check::{AuthCheckService, Verifier};
 use stanna_key_registry::AdminToken;
+use stanna_proto::keys::v1::auth_check_server::AuthCheckServer;
 use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota_service::QuotaService;
 use stanna_store::KeyStore;
@@ -46,20 +47,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stanna_quota_service::run(args.quota, listener, shutdown).await?;
             Ok(())
         }
+        Some(ServiceName::Gateway) => {
+            let token = required_admin_token(&args)?;
+            let listener = bind("gateway", args.gateway.addr).await?;
+            stanna_gateway::run(args.gateway, token.expose(), listener, shutdown).await?;
+            Ok(())
+        }
         None => serve_all_in_one(args, shutdown).await,
     }
+}
+
+/// The admin token a service run alone needs (the registry checks it, the gateway sends it).
+fn required_admin_token(args: &ServeArgs) -> anyhow::Result<AdminToken> {
+    args.registry.admin_token.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "STANNA_ADMIN_TOKEN is required when a service runs alone: set it to a random string of at least {} characters",
+            AdminToken::MIN_LEN
+        )
+    })
 }
 
 async fn serve_registry_alone(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let token = args.registry.admin_token.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "STANNA_ADMIN_TOKEN is required when a service runs alone: set it to a random string of at least {} characters",
-            AdminToken::MIN_LEN
-        )
-    })?;
+    let token = required_admin_token(&args)?;
     let listener = TcpListener::bind(args.registry.addr).await?;
     let core = stanna_key_registry::build(&args.registry, &args.shared).await?;
     tracing::info!(database = %redact_url(&args.shared.database_url), "key-registry listening on {}", listener.local_addr()?);
@@ -92,7 +104,9 @@ async fn serve_all_in_one(
         Arc::new(SystemTime::now),
     );
     let background = stanna_auth_check::start(&verifier, &args.auth_check);
+    let gateway = all_in_one_gateway(&args, &verifier, &registry, &token)?;
 
+    let gateway_listener = bind("gateway", args.gateway.addr).await?;
     let quota_listener = bind("quota", args.quota.addr).await?;
     let auth_listener = bind("auth-check", args.auth_check.addr).await?;
     let registry_listener = TcpListener::bind(args.registry.addr).await?;
@@ -116,6 +130,7 @@ async fn serve_all_in_one(
                 async { stanna_key_registry::serve(registry, token, registry_listener, until_stopped()).await.map_err(anyhow::Error::from) },
                 async { stanna_auth_check::serve(verifier.clone(), auth_listener, until_stopped()).await.map_err(anyhow::Error::from) },
                 async { stanna_quota_service::serve(quota, quota_listener, until_stopped()).await.map_err(anyhow::Error::from) },
+                async { stanna_gateway::serve(gateway, gateway_listener, until_stopped()).await.map_err(anyhow::Error::from) },
             )
         } => r.map(|_| ()),
         () = async {
@@ -129,6 +144,35 @@ async fn serve_all_in_one(
         tracing::warn!(error = %err, "final last-used flush failed");
     }
     result
+}
+
+/// The gateway of the all-in-one process: auth-check and the registry in memory unless
+/// `STANNA_AUTH_CHECK_URL` / `STANNA_REGISTRY_URL` point elsewhere.
+fn all_in_one_gateway(
+    args: &ServeArgs,
+    verifier: &Verifier,
+    registry: &stanna_key_registry::Registry,
+    token: &AdminToken,
+) -> anyhow::Result<stanna_gateway::Gateway> {
+    let auth_check = match &args.gateway.auth_check_url {
+        Some(url) => stanna_grpc::lazy_channel(url)?,
+        None => stanna_grpc::in_memory(AuthCheckServer::new(AuthCheckService::new(
+            verifier.clone(),
+        ))),
+    };
+    let registry = match &args.gateway.registry_url {
+        Some(url) => stanna_grpc::lazy_channel(url)?,
+        None => stanna_grpc::in_memory(stanna_key_registry::grpc::authenticated_service(
+            registry.clone(),
+            token.clone(),
+        )),
+    };
+    Ok(stanna_gateway::Gateway::new(
+        &args.gateway,
+        auth_check,
+        registry,
+        token.expose(),
+    )?)
 }
 
 async fn bind(service: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -1,0 +1,285 @@
+//! The public path in split mode: `stanna serve gateway`, `auth-check`, `quota` and `registry`
+//! as separate processes, gRPC between them, PostgreSQL (`DATABASE_URL`) and Redis (`REDIS_URL`)
+//! behind them — the docker-compose topology on loopback.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use stanna_e2e::{Stanna, free_port, grpcurl, stanna_binary};
+use stanna_proto::keys::v1 as pb;
+use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
+use stanna_testkit::TempDir;
+
+const TOKEN: &str = "split-gateway-token-0123456789";
+
+/// PostgreSQL when `DATABASE_URL` is set; otherwise one SQLite file, said loudly.
+fn database(dir: &TempDir, test: &str) -> String {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            stanna_testkit::skip(
+                &format!("{test} (PostgreSQL)"),
+                "DATABASE_URL is not set; the processes share a SQLite file instead",
+            );
+            dir.sqlite_url()
+        }
+    }
+}
+
+fn start_quota(dir: &TempDir, port: u16, redis: Option<&str>) -> Stanna {
+    let mut env = vec![("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}"))];
+    if let Some(redis) = redis {
+        env.push(("STANNA_REDIS_URL", redis.to_owned()));
+    }
+    Stanna::start(dir.path(), &["serve", "quota"], &env, "quota listening on")
+}
+
+fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
+    Stanna::start(
+        dir.path(),
+        &["serve", "registry"],
+        &[
+            ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
+            ("STANNA_DATABASE_URL", db.to_owned()),
+            ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        ],
+        "key-registry listening on",
+    )
+}
+
+fn start_auth_check(dir: &TempDir, port: u16, db: &str, quota_port: u16) -> Stanna {
+    Stanna::start(
+        dir.path(),
+        &["serve", "auth-check"],
+        &[
+            ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{port}")),
+            ("STANNA_DATABASE_URL", db.to_owned()),
+            ("STANNA_QUOTA_URL", format!("http://127.0.0.1:{quota_port}")),
+        ],
+        "auth-check listening on",
+    )
+}
+
+fn start_gateway(dir: &TempDir, port: u16, auth_port: u16, registry_port: u16) -> Stanna {
+    Stanna::start(
+        dir.path(),
+        &["serve", "gateway"],
+        &[
+            ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "STANNA_AUTH_CHECK_URL",
+                format!("http://127.0.0.1:{auth_port}"),
+            ),
+            (
+                "STANNA_REGISTRY_URL",
+                format!("http://127.0.0.1:{registry_port}"),
+            ),
+            ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        ],
+        "gateway listening on",
+    )
+}
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// `GET url` with the key; returns status and the headers we look at.
+async fn get(client: &HttpClient, url: &str, key: &str) -> (u16, http::HeaderMap, Bytes) {
+    let request = http::Request::get(url)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    (
+        status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn healthcheck(target: &str) -> bool {
+    Command::new(stanna_binary())
+        .args(["healthcheck", target])
+        .output()
+        .expect("run stanna healthcheck")
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway() {
+    const TEST: &str = "four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway";
+    let Some(grpcurl) = grpcurl(TEST) else {
+        return;
+    };
+    let redis = stanna_testkit::redis_url(TEST);
+    let dir = TempDir::new();
+    let db = database(&dir, TEST);
+    let [quota_port, registry_port, auth_port, gateway_port] =
+        [free_port(), free_port(), free_port(), free_port()];
+    let _quota = start_quota(&dir, quota_port, redis.as_deref());
+    let _registry = start_registry(&dir, registry_port, &db);
+    let _auth = start_auth_check(&dir, auth_port, &db, quota_port);
+    let _gateway = start_gateway(&dir, gateway_port, auth_port, registry_port);
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+
+    // The compose health checks: `stanna healthcheck` against gRPC and HTTP.
+    assert!(healthcheck(&format!("127.0.0.1:{registry_port}")));
+    assert!(healthcheck(&format!("127.0.0.1:{auth_port}")));
+    assert!(healthcheck(&format!("127.0.0.1:{quota_port}")));
+    assert!(healthcheck(&gateway));
+    assert!(!healthcheck(&format!("http://127.0.0.1:{}", free_port())));
+
+    // An admin creates a key with grpcurl.
+    let workspace = format!("ws_{}", stanna_testkit::random_suffix());
+    let output = Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {TOKEN}"),
+            "-d",
+            &format!(r#"{{"workspace_id":"{workspace}","user_id":"alice","name":"Split"}}"#),
+            &format!("127.0.0.1:{registry_port}"),
+            "stanna.keys.v1.KeyRegistry/CreateKey",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+
+    // The customer uses it through the gateway until the burst is spent.
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let me = format!("{gateway}/v1/me");
+    let (status, headers, body) = get(&client, &me, &secret).await;
+    assert_eq!(status, 200, "{body:?}");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["workspaceId"], workspace.as_str());
+    assert_eq!(headers["x-ratelimit-remaining-burst"], "99");
+    // The REST layer in split mode: the key lists itself through the registry process.
+    let (status, headers, body) = get(&client, &format!("{gateway}/v1/keys"), &secret).await;
+    assert_eq!(status, 200, "{body:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed["keys"][0]["id"], created["key"]["id"]);
+    assert_eq!(headers["x-ratelimit-remaining-burst"], "98");
+    for i in 3..=100 {
+        let (status, headers, _) = get(&client, &me, &secret).await;
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(
+            headers["x-ratelimit-remaining-burst"],
+            (100 - i).to_string().as_str()
+        );
+    }
+    let (status, headers, body) = get(&client, &me, &secret).await;
+    assert_eq!(status, 429, "{body:?}");
+    assert!(headers.contains_key("retry-after"));
+
+    // Deleted with grpcurl: refused at the gateway within a second (polled, generous cap).
+    let key_id = created["key"]["id"].as_str().unwrap();
+    let output = Command::new(&grpcurl)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {TOKEN}"),
+            "-d",
+            &format!(r#"{{"workspace_id":"{workspace}","key_id":"{key_id}"}}"#),
+            &format!("127.0.0.1:{registry_port}"),
+            "stanna.keys.v1.KeyRegistry/DeleteKey",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let deleted = Instant::now();
+    loop {
+        let (status, _, body) = get(&client, &me, &secret).await;
+        if status == 401 {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"]["code"], "invalid_api_key");
+            println!(
+                "split mode: deleted key refused at the gateway after {:?}",
+                deleted.elapsed()
+            );
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "still {status} 10 s after the delete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_the_limit() {
+    const TEST: &str =
+        "two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_the_limit";
+    let Some(redis) = stanna_testkit::redis_url(TEST) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let db = database(&dir, TEST);
+    let registry_port = free_port();
+    let _registry = start_registry(&dir, registry_port, &db);
+    let mut processes = Vec::new();
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let (quota_port, auth_port, gateway_port) = (free_port(), free_port(), free_port());
+        processes.push(start_quota(&dir, quota_port, Some(&redis)));
+        processes.push(start_auth_check(&dir, auth_port, &db, quota_port));
+        processes.push(start_gateway(&dir, gateway_port, auth_port, registry_port));
+        gateways.push(format!("http://127.0.0.1:{gateway_port}/v1/me"));
+    }
+
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{registry_port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut registry = KeyRegistryClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        Ok(r)
+    });
+    let created = registry
+        .create_key(pb::CreateKeyRequest {
+            workspace_id: format!("ws_{}", stanna_testkit::random_suffix()),
+            user_id: "alice".into(),
+            name: "Concurrent".into(),
+            expires_at: None,
+            rate_limits: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = created.secret;
+
+    // 1000 requests at once over HTTP/2: a few connections carry them all, so the open-files
+    // limit is never near.
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let client = client.clone();
+            let url = gateways[i % 2].clone();
+            let secret = secret.clone();
+            tokio::spawn(async move { get(&client, &url, &secret).await.0 })
+        })
+        .collect();
+    let mut by_status = std::collections::BTreeMap::new();
+    for task in tasks {
+        *by_status.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        by_status,
+        [(200, 100), (429, 900)].into_iter().collect(),
+        "two of everything on one Redis admit exactly the burst limit"
+    );
+}
