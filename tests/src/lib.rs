@@ -38,6 +38,59 @@ pub fn stanna_binary() -> PathBuf {
         .clone()
 }
 
+/// The shell commands starting with `program ` in the README section under `heading` (a `## ` or
+/// `### ` line), continuation lines joined, in order.
+///
+/// # Panics
+/// If README.md or the section is missing.
+pub fn readme_commands(heading: &str, program: &str) -> Vec<String> {
+    let section = readme_section(heading);
+    let mut commands = Vec::new();
+    let mut current: Option<String> = None;
+    let start = format!("{program} ");
+    for line in section.lines() {
+        let line = line.trim();
+        if let Some(command) = current.as_mut() {
+            command.push(' ');
+            command.push_str(line.trim_end_matches('\\').trim());
+        } else if line.starts_with(&start) {
+            current = Some(line.trim_end_matches('\\').trim().to_owned());
+        }
+        if !line.ends_with('\\')
+            && let Some(command) = current.take()
+        {
+            commands.push(command);
+        }
+    }
+    commands
+}
+
+/// The text of the README section under `heading`, up to the next heading of any level.
+///
+/// # Panics
+/// If README.md or the section is missing.
+pub fn readme_section(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let marker = format!("\n{heading}\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {heading:?} section"))
+        + marker.len();
+    let rest = &readme[start..];
+    let end = rest
+        .match_indices("\n#")
+        .find(|(i, _)| !in_code_block(&rest[..*i]))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..end].to_owned()
+}
+
+/// Whether the end of `text` is inside a ``` fence.
+fn in_code_block(text: &str) -> bool {
+    text.matches("```").count() % 2 == 1
+}
+
 /// A port that was free a moment ago (the child binds it; a clash makes the start fail loudly).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

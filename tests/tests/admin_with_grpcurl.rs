@@ -2,7 +2,6 @@
 //! grpcurl. The grpcurl commands are read from README.md and run as written (only the port is
 //! changed), so the README cannot drift from what the system does.
 
-use std::path::Path;
 use std::process::Command;
 
 use stanna_e2e::{Stanna, free_port, grpcurl};
@@ -11,34 +10,9 @@ use stanna_testkit::TempDir;
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 
-/// The grpcurl commands of the README's "Managing keys with grpcurl" section, continuation lines
-/// joined, in order.
+/// The grpcurl commands of the README's "Managing keys with grpcurl" section, in order.
 fn readme_grpcurl_commands() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
-    let section = readme
-        .split("## Managing keys with grpcurl")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("the README has a 'Managing keys with grpcurl' section");
-    let mut commands = Vec::new();
-    let mut current: Option<String> = None;
-    for line in section.lines() {
-        let line = line.trim();
-        if let Some(command) = current.as_mut() {
-            command.push(' ');
-            command.push_str(line.trim_end_matches('\\').trim());
-        } else if line.starts_with("grpcurl ") {
-            current = Some(line.trim_end_matches('\\').trim().to_owned());
-        }
-        if !line.ends_with('\\')
-            && let Some(command) = current.take()
-        {
-            commands.push(command);
-        }
-    }
-    commands
+    stanna_e2e::readme_commands("## Managing keys with grpcurl", "grpcurl")
 }
 
 /// Runs `command` with sh, as a user pasting it would, with the admin token and KEY_ID exported.

@@ -161,3 +161,29 @@ pub fn with_timeout(transport: Transport, timeout: std::time::Duration) -> Trans
             .service(transport),
     )
 }
+
+/// How a client reaches a service: the service object itself, in this process (all-in-one: no
+/// protobuf encoding, no HTTP/2 framing, one virtual call), or a [`Transport`] (a gRPC channel in
+/// split mode, or a server wired in memory). `S` is the service's generated trait object, e.g.
+/// `dyn AuthCheck`.
+pub enum Connection<S: ?Sized> {
+    /// The service in this process, called directly.
+    InProcess(std::sync::Arc<S>),
+    /// Through a transport.
+    Remote(Transport),
+}
+
+impl<S: ?Sized> Clone for Connection<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::InProcess(service) => Self::InProcess(service.clone()),
+            Self::Remote(transport) => Self::Remote(transport.clone()),
+        }
+    }
+}
+
+impl<S: ?Sized> From<Transport> for Connection<S> {
+    fn from(transport: Transport) -> Self {
+        Self::Remote(transport)
+    }
+}

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use stanna_config::{DurationArg, SharedConfig};
 use stanna_proto::keys::v1::auth_check_server::AuthCheckServer;
-use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota_service::QuotaService;
 use stanna_store::KeyStore;
 use tokio::net::TcpListener;
@@ -26,7 +25,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 pub use grpc::AuthCheckService;
-pub use verifier::{Clock, FailMode, Verifier, VerifierSettings};
+pub use verifier::{Clock, FailMode, QuotaConnection, Verifier, VerifierSettings};
 
 /// Settings of the auth-check service.
 #[derive(Debug, Clone, clap::Args)]
@@ -174,12 +173,12 @@ pub fn start(verifier: &Verifier, config: &Config) -> Background {
 pub fn quota_transport(
     config: &Config,
     quota: &stanna_quota_service::Config,
-) -> Result<stanna_grpc::Transport, StartError> {
+) -> Result<QuotaConnection, StartError> {
     match &config.quota_url {
-        Some(url) => Ok(stanna_grpc::lazy_channel(url)?),
-        None => Ok(stanna_grpc::in_memory(QuotaServer::new(QuotaService::new(
-            quota.backend()?,
-        )))),
+        Some(url) => Ok(stanna_grpc::lazy_channel(url)?.into()),
+        None => Ok(stanna_grpc::Connection::InProcess(std::sync::Arc::new(
+            QuotaService::new(quota.backend()?),
+        ))),
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use blake2::{Blake2b256, Digest};
+use stanna_grpc::Connection;
 use stanna_keys::{KeyHasher, KeyId, KeyStatus, PresentedKey, RateLimits, UserId, WorkspaceId};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::quota_client::QuotaClient;
@@ -32,6 +33,10 @@ pub const CHANGE_OVERLAP: Duration = Duration::from_secs(20);
 /// A cached state this old is re-read from the store even if no change was reported: a safety
 /// net should a change ever be missed (e.g. a registry clock far behind).
 pub const MAX_STATE_AGE: Duration = Duration::from_secs(60);
+
+/// How auth-check reaches the quota: the service in this process (all-in-one: called directly, no
+/// protobuf encoding) or a transport (split mode).
+pub type QuotaConnection = Connection<dyn stanna_proto::keys::v1::quota_server::Quota>;
 
 /// What auth-check does when the quota service cannot decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,7 +139,7 @@ pub struct Verifier {
 
 struct Inner {
     store: KeyStore,
-    quota: QuotaClient<stanna_grpc::Transport>,
+    quota: QuotaConnection,
     hasher: KeyHasher,
     settings: VerifierSettings,
     cache: KeyCache,
@@ -192,7 +197,7 @@ impl Verifier {
     /// A verifier over `store`, asking `quota` for decisions; "now" comes from `clock`.
     pub fn new(
         store: KeyStore,
-        quota: stanna_grpc::Transport,
+        quota: impl Into<QuotaConnection>,
         settings: VerifierSettings,
         clock: Clock,
     ) -> Self {
@@ -200,7 +205,7 @@ impl Verifier {
         Self {
             inner: Arc::new(Inner {
                 store,
-                quota: QuotaClient::new(quota),
+                quota: quota.into(),
                 // Verification reads the cost from each stored hash; these parameters are unused.
                 hasher: KeyHasher::new(stanna_keys::HashParams::insecure_fast_for_tests())
                     .expect("argon2's minimum parameters are valid"),
@@ -503,9 +508,16 @@ impl Verifier {
             cost,
             limits: state.limits.clone(),
         };
-        let mut quota = self.inner.quota.clone();
-        let answer =
-            tokio::time::timeout(self.inner.settings.quota_timeout, quota.consume(request)).await;
+        let timeout = self.inner.settings.quota_timeout;
+        let answer = match &self.inner.quota {
+            Connection::Remote(transport) => {
+                let mut client = QuotaClient::new(transport.clone());
+                tokio::time::timeout(timeout, client.consume(request)).await
+            }
+            Connection::InProcess(service) => {
+                tokio::time::timeout(timeout, service.consume(tonic::Request::new(request))).await
+            }
+        };
         let failure = match answer {
             Ok(Ok(response)) => {
                 let decision = response.into_inner();

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, header};
+use stanna_grpc::Connection;
 use stanna_keys::WorkspaceId;
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_client::AuthCheckClient;
@@ -122,13 +123,26 @@ async fn verify(
     key: String,
     workspace_id: String,
 ) -> Result<pb::VerifyResponse, ApiError> {
-    let mut client = AuthCheckClient::new(gateway.inner.auth_check.clone());
     let request = pb::VerifyRequest {
         key,
         workspace_id,
         cost: 1,
     };
-    match client.verify(request).await {
+    let answer = match &gateway.inner.auth_check {
+        // The transport carries its own deadline (`stanna_grpc::with_timeout`).
+        Connection::Remote(transport) => {
+            AuthCheckClient::new(transport.clone())
+                .verify(request)
+                .await
+        }
+        Connection::InProcess(service) => {
+            let call = service.verify(tonic::Request::new(request));
+            tokio::time::timeout(gateway.inner.verify_timeout, call)
+                .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Verify timed out")))
+        }
+    };
+    match answer {
         Ok(response) => Ok(response.into_inner()),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
             let field = if status.message().starts_with("workspace_id") {

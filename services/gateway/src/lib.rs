@@ -73,9 +73,15 @@ pub struct Gateway {
     inner: Arc<Inner>,
 }
 
+/// How the gateway reaches auth-check: the service in this process (all-in-one) or a transport.
+pub type AuthCheckConnection =
+    stanna_grpc::Connection<dyn stanna_proto::keys::v1::auth_check_server::AuthCheck>;
+
 struct Inner {
-    /// Calls `Verify` (with `STANNA_VERIFY_TIMEOUT`).
-    auth_check: stanna_grpc::Transport,
+    /// Calls `Verify`.
+    auth_check: AuthCheckConnection,
+    /// `STANNA_VERIFY_TIMEOUT`.
+    verify_timeout: Duration,
     /// Calls KeyRegistry for the REST layer.
     registry: stanna_grpc::Transport,
     /// `authorization: Bearer <admin token>` for every registry call.
@@ -87,14 +93,14 @@ struct Inner {
 }
 
 impl Gateway {
-    /// A gateway calling auth-check and key-registry over the given transports (in memory or
-    /// gRPC), authenticating to the registry with `admin_token`.
+    /// A gateway calling auth-check (in this process or over a transport) and key-registry over
+    /// `registry` (in memory or gRPC), authenticating to the registry with `admin_token`.
     ///
     /// # Errors
     /// [`StartError::AdminToken`] for a token that cannot be sent as metadata.
     pub fn new(
         config: &Config,
-        auth_check: stanna_grpc::Transport,
+        auth_check: impl Into<AuthCheckConnection>,
         registry: stanna_grpc::Transport,
         admin_token: &str,
     ) -> Result<Self, StartError> {
@@ -107,7 +113,13 @@ impl Gateway {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                auth_check: stanna_grpc::with_timeout(auth_check, config.verify_timeout.0),
+                auth_check: match auth_check.into() {
+                    stanna_grpc::Connection::Remote(transport) => stanna_grpc::Connection::Remote(
+                        stanna_grpc::with_timeout(transport, config.verify_timeout.0),
+                    ),
+                    local => local,
+                },
+                verify_timeout: config.verify_timeout.0,
                 registry: stanna_grpc::with_timeout(registry, REGISTRY_TIMEOUT),
                 admin_bearer: AdminBearer(bearer),
                 upstream: config

@@ -548,7 +548,11 @@ async fn a_slow_upstream_is_504_after_the_upstream_timeout() {
 async fn unreachable_auth_check_is_503_at_once_and_recovers_without_a_restart() {
     let port = support::closed_port().await;
     let stack = Stack::start_with(Options {
-        auth_check: Some(stanna_grpc::lazy_channel(&format!("http://{port}")).unwrap()),
+        auth_check: Some(
+            stanna_grpc::lazy_channel(&format!("http://{port}"))
+                .unwrap()
+                .into(),
+        ),
         ..Options::default()
     })
     .await;
@@ -593,9 +597,30 @@ impl pb::auth_check_server::AuthCheck for SlowAuthCheck {
 #[tokio::test]
 async fn a_verify_slower_than_the_verify_timeout_is_503() {
     let stack = Stack::start_with(Options {
-        auth_check: Some(stanna_grpc::in_memory(
-            pb::auth_check_server::AuthCheckServer::new(SlowAuthCheck),
-        )),
+        // Over an in-memory gRPC transport, so the transport's deadline is what cuts it off.
+        auth_check: Some(
+            stanna_grpc::in_memory(pb::auth_check_server::AuthCheckServer::new(SlowAuthCheck))
+                .into(),
+        ),
+        verify_timeout: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let (secret, _) = stack.create_key(WS, USER).await;
+    let start = Instant::now();
+    stack
+        .get_with_key("/v1/me", &secret)
+        .await
+        .assert_error(503, "unavailable");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_in_process_verify_slower_than_the_verify_timeout_is_503() {
+    let stack = Stack::start_with(Options {
+        auth_check: Some(stanna_grpc::Connection::InProcess(std::sync::Arc::new(
+            SlowAuthCheck,
+        ))),
         verify_timeout: Duration::from_millis(300),
         ..Options::default()
     })
@@ -613,7 +638,11 @@ async fn a_verify_slower_than_the_verify_timeout_is_503() {
 async fn verify_answering_unavailable_is_503_in_fail_closed_mode() {
     let quota_port = support::closed_port().await;
     let stack = Stack::start_with(Options {
-        quota: Some(stanna_grpc::lazy_channel(&format!("http://{quota_port}")).unwrap()),
+        quota: Some(
+            stanna_grpc::lazy_channel(&format!("http://{quota_port}"))
+                .unwrap()
+                .into(),
+        ),
         fail_mode: FailMode::Closed,
         ..Options::default()
     })
@@ -628,7 +657,11 @@ async fn verify_answering_unavailable_is_503_in_fail_closed_mode() {
 async fn fail_open_allows_without_rate_limit_headers() {
     let quota_port = support::closed_port().await;
     let stack = Stack::start_with(Options {
-        quota: Some(stanna_grpc::lazy_channel(&format!("http://{quota_port}")).unwrap()),
+        quota: Some(
+            stanna_grpc::lazy_channel(&format!("http://{quota_port}"))
+                .unwrap()
+                .into(),
+        ),
         fail_mode: FailMode::Open,
         ..Options::default()
     })

@@ -7,8 +7,6 @@ use std::time::SystemTime;
 use rand::RngExt;
 use stanna_auth_check::{AuthCheckService, Verifier};
 use stanna_key_registry::AdminToken;
-use stanna_proto::keys::v1::auth_check_server::AuthCheckServer;
-use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota_service::QuotaService;
 use stanna_store::KeyStore;
 use tokio::net::TcpListener;
@@ -93,9 +91,9 @@ async fn serve_all_in_one(
     let registry =
         stanna_key_registry::build_with_store(&args.registry, &args.shared, store.clone())?;
     let quota = QuotaService::new(args.quota.backend()?);
-    let quota_transport = match &args.auth_check.quota_url {
-        Some(url) => stanna_grpc::lazy_channel(url)?,
-        None => stanna_grpc::in_memory(QuotaServer::new(quota.clone())),
+    let quota_transport: stanna_auth_check::QuotaConnection = match &args.auth_check.quota_url {
+        Some(url) => stanna_grpc::lazy_channel(url)?.into(),
+        None => stanna_grpc::Connection::InProcess(Arc::new(quota.clone())),
     };
     let verifier = Verifier::new(
         store,
@@ -154,11 +152,11 @@ fn all_in_one_gateway(
     registry: &stanna_key_registry::Registry,
     token: &AdminToken,
 ) -> anyhow::Result<stanna_gateway::Gateway> {
-    let auth_check = match &args.gateway.auth_check_url {
-        Some(url) => stanna_grpc::lazy_channel(url)?,
-        None => stanna_grpc::in_memory(AuthCheckServer::new(AuthCheckService::new(
-            verifier.clone(),
-        ))),
+    let auth_check: stanna_gateway::AuthCheckConnection = match &args.gateway.auth_check_url {
+        Some(url) => stanna_grpc::lazy_channel(url)?.into(),
+        None => {
+            stanna_grpc::Connection::InProcess(Arc::new(AuthCheckService::new(verifier.clone())))
+        }
     };
     let registry = match &args.gateway.registry_url {
         Some(url) => stanna_grpc::lazy_channel(url)?,

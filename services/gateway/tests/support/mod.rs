@@ -22,7 +22,6 @@ use stanna_config::SharedConfig;
 use stanna_gateway::{Config, Gateway};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
-use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota::{MemoryBackend, QuotaBackend};
 use stanna_quota_service::QuotaService;
 use stanna_store::KeyStore;
@@ -56,10 +55,10 @@ pub struct Options {
     pub upstream_timeout: Duration,
     pub max_keys_per_user: u32,
     pub fail_mode: FailMode,
-    /// Replaces the in-memory auth-check (e.g. a channel to a port with nothing behind it).
-    pub auth_check: Option<stanna_grpc::Transport>,
-    /// Replaces the in-memory quota.
-    pub quota: Option<stanna_grpc::Transport>,
+    /// Replaces the in-process auth-check (e.g. a channel to a port with nothing behind it).
+    pub auth_check: Option<stanna_gateway::AuthCheckConnection>,
+    /// Replaces the in-process quota.
+    pub quota: Option<stanna_auth_check::QuotaConnection>,
 }
 
 impl Default for Options {
@@ -123,8 +122,9 @@ impl Stack {
                 registry,
                 ADMIN_TOKEN.parse().unwrap(),
             ));
+        // In process, as `stanna serve` wires them.
         let quota = options.quota.unwrap_or_else(|| {
-            stanna_grpc::in_memory(QuotaServer::new(QuotaService::new(QuotaBackend::Memory(
+            stanna_grpc::Connection::InProcess(Arc::new(QuotaService::new(QuotaBackend::Memory(
                 MemoryBackend::new(),
             ))))
         });
@@ -139,11 +139,9 @@ impl Stack {
         );
         let background = stanna_auth_check::start(&verifier, &auth_config);
         let auth_check = options.auth_check.unwrap_or_else(|| {
-            stanna_grpc::in_memory(
-                stanna_proto::keys::v1::auth_check_server::AuthCheckServer::new(
-                    stanna_auth_check::AuthCheckService::new(verifier.clone()),
-                ),
-            )
+            stanna_grpc::Connection::InProcess(Arc::new(stanna_auth_check::AuthCheckService::new(
+                verifier.clone(),
+            )))
         });
         let mut config = Config::for_tests();
         config.upstream_url = options.upstream.map(|u| u.parse().unwrap());
