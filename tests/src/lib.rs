@@ -140,8 +140,10 @@ impl Stanna {
                 command.env_remove(key);
             }
         }
+        // Several processes run at once: each takes any free metrics port (logged) unless told.
         command
             .env("STANNA_LOG_FORMAT", "text")
+            .env("STANNA_METRICS_ADDR", "127.0.0.1:0")
             .env("NO_COLOR", "1");
         for (key, value) in env {
             command.env(key, value);

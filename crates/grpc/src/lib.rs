@@ -77,6 +77,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        // A server span per call, child of the caller's `traceparent` (socket path only: in-process
+        // calls already run inside the caller's span).
+        .layer(stanna_telemetry::propagation::GrpcServerTraceLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -147,7 +150,16 @@ pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
         .tcp_nodelay(true)
         .connect_lazy();
     Ok(tower::util::BoxCloneSyncService::new(
-        tower::ServiceExt::map_err(channel, |e| TransportError(Box::new(e))),
+        tower::ServiceBuilder::new()
+            .map_err(|e: tonic::transport::Error| TransportError(Box::new(e)))
+            // Every remote call carries the caller's trace context.
+            .map_request(
+                |mut request: tonic::codegen::http::Request<tonic::body::Body>| {
+                    stanna_telemetry::propagation::inject_current(request.headers_mut());
+                    request
+                },
+            )
+            .service(channel),
     ))
 }
 

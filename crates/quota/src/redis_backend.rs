@@ -94,9 +94,15 @@ impl RedisBackend {
                 .arg(w.limit.period().as_millis() as u64);
         }
         let mut connection = self.connection.clone();
+        let span = tracing::info_span!(
+            target: "stanna_span",
+            "redis.evalsha",
+            db.system = "redis",
+            otel.kind = "client",
+        );
         let reply: Vec<i64> = tokio::time::timeout(
             self.response_timeout * 2,
-            invocation.invoke_async(&mut connection),
+            tracing::Instrument::instrument(invocation.invoke_async(&mut connection), span),
         )
         .await
         .map_err(|elapsed| QuotaError::Unavailable(Box::new(elapsed)))?

@@ -272,6 +272,15 @@ impl KeyStore {
         self.db.get_database_backend()
     }
 
+    /// The OpenTelemetry `db.system` of the backend, for spans.
+    fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            DatabaseBackend::Postgres => "postgresql",
+            DatabaseBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
     /// The raw connection, for tests that inspect the stored rows.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -283,6 +292,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::TooManyKeys`], [`StoreError::DuplicateKeyId`], or a database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.create", skip_all, fields(db.system = self.backend_name()))]
     pub async fn create(
         &self,
         key: NewKey,
@@ -328,6 +338,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope`.
+    #[tracing::instrument(target = "stanna_span", name = "store.get", skip_all, fields(db.system = self.backend_name()))]
     pub async fn get(&self, scope: &Scope, key_id: &KeyId) -> Result<KeyRecord, StoreError> {
         let model = Entity::find()
             .filter(scope.condition())
@@ -344,6 +355,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// A database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.list", skip_all, fields(db.system = self.backend_name()))]
     pub async fn list(&self, scope: &Scope, page: PageRequest) -> Result<Page, StoreError> {
         let mut query = Entity::find().filter(scope.condition());
         if let Some(after) = &page.after {
@@ -383,6 +395,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope`.
+    #[tracing::instrument(target = "stanna_span", name = "store.update", skip_all, fields(db.system = self.backend_name()))]
     pub async fn update(
         &self,
         scope: &Scope,
@@ -414,6 +427,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too).
+    #[tracing::instrument(target = "stanna_span", name = "store.delete", skip_all, fields(db.system = self.backend_name()))]
     pub async fn delete(
         &self,
         scope: &Scope,
@@ -440,6 +454,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if `old` is not visible in `scope` or has already expired.
+    #[tracing::instrument(target = "stanna_span", name = "store.rotate", skip_all, fields(db.system = self.backend_name()))]
     pub async fn rotate(
         &self,
         scope: &Scope,
@@ -503,6 +518,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// A database error; an unknown id is `Ok(None)`.
+    #[tracing::instrument(target = "stanna_span", name = "store.find_by_key_id", skip_all, fields(db.system = self.backend_name()))]
     pub async fn find_by_key_id(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         Entity::find_by_id(key_id.as_str())
             .filter(Column::DeletedAt.is_null())
@@ -566,6 +582,7 @@ impl KeyStore {
     ///
     /// # Errors
     /// A database error; nothing is partially applied (one transaction).
+    #[tracing::instrument(target = "stanna_span", name = "store.record_last_used", skip_all, fields(db.system = self.backend_name()))]
     pub async fn record_last_used(&self, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
         if uses.is_empty() {
             return Ok(());

@@ -2,7 +2,12 @@
 
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_server::AuthCheck;
+use std::time::Instant;
+
+use stanna_telemetry::SPAN_TARGET;
+use stanna_telemetry::metrics::metrics;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::verifier::{Verifier, VerifyError};
 
@@ -27,14 +32,43 @@ impl AuthCheck for AuthCheckService {
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         let r = request.into_inner();
+        let started = Instant::now();
+        // The key itself is never a field: only its public id, once verified.
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            "verify",
+            code = tracing::field::Empty,
+            key_id = tracing::field::Empty,
+            workspace_id = tracing::field::Empty,
+            cache = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let verdict = self
             .verifier
             .verify(&r.key, &r.workspace_id, r.cost)
+            .instrument(span.clone())
             .await
-            .map_err(|e| match e {
-                VerifyError::InvalidArgument(message) => Status::invalid_argument(message),
-                VerifyError::Unavailable(message) => Status::unavailable(message),
+            .map_err(|e| {
+                let (code, status) = match e {
+                    VerifyError::InvalidArgument(message) => {
+                        ("invalid_argument", Status::invalid_argument(message))
+                    }
+                    VerifyError::Unavailable(message) => {
+                        ("unavailable", Status::unavailable(message))
+                    }
+                };
+                span.record("code", code);
+                span.record("otel.status_code", "ERROR");
+                metrics().verified(code, started.elapsed());
+                status
             })?;
+        let code = code_label(verdict.code);
+        span.record("code", code);
+        metrics().verified(code, started.elapsed());
+        if let Some(key) = &verdict.key {
+            span.record("key_id", tracing::field::display(&key.key_id));
+            span.record("workspace_id", tracing::field::display(&key.workspace));
+        }
         let mut response = pb::VerifyResponse {
             valid: verdict.code == pb::VerifyCode::Valid,
             code: verdict.code as i32,
@@ -52,5 +86,20 @@ impl AuthCheck for AuthCheckService {
             response.name.clone_from(&key.name);
         }
         Ok(Response::new(response))
+    }
+}
+
+/// The metric label and span value of a Verify code.
+fn code_label(code: pb::VerifyCode) -> &'static str {
+    match code {
+        pb::VerifyCode::Unspecified => "unspecified",
+        pb::VerifyCode::Valid => "valid",
+        pb::VerifyCode::Missing => "missing",
+        pb::VerifyCode::Malformed => "malformed",
+        pb::VerifyCode::NotFound => "not_found",
+        pb::VerifyCode::Inactive => "inactive",
+        pb::VerifyCode::Expired => "expired",
+        pb::VerifyCode::WorkspaceMismatch => "workspace_mismatch",
+        pb::VerifyCode::RateLimited => "rate_limited",
     }
 }

@@ -16,7 +16,10 @@ use stanna_keys::{KeyHasher, KeyId, KeyStatus, PresentedKey, RateLimits, UserId,
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::quota_client::QuotaClient;
 use stanna_store::{ChangePosition, KeyChange, KeyRecord, KeyStore, StoreError};
+use stanna_telemetry::SPAN_TARGET;
+use stanna_telemetry::metrics::metrics;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument as _;
 
 use crate::budget::FailureBudget;
 use crate::cache::{CacheEntry, KeyCache};
@@ -314,9 +317,18 @@ impl Verifier {
         let id = presented.key_id();
         let digest: [u8; 32] = Blake2b256::digest(presented.expose_bytes()).into();
         let now = self.now();
+        let cache = |result: &'static str| {
+            tracing::Span::current().record("cache", result);
+            metrics()
+                .verify_cache
+                .get_or_create(&stanna_telemetry::metrics::CacheLabel { result })
+                .inc();
+        };
         if let Some(entry) = self.inner.cache.get(&id, &digest) {
+            cache("hit");
             return self.fresh_state(id, entry, now).await;
         }
+        cache("miss");
         // Requests for the same presented key join one flight; only a new flight (a distinct
         // presented key) spends a token of the key id's failure budget. The flight is a task of
         // its own: a caller that gives up (a reset connection, a deadline) cannot cancel it, so
@@ -342,19 +354,24 @@ impl Verifier {
                     inflight.insert((id, digest), flight.clone());
                     let verifier = self.clone();
                     let presented = *presented;
-                    tokio::spawn(async move {
-                        let outcome = verifier.cold_verify(presented, digest).await;
-                        if matches!(outcome, Cold::Verified(_)) {
-                            verifier.inner.failures.refund(id);
+                    tokio::spawn(
+                        async move {
+                            let outcome = verifier.cold_verify(presented, digest).await;
+                            if matches!(outcome, Cold::Verified(_)) {
+                                verifier.inner.failures.refund(id);
+                            }
+                            done.send_replace(Some(outcome));
+                            let mut inflight = verifier
+                                .inner
+                                .inflight
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner());
+                            inflight.remove(&(id, digest));
                         }
-                        done.send_replace(Some(outcome));
-                        let mut inflight = verifier
-                            .inner
-                            .inflight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        inflight.remove(&(id, digest));
-                    });
+                        // The flight's store query and argon2 run belong to the trace of the request
+                        // that started it.
+                        .instrument(tracing::Span::current()),
+                    );
                     flight
                 }
             }
@@ -453,10 +470,17 @@ impl Verifier {
             return Cold::Unavailable("shutting down".to_owned());
         };
         self.inner.stats.argon2_runs.fetch_add(1, Ordering::Relaxed);
+        metrics().argon2_runs.inc();
         let hasher = self.inner.hasher.clone();
         let stored = record.key_hash.clone();
-        let verified =
-            tokio::task::spawn_blocking(move || hasher.verify(&presented, &stored)).await;
+        let span = tracing::info_span!(target: SPAN_TARGET, "argon2.verify", key_id = %id);
+        let started = std::time::Instant::now();
+        let verified = tokio::task::spawn_blocking(move || hasher.verify(&presented, &stored))
+            .instrument(span)
+            .await;
+        metrics()
+            .argon2_duration
+            .observe(started.elapsed().as_secs_f64());
         match verified {
             Ok(Ok(true)) => {
                 // A change polled while argon2 ran found nothing to update in the cache: read the
@@ -509,13 +533,15 @@ impl Verifier {
             limits: state.limits.clone(),
         };
         let timeout = self.inner.settings.quota_timeout;
+        let span = tracing::info_span!(target: SPAN_TARGET, "Quota/Consume", otel.kind = "client");
         let answer = match &self.inner.quota {
             Connection::Remote(transport) => {
                 let mut client = QuotaClient::new(transport.clone());
-                tokio::time::timeout(timeout, client.consume(request)).await
+                tokio::time::timeout(timeout, client.consume(request).instrument(span)).await
             }
             Connection::InProcess(service) => {
-                tokio::time::timeout(timeout, service.consume(tonic::Request::new(request))).await
+                let call = service.consume(tonic::Request::new(request));
+                tokio::time::timeout(timeout, call.instrument(span)).await
             }
         };
         let failure = match answer {
@@ -550,6 +576,7 @@ impl Verifier {
         match self.inner.settings.fail_mode {
             FailMode::Open => {
                 self.inner.stats.fail_open.fetch_add(1, Ordering::Relaxed);
+                metrics().quota_fail_open.inc();
                 tracing::warn!(reason = %failure, key_id = %state.key_id, "quota unavailable; allowing (fail-open)");
                 Ok(Verdict::about(
                     pb::VerifyCode::Valid,
@@ -640,7 +667,9 @@ impl Verifier {
     /// # Errors
     /// The store's error; the times are kept for the next flush.
     pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        self.inner.last_used.flush(&self.inner.store).await
+        let written = self.inner.last_used.flush(&self.inner.store).await?;
+        metrics().last_used_writes.inc_by(written as u64);
+        Ok(written)
     }
 }
 

@@ -17,6 +17,7 @@ use stanna_grpc::Connection;
 use stanna_keys::WorkspaceId;
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_client::AuthCheckClient;
+use tracing::Instrument as _;
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -128,16 +129,22 @@ async fn verify(
         workspace_id,
         cost: 1,
     };
+    let span = tracing::info_span!(
+        target: stanna_telemetry::SPAN_TARGET,
+        "AuthCheck/Verify",
+        otel.kind = "client",
+    );
     let answer = match &gateway.inner.auth_check {
         // The transport carries its own deadline (`stanna_grpc::with_timeout`).
         Connection::Remote(transport) => {
             AuthCheckClient::new(transport.clone())
                 .verify(request)
+                .instrument(span)
                 .await
         }
         Connection::InProcess(service) => {
             let call = service.verify(tonic::Request::new(request));
-            tokio::time::timeout(gateway.inner.verify_timeout, call)
+            tokio::time::timeout(gateway.inner.verify_timeout, call.instrument(span))
                 .await
                 .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Verify timed out")))
         }

@@ -166,8 +166,13 @@ impl Gateway {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(
                 ServiceBuilder::new()
-                    // Outermost, so the span covers everything, denials included.
-                    .layer(TraceLayer::new_for_http())
+                    // Outermost, so the span and the per-status count cover everything, denials
+                    // included; the span continues the client's `traceparent`.
+                    .layer(
+                        TraceLayer::new_for_http()
+                            .make_span_with(request_span)
+                            .on_response(record_response),
+                    )
                     // A client's own X-Request-Id is kept when it is short and plain (it helps
                     // correlate their logs with ours); anything else is replaced.
                     .layer(axum::middleware::from_fn(drop_unusable_request_id))
@@ -187,6 +192,35 @@ impl Gateway {
             )
             .with_state(self.clone())
     }
+}
+
+/// The span of one public request (exported only when tracing is on; see `stanna_telemetry`).
+fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: stanna_telemetry::SPAN_TARGET,
+        "HTTP request",
+        otel.name = format_args!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    stanna_telemetry::propagation::set_parent_from(&span, request.headers());
+    span
+}
+
+/// Records the status on the span and counts the response.
+fn record_response<B>(response: &http::Response<B>, _latency: Duration, span: &tracing::Span) {
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    stanna_telemetry::metrics::metrics()
+        .gateway_requests
+        .get_or_create(&stanna_telemetry::metrics::StatusLabel { status })
+        .inc();
 }
 
 /// The admin token as metadata, added to every KeyRegistry call the REST layer makes.

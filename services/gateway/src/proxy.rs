@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceExt};
+use tracing::Instrument as _;
 
 use crate::Gateway;
 use crate::auth::Caller;
@@ -107,11 +108,35 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     parts.version = Version::HTTP_11;
     let outgoing = Request::from_parts(parts, body);
 
+    let span = tracing::info_span!(
+        target: stanna_telemetry::SPAN_TARGET,
+        "upstream",
+        otel.kind = "client",
+        http.response.status_code = tracing::field::Empty,
+    );
+    let mut outgoing = outgoing;
+    {
+        // The upstream continues this trace (a client's own traceparent passes through untouched
+        // when nothing is traced).
+        let _entered = span.enter();
+        stanna_telemetry::propagation::inject_current(outgoing.headers_mut());
+    }
+    let started = std::time::Instant::now();
     let mut client = upstream.client;
-    let answer = match client.ready().await {
-        Ok(ready) => ready.call(outgoing).await,
-        Err(err) => Err(err),
-    };
+    let answer = async {
+        match client.ready().await {
+            Ok(ready) => ready.call(outgoing).await,
+            Err(err) => Err(err),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    stanna_telemetry::metrics::metrics()
+        .upstream_duration
+        .observe(started.elapsed().as_secs_f64());
+    if let Ok(response) = &answer {
+        span.record("http.response.status_code", response.status().as_u16());
+    }
     match answer {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();

@@ -19,6 +19,7 @@ use stanna_quota::{
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// Settings of the quota service.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,11 +87,37 @@ impl QuotaService {
         mode: Mode,
     ) -> Result<pb::ConsumeResponse, Status> {
         let windows = windows_from_proto(limits)?;
+        let span = tracing::info_span!(
+            target: stanna_telemetry::SPAN_TARGET,
+            "quota.decide",
+            allowed = tracing::field::Empty,
+            binding = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
         let decision = self
             .backend
             .decide(subject, cost.max(1), &windows, mode, None)
+            .instrument(span.clone())
             .await
-            .map_err(status_from_error)?;
+            .map_err(|e| {
+                span.record("otel.status_code", "ERROR");
+                status_from_error(e)
+            })?;
+        span.record("allowed", decision.allowed);
+        if let Some(binding) = decision.windows.iter().min_by_key(|w| w.remaining) {
+            span.record("binding", binding.name.as_str());
+        }
+        if mode == Mode::Consume {
+            let outcome = if decision.allowed {
+                "allowed"
+            } else {
+                "refused"
+            };
+            stanna_telemetry::metrics::metrics()
+                .quota_decisions
+                .get_or_create(&stanna_telemetry::metrics::OutcomeLabel { outcome })
+                .inc();
+        }
         Ok(decision_to_proto(decision))
     }
 }

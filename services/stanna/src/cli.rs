@@ -44,6 +44,12 @@ pub struct ServeArgs {
     /// Run only this service (split mode); omit to run everything in one process.
     pub service: Option<ServiceName>,
 
+    /// Prometheus `/metrics` listener of this process (port 0: any free port, logged). Default:
+    /// 127.0.0.1:9464 for the all-in-one process; alone: gateway 9464, registry 9465,
+    /// auth-check 9466, quota 9467.
+    #[arg(long, env = "STANNA_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Settings shared by the services (store, default limits, argon2).
     #[command(flatten)]
     pub shared: stanna_config::SharedConfig,
@@ -63,6 +69,31 @@ pub struct ServeArgs {
     /// Settings of the gateway.
     #[command(flatten)]
     pub gateway: stanna_gateway::Config,
+}
+
+impl ServeArgs {
+    /// The name this process reports in traces (unless `OTEL_SERVICE_NAME` says otherwise).
+    pub fn service_name(&self) -> &'static str {
+        match self.service {
+            None => "stanna",
+            Some(ServiceName::Registry) => "stanna-key-registry",
+            Some(ServiceName::AuthCheck) => "stanna-auth-check",
+            Some(ServiceName::Quota) => "stanna-quota",
+            Some(ServiceName::Gateway) => "stanna-gateway",
+        }
+    }
+
+    /// Where this process serves `/metrics`.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let port = match self.service {
+            None | Some(ServiceName::Gateway) => 9464,
+            Some(ServiceName::Registry) => 9465,
+            Some(ServiceName::AuthCheck) => 9466,
+            Some(ServiceName::Quota) => 9467,
+        };
+        self.metrics_addr
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 
 mod cli;
 mod healthcheck;
-mod logging;
 mod serve;
 
 use clap::Parser;
@@ -20,8 +19,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         cli::Command::Serve(args) => {
-            logging::init()?;
-            runtime.block_on(serve::serve(*args))
+            // Inside the runtime: the OTLP exporter's channel lives on it.
+            let telemetry =
+                runtime.block_on(async { stanna_telemetry::init(args.service_name()) })?;
+            let served = runtime.block_on(serve::serve(*args));
+            telemetry.shutdown();
+            served
         }
         cli::Command::Healthcheck { addr } => runtime.block_on(healthcheck::check(&addr)),
     }

@@ -18,6 +18,12 @@ use crate::cli::{ServeArgs, ServiceName};
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let shutdown = shutdown_signal()?;
+    let metrics = bind("metrics", args.metrics_addr()).await?;
+    tokio::spawn(async move {
+        if let Err(err) = stanna_telemetry::metrics::serve(metrics, std::future::pending()).await {
+            tracing::error!(error = %err, "the metrics listener failed");
+        }
+    });
     match args.service {
         Some(ServiceName::Registry) => serve_registry_alone(args, shutdown).await,
         Some(ServiceName::AuthCheck) => {

@@ -1,0 +1,150 @@
+//! Telemetry for every Stanna process, set up once: logs, traces, metrics.
+//!
+//! - [`init`]: tracing-subscriber (text by default, JSON with `STANNA_LOG_FORMAT=json`, level from
+//!   `RUST_LOG`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set, a
+//!   tracing-opentelemetry layer exporting OTLP over gRPC. Service name from `OTEL_SERVICE_NAME`
+//!   or the process's own; sampler from `OTEL_TRACES_SAMPLER[_ARG]`; batch delay from
+//!   `OTEL_BSP_SCHEDULE_DELAY`. [`Telemetry::shutdown`] flushes what is buffered.
+//! - [`propagation`]: W3C `traceparent`/`tracestate` in and out of HTTP headers and gRPC
+//!   metadata, and the tower layers that do it for every gRPC server and client.
+//! - [`metrics`]: the Prometheus metrics and their `/metrics` listener.
+//!
+//! Cost when tracing is off: the request-path spans use the target [`SPAN_TARGET`], which the log
+//! filter turns off, so with no exporter no subscriber is interested in them and `tracing`'s
+//! callsite cache skips them without building anything.
+
+pub mod metrics;
+pub mod propagation;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The target of the spans on the request path (gateway request, Verify, argon2, store queries,
+/// quota decisions, Redis calls): exported as traces, never printed as logs.
+pub const SPAN_TARGET: &str = "stanna_span";
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `STANNA_LOG_FORMAT` is neither `text` nor `json`.
+    #[error("STANNA_LOG_FORMAT must be \"text\" or \"json\", not {0:?}")]
+    LogFormat(String),
+    /// The OTLP exporter could not be built (a bad endpoint URL).
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber was already installed.
+    #[error("a tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installed telemetry; call [`Telemetry::shutdown`] before exiting to flush buffered spans.
+#[must_use = "call shutdown() before exiting, or buffered spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is buffered and stops the exporter (waits at most the exporter's timeout).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {err}");
+        }
+    }
+}
+
+/// Whether the environment asks for OTLP export.
+fn otlp_requested() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// Installs the global subscriber for the process named `service` (e.g. `stanna-gateway`).
+/// Must run inside a Tokio runtime (the OTLP exporter's gRPC channel lives on it).
+///
+/// # Errors
+/// [`TelemetryError`] for a bad `STANNA_LOG_FORMAT`, an unusable OTLP endpoint, or a second call.
+pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
+    let json = match std::env::var("STANNA_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") | Err(_) => false,
+        Ok(other) => return Err(TelemetryError::LogFormat(other.to_owned())),
+    };
+    // Logs: RUST_LOG (default info), never the request-path spans.
+    let log_filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .add_directive(
+                format!("{SPAN_TARGET}=off")
+                    .parse()
+                    .expect("static directive"),
+            )
+    };
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .with_filter(log_filter())
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_filter(log_filter())
+            .boxed()
+    };
+    propagation::install_propagator();
+    let (traces, provider) = if otlp_requested() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        // The detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; without a name
+        // there, the process's own.
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(service);
+        }
+        let resource = resource.build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("stanna");
+        // Spans: ours at info, plus whatever RUST_LOG enables elsewhere.
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .add_directive(
+                format!("{SPAN_TARGET}=info")
+                    .parse()
+                    .expect("static directive"),
+            );
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_error_records_to_exceptions(true)
+            .with_filter(filter)
+            .boxed();
+        (Some(layer), Some(provider))
+    } else {
+        (None, None)
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    Ok(Telemetry { provider })
+}
