@@ -53,6 +53,7 @@ fn docker_compose_config_accepts_the_file() {
         [
             "auth-check",
             "gateway",
+            "jaeger",
             "key-registry",
             "postgres",
             "quota",

@@ -11,13 +11,17 @@
 //!
 //! Cost when tracing is off: the request-path spans use the target [`SPAN_TARGET`], which the log
 //! filter turns off, so with no exporter no subscriber is interested in them and `tracing`'s
-//! callsite cache skips them without building anything.
+//! callsite cache skips them without building anything. When tracing is on, the sampling decision
+//! is made before the first span of a request exists ([`sampling`]): an unsampled request builds
+//! no span at all.
 
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -119,9 +123,15 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
             resource = resource.with_service_name(service);
         }
         let resource = resource.build();
+        // The ratio is applied by `sampling` before any span exists; whatever reaches the SDK is
+        // meant to be exported.
+        sampling::configure_from_env();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
+            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::AlwaysOn,
+            )))
             .build();
         let tracer = provider.tracer("stanna");
         // Spans: ours at info, plus whatever RUST_LOG enables elsewhere.
@@ -135,7 +145,11 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_error_records_to_exceptions(true)
-            .with_filter(filter)
+            // Each of these allocates per span; the span names and attributes say enough.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter.and(sampling::only_inside_sampled_requests()))
             .boxed();
         (Some(layer), Some(provider))
     } else {

@@ -101,6 +101,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if !crate::sampling::sampled(request.headers()) {
+            return self.inner.call(request).instrument(tracing::Span::none());
+        }
         let path = request.uri().path();
         let span = tracing::info_span!(
             target: SPAN_TARGET,

@@ -533,15 +533,16 @@ impl Verifier {
             limits: state.limits.clone(),
         };
         let timeout = self.inner.settings.quota_timeout;
-        let span = tracing::info_span!(target: SPAN_TARGET, "Quota/Consume", otel.kind = "client");
         let answer = match &self.inner.quota {
             Connection::Remote(transport) => {
+                let span =
+                    tracing::info_span!(target: SPAN_TARGET, "Quota/Consume", otel.kind = "client");
                 let mut client = QuotaClient::new(transport.clone());
                 tokio::time::timeout(timeout, client.consume(request).instrument(span)).await
             }
             Connection::InProcess(service) => {
                 let call = service.consume(tonic::Request::new(request));
-                tokio::time::timeout(timeout, call.instrument(span)).await
+                tokio::time::timeout(timeout, call).await
             }
         };
         let failure = match answer {

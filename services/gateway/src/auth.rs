@@ -129,14 +129,14 @@ async fn verify(
         workspace_id,
         cost: 1,
     };
-    let span = tracing::info_span!(
-        target: stanna_telemetry::SPAN_TARGET,
-        "AuthCheck/Verify",
-        otel.kind = "client",
-    );
     let answer = match &gateway.inner.auth_check {
         // The transport carries its own deadline (`stanna_grpc::with_timeout`).
         Connection::Remote(transport) => {
+            let span = tracing::info_span!(
+                target: stanna_telemetry::SPAN_TARGET,
+                "AuthCheck/Verify",
+                otel.kind = "client",
+            );
             AuthCheckClient::new(transport.clone())
                 .verify(request)
                 .instrument(span)
@@ -144,7 +144,7 @@ async fn verify(
         }
         Connection::InProcess(service) => {
             let call = service.verify(tonic::Request::new(request));
-            tokio::time::timeout(gateway.inner.verify_timeout, call.instrument(span))
+            tokio::time::timeout(gateway.inner.verify_timeout, call)
                 .await
                 .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Verify timed out")))
         }

@@ -196,6 +196,9 @@ impl Gateway {
 
 /// The span of one public request (exported only when tracing is on; see `stanna_telemetry`).
 fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
+    if !stanna_telemetry::sampling::sampled(request.headers()) {
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         target: stanna_telemetry::SPAN_TARGET,
         "HTTP request",

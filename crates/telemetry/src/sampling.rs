@@ -1,0 +1,187 @@
+//! Head sampling, decided before a request's first span exists, so an unsampled request costs a
+//! random number and no span.
+//!
+//! The standard variables choose the rule: `OTEL_TRACES_SAMPLER` = `always_on`, `always_off`,
+//! `traceidratio`, `parentbased_always_on` (the default), `parentbased_always_off` or
+//! `parentbased_traceidratio`, with `OTEL_TRACES_SAMPLER_ARG` the ratio. A request's root span
+//! (the gateway's request span, a gRPC server span) is created only when [`sampled`] says so —
+//! following the caller's `traceparent` flag under a `parentbased_*` rule, so one trace is sampled
+//! or not in every process. Spans below a root exist only inside a sampled root
+//! ([`only_inside_sampled_requests`]); work outside any request (background loops) is not traced.
+
+use std::sync::OnceLock;
+
+use http::HeaderMap;
+use rand::RngExt as _;
+use tracing_subscriber::filter::DynFilterFn;
+
+use crate::SPAN_TARGET;
+
+/// The names of the spans that start a request in a process.
+pub const ROOT_SPANS: [&str; 2] = ["HTTP request", "grpc.server"];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sampling {
+    rule: Rule,
+    parent_based: bool,
+}
+
+static SAMPLING: OnceLock<Sampling> = OnceLock::new();
+
+/// Reads `OTEL_TRACES_SAMPLER[_ARG]`; from now on [`sampled`] decides. Called by `init` only when
+/// traces are exported.
+pub(crate) fn configure_from_env() {
+    let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+    let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+    let _ = SAMPLING.set(parse(&name, arg.as_deref()));
+}
+
+fn parse(name: &str, arg: Option<&str>) -> Sampling {
+    let ratio = || {
+        let r = arg
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0);
+        Rule::Ratio(r)
+    };
+    let (rule, parent_based) = match name.trim() {
+        "always_on" => (Rule::AlwaysOn, false),
+        "always_off" => (Rule::AlwaysOff, false),
+        "traceidratio" => (ratio(), false),
+        "parentbased_always_off" => (Rule::AlwaysOff, true),
+        "parentbased_traceidratio" => (ratio(), true),
+        // "parentbased_always_on", unset, or unknown: the specification's default.
+        _ => (Rule::AlwaysOn, true),
+    };
+    Sampling { rule, parent_based }
+}
+
+/// Whether a request carrying `headers` is traced here. Always false when traces are not
+/// exported.
+pub fn sampled(headers: &HeaderMap) -> bool {
+    SAMPLING.get().is_some_and(|s| decide(*s, headers))
+}
+
+fn decide(sampling: Sampling, headers: &HeaderMap) -> bool {
+    if sampling.parent_based
+        && let Some(flag) = traceparent_sampled(headers)
+    {
+        return flag;
+    }
+    match sampling.rule {
+        Rule::AlwaysOn => true,
+        Rule::AlwaysOff => false,
+        Rule::Ratio(ratio) => rand::rng().random::<f64>() < ratio,
+    }
+}
+
+/// The sampled flag of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn traceparent_sampled(headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) || version == "ff" {
+        return None;
+    }
+    u8::from_str_radix(flags, 16).ok().map(|f| f & 1 == 1)
+}
+
+/// The exporting layer's filter: a request-path span is recorded only when it is a request's
+/// root or sits inside one (the root exists only when the request is sampled).
+pub fn only_inside_sampled_requests<S>() -> DynFilterFn<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    DynFilterFn::new(|metadata, cx| {
+        if !metadata.is_span() || metadata.target() != SPAN_TARGET {
+            return true;
+        }
+        ROOT_SPANS.contains(&metadata.name()) || cx.lookup_current().is_some()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_traceparent(flags: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "traceparent",
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flags}")
+                .parse()
+                .unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn the_standard_sampler_names_parse() {
+        assert_eq!(
+            parse("", None),
+            Sampling {
+                rule: Rule::AlwaysOn,
+                parent_based: true
+            }
+        );
+        assert_eq!(parse("always_off", None).rule, Rule::AlwaysOff);
+        assert_eq!(parse("traceidratio", Some("0.01")).rule, Rule::Ratio(0.01));
+        assert!(parse("parentbased_traceidratio", Some("0.5")).parent_based);
+        assert_eq!(
+            parse("traceidratio", Some("2")).rule,
+            Rule::Ratio(1.0),
+            "out of range: 1"
+        );
+    }
+
+    #[test]
+    fn parent_based_rules_follow_the_callers_flag() {
+        let never = Sampling {
+            rule: Rule::AlwaysOff,
+            parent_based: true,
+        };
+        assert!(decide(never, &with_traceparent("01")));
+        let always = Sampling {
+            rule: Rule::AlwaysOn,
+            parent_based: true,
+        };
+        assert!(!decide(always, &with_traceparent("00")));
+        assert!(
+            decide(always, &HeaderMap::new()),
+            "no parent: the rule decides"
+        );
+        let not_parent_based = Sampling {
+            rule: Rule::AlwaysOff,
+            parent_based: false,
+        };
+        assert!(!decide(not_parent_based, &with_traceparent("01")));
+    }
+
+    #[test]
+    fn a_ratio_samples_about_that_share() {
+        let tenth = Sampling {
+            rule: Rule::Ratio(0.1),
+            parent_based: false,
+        };
+        let n = (0..20_000)
+            .filter(|_| decide(tenth, &HeaderMap::new()))
+            .count();
+        assert!((1_500..2_500).contains(&n), "{n} of 20000 at 10 %");
+    }
+
+    #[test]
+    fn malformed_traceparents_are_ignored() {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", "00-xyz-01".parse().unwrap());
+        assert_eq!(traceparent_sampled(&h), None);
+    }
+}
