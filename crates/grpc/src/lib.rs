@@ -108,7 +108,9 @@ impl std::fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
+        // The wrapped error itself: tonic looks for a `Status` along this chain (see
+        // `with_timeout`), and callers log the real cause.
+        Some(self.0.as_ref())
     }
 }
 
@@ -163,12 +165,21 @@ pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
     ))
 }
 
-/// `transport` with a deadline on every call: a call not answered within `timeout` fails (as a
-/// transport error, which generated clients report as `UNAVAILABLE`/`UNKNOWN`) instead of hanging.
+/// `transport` with a deadline on every call: a call not answered within `timeout` fails with
+/// `DEADLINE_EXCEEDED` instead of hanging.
 pub fn with_timeout(transport: Transport, timeout: std::time::Duration) -> Transport {
     tower::util::BoxCloneSyncService::new(
         tower::ServiceBuilder::new()
-            .map_err(TransportError)
+            .map_err(move |e: tower::BoxError| {
+                if e.is::<tower::timeout::error::Elapsed>() {
+                    // A Status in the error chain is what generated clients report.
+                    TransportError(Box::new(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {timeout:?}"
+                    ))))
+                } else {
+                    TransportError(e)
+                }
+            })
             .timeout(timeout)
             .service(transport),
     )

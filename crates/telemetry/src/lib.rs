@@ -129,9 +129,7 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)
-            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-                opentelemetry_sdk::trace::Sampler::AlwaysOn,
-            )))
+            .with_sampler(sampling::sdk_sampler())
             .build();
         let tracer = provider.tracer("stanna");
         // Spans: ours at info, plus whatever RUST_LOG enables elsewhere.

@@ -55,18 +55,27 @@ pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
-/// Writes the current span's trace context into `headers` (no-op when nothing is traced, so a
-/// client's own `traceparent` passes through a proxy untouched).
+/// Writes the current span's trace context into `headers`. Outside a traced request: nothing when
+/// tracing is off, or when `headers` already carry a `traceparent` (a client's own passes through
+/// the proxy untouched); otherwise a not-sampled `traceparent`, so the next process does not start
+/// a trace of its own for a request this one chose not to trace.
 pub fn inject_current(headers: &mut HeaderMap) {
     let span = tracing::Span::current();
-    if span.is_disabled() {
-        return;
+    if !span.is_disabled() {
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            global::get_text_map_propagator(|p| {
+                p.inject_context(&context, &mut HeaderInjector(headers))
+            });
+            return;
+        }
     }
-    let context = span.context();
-    if !context.span().span_context().is_valid() {
-        return;
+    if crate::sampling::tracing_on()
+        && !headers.contains_key("traceparent")
+        && let Ok(value) = HeaderValue::try_from(crate::sampling::unsampled_traceparent())
+    {
+        headers.insert("traceparent", value);
     }
-    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
 }
 
 /// Tower layer for gRPC servers: one `server` span per call, named after the method, child of

@@ -3,11 +3,16 @@
 //!
 //! The standard variables choose the rule: `OTEL_TRACES_SAMPLER` = `always_on`, `always_off`,
 //! `traceidratio`, `parentbased_always_on` (the default), `parentbased_always_off` or
-//! `parentbased_traceidratio`, with `OTEL_TRACES_SAMPLER_ARG` the ratio. A request's root span
-//! (the gateway's request span, a gRPC server span) is created only when [`sampled`] says so —
-//! following the caller's `traceparent` flag under a `parentbased_*` rule, so one trace is sampled
-//! or not in every process. Spans below a root exist only inside a sampled root
-//! ([`only_inside_sampled_requests`]); work outside any request (background loops) is not traced.
+//! `parentbased_traceidratio`, with `OTEL_TRACES_SAMPLER_ARG` the ratio.
+//!
+//! - The gateway is the public edge: [`sampled_at_edge`] applies the rule's own decision to every
+//!   request and ignores the sampled flag a client sends, so nobody on the internet can make us
+//!   trace (and export) their requests. A sampled request still continues the caller's trace id.
+//! - Internal gRPC servers use [`sampled`]: under a `parentbased_*` rule they follow the caller's
+//!   flag. Every remote call carries a `traceparent` — an unsampled request gets one with the flag
+//!   off ([`unsampled_traceparent`]) — so one request is traced in every process or in none.
+//! - Spans below a root exist only inside a sampled root ([`only_inside_sampled_requests`]); work
+//!   outside any request (background loops) is not traced.
 
 use std::sync::OnceLock;
 
@@ -63,10 +68,40 @@ fn parse(name: &str, arg: Option<&str>) -> Sampling {
     Sampling { rule, parent_based }
 }
 
-/// Whether a request carrying `headers` is traced here. Always false when traces are not
-/// exported.
+/// Whether a request carrying `headers` is traced by an internal server (parent-based rules follow
+/// the caller). Always false when traces are not exported.
 pub fn sampled(headers: &HeaderMap) -> bool {
     SAMPLING.get().is_some_and(|s| decide(*s, headers))
+}
+
+/// Whether a public request is traced: the rule's own decision, whatever the client's flag says.
+/// Always false when traces are not exported.
+pub fn sampled_at_edge() -> bool {
+    SAMPLING.get().is_some_and(|s| decide_root(s.rule))
+}
+
+/// Whether traces are exported at all.
+pub fn tracing_on() -> bool {
+    SAMPLING.get().is_some()
+}
+
+/// The SDK's sampler: what reaches it was chosen here, so it samples everything — following the
+/// parent's flag under a `parentbased_*` rule, as [`sampled`] did.
+pub(crate) fn sdk_sampler() -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler;
+    match SAMPLING.get() {
+        Some(s) if !s.parent_based => Sampler::AlwaysOn,
+        _ => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+    }
+}
+
+/// A `traceparent` for a request that is not traced: fresh ids, sampled flag off, so the next
+/// process's parent-based rule does not start a trace of its own.
+pub fn unsampled_traceparent() -> String {
+    let mut rng = rand::rng();
+    let trace: u128 = rng.random::<u128>().max(1);
+    let span: u64 = rng.random::<u64>().max(1);
+    format!("00-{trace:032x}-{span:016x}-00")
 }
 
 fn decide(sampling: Sampling, headers: &HeaderMap) -> bool {
@@ -75,21 +110,39 @@ fn decide(sampling: Sampling, headers: &HeaderMap) -> bool {
     {
         return flag;
     }
-    match sampling.rule {
+    decide_root(sampling.rule)
+}
+
+fn decide_root(rule: Rule) -> bool {
+    match rule {
         Rule::AlwaysOn => true,
         Rule::AlwaysOff => false,
         Rule::Ratio(ratio) => rand::rng().random::<f64>() < ratio,
     }
 }
 
-/// The sampled flag of a well-formed `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+/// The sampled flag of a `traceparent` valid by the W3C rules the propagator applies: lowercase
+/// hex, non-zero ids, version `00` with exactly four fields (a later version may add fields).
 fn traceparent_sampled(headers: &HeaderMap) -> Option<bool> {
     let value = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !(hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) || version == "ff" {
+    let parts: Vec<&str> = value.trim().split('-').collect();
+    let [version, trace, span, flags] =
+        [parts.first()?, parts.get(1)?, parts.get(2)?, parts.get(3)?];
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zero = |s: &str| s.bytes().all(|b| b == b'0');
+    let valid = hex(version, 2)
+        && *version != "ff"
+        && (*version != "00" || parts.len() == 4)
+        && hex(trace, 32)
+        && !zero(trace)
+        && hex(span, 16)
+        && !zero(span)
+        && hex(flags, 2);
+    if !valid {
         return None;
     }
     u8::from_str_radix(flags, 16).ok().map(|f| f & 1 == 1)
@@ -180,8 +233,24 @@ mod tests {
 
     #[test]
     fn malformed_traceparents_are_ignored() {
+        for bad in [
+            "00-xyz-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", bad.parse().unwrap());
+            assert_eq!(traceparent_sampled(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unsampled_traceparent_is_valid_and_says_not_sampled() {
         let mut h = HeaderMap::new();
-        h.insert("traceparent", "00-xyz-01".parse().unwrap());
-        assert_eq!(traceparent_sampled(&h), None);
+        h.insert("traceparent", unsampled_traceparent().parse().unwrap());
+        assert_eq!(traceparent_sampled(&h), Some(false));
     }
 }

@@ -566,7 +566,12 @@ impl Verifier {
                 return Ok(verdict);
             }
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
-                return Err(VerifyError::InvalidArgument(status.message().to_owned()));
+                // The key's stored limits were refused: a bug or a corrupt row, not the caller's
+                // input. Logged here; the caller gets UNAVAILABLE without the internal text.
+                tracing::error!(message = status.message(), key_id = %state.key_id, "quota refused the key's limits");
+                return Err(VerifyError::Unavailable(
+                    "the key's rate limits could not be checked".to_owned(),
+                ));
             }
             Ok(Err(status)) => format!("quota answered {:?}: {}", status.code(), status.message()),
             Err(_) => format!(

@@ -114,7 +114,10 @@ pub async fn authenticate(
             ApiError::Internal.into_response()
         }
     };
-    rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());
+    // DESIGN §5: never on a 503 (here: the registry unreachable behind the REST layer).
+    if response.status() != http::StatusCode::SERVICE_UNAVAILABLE {
+        rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());
+    }
     response
 }
 
@@ -188,20 +191,39 @@ fn remove_stanna_headers(headers: &mut HeaderMap) {
 /// [`ApiError::MissingApiKey`], [`ApiError::AmbiguousApiKey`], or [`ApiError::MalformedApiKey`]
 /// for a value that is not even text.
 pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| bearer_token(value.as_bytes()))
-        .map(<[u8]>::to_vec);
-    if bearer.is_some() {
-        headers.remove(header::AUTHORIZATION);
+    // Every line of both headers counts: a second `Authorization: Bearer` line must neither slip
+    // through to the upstream nor go unnoticed.
+    let mut found: Option<Vec<u8>> = None;
+    let mut ambiguous = false;
+    let mut note = |key: &[u8]| match &found {
+        Some(seen) if seen.as_slice() != key => ambiguous = true,
+        Some(_) => {}
+        None => found = Some(key.to_vec()),
+    };
+    let mut other_schemes = Vec::new();
+    let had_authorization = headers.contains_key(header::AUTHORIZATION);
+    for value in headers.get_all(header::AUTHORIZATION) {
+        match bearer_token(value.as_bytes()) {
+            Some(token) => note(token),
+            None => other_schemes.push(value.clone()),
+        }
     }
-    let api_key = headers
-        .remove(API_KEY_HEADER)
-        .map(|value| trim(value.as_bytes()).to_vec());
-    let key = match (bearer, api_key) {
-        (Some(a), Some(b)) if a != b => return Err(ApiError::AmbiguousApiKey),
-        (Some(key), _) | (None, Some(key)) => key,
-        (None, None) => return Err(ApiError::MissingApiKey),
+    for value in headers.get_all(API_KEY_HEADER) {
+        note(trim(value.as_bytes()));
+    }
+    if had_authorization {
+        // Only the Bearer lines are ours; other schemes stay for the upstream.
+        headers.remove(header::AUTHORIZATION);
+        for value in other_schemes {
+            headers.append(header::AUTHORIZATION, value);
+        }
+    }
+    headers.remove(API_KEY_HEADER);
+    if ambiguous {
+        return Err(ApiError::AmbiguousApiKey);
+    }
+    let Some(key) = found else {
+        return Err(ApiError::MissingApiKey);
     };
     if key.is_empty() {
         return Err(ApiError::MissingApiKey);
@@ -274,6 +296,30 @@ mod tests {
         assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
         let mut h = headers(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-a")]);
         assert_eq!(take_credential(&mut h).unwrap(), "sk-a");
+    }
+
+    #[test]
+    fn every_header_line_is_read_and_removed() {
+        let mut h = headers(&[
+            ("authorization", "Basic dTpw"),
+            ("authorization", "Bearer sk-a"),
+            ("x-api-key", "sk-a"),
+        ]);
+        assert_eq!(take_credential(&mut h).unwrap(), "sk-a");
+        let left: Vec<_> = h.get_all("authorization").iter().collect();
+        assert_eq!(left, ["Basic dTpw"], "only the other scheme stays");
+        assert!(h.get("x-api-key").is_none());
+        let mut h = headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        let mut h = headers(&[
+            ("authorization", "Bearer sk-a"),
+            ("authorization", "Bearer sk-b"),
+        ]);
+        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        assert!(
+            h.get("authorization").is_none(),
+            "no key travels on after a refusal"
+        );
     }
 
     #[test]

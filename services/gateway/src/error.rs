@@ -225,8 +225,8 @@ pub fn whole_seconds_at_least_one(duration: Duration) -> u64 {
 }
 
 /// Middleware: turns a response carrying an [`ApiError`] into the full JSON error, with the
-/// request id the request-id layer set. Other responses pass untouched, except a bare 413 from the
-/// body-limit layer, which gets the same JSON shape as every other error.
+/// request id the request-id layer set. Every other response (the upstream's included, whatever
+/// its status) passes untouched.
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
@@ -234,19 +234,19 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("-"));
     let mut response = next.run(request).await;
-    let error = match response.extensions_mut().remove::<ApiError>() {
-        Some(error) => error,
-        None if response.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        None => return response,
+    let Some(error) = response.extensions_mut().remove::<ApiError>() else {
+        return response;
     };
     let request_id = request_id.to_str().unwrap_or("-");
     if matches!(error, ApiError::Internal) {
         tracing::error!(request_id, "request failed with an internal error");
     }
     let mut rendered = error.to_response(request_id);
-    // Keep what inner layers added (rate-limit headers on a 429 or a REST 4xx).
+    // Keep what inner layers added (rate-limit headers on a 429 or a REST 4xx), never a framing
+    // header that described another body.
     for (name, value) in response.headers() {
-        if !rendered.headers().contains_key(name) {
+        let framing = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        if !framing && !rendered.headers().contains_key(name) {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }
@@ -266,11 +266,23 @@ mod tests {
         assert_eq!(whole_seconds_at_least_one(Duration::from_secs(59)), 59);
     }
 
-    #[test]
-    fn the_body_names_code_message_field_and_request_id() {
+    #[tokio::test]
+    async fn the_body_names_code_message_field_and_request_id() {
+        use http_body_util::BodyExt as _;
         let response = ApiError::invalid("name", "name: must not be empty").to_response("req-1");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"error": {
+                "code": "invalid_request",
+                "message": "name: must not be empty",
+                "field": "name",
+                "request_id": "req-1",
+            }})
+        );
     }
 
     #[test]

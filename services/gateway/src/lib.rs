@@ -196,7 +196,8 @@ impl Gateway {
 
 /// The span of one public request (exported only when tracing is on; see `stanna_telemetry`).
 fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
-    if !stanna_telemetry::sampling::sampled(request.headers()) {
+    // The public edge: the sampling rule decides, not the client's flag.
+    if !stanna_telemetry::sampling::sampled_at_edge() {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(

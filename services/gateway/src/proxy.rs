@@ -30,6 +30,7 @@ const KEY_ID: HeaderName = HeaderName::from_static("x-stanna-key-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The pooled upstream client with its deadline.
 type UpstreamClient = tower::timeout::Timeout<Client<HttpConnector, Body>>;
@@ -167,14 +168,24 @@ fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` (the client's own entries are kept, never trusted).
+/// Appends the peer to `X-Forwarded-For` (the client's own entries, from every line, are kept,
+/// never trusted) and sets `X-Real-IP` to the peer (a client-sent one is replaced).
 fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let value = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-        _ => ip.to_string(),
-    };
+    let mut value = String::new();
+    for line in headers.get_all(&FORWARDED_FOR) {
+        if let Ok(text) = line.to_str()
+            && !text.trim().is_empty()
+        {
+            value.push_str(text.trim());
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&ip.to_string());
     if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(FORWARDED_FOR, value);
+    }
+    if let Ok(real) = HeaderValue::try_from(ip.to_string()) {
+        headers.insert(REAL_IP, real);
     }
 }
 
@@ -235,7 +246,11 @@ mod tests {
         append_forwarded_for(&mut h, [10, 0, 0, 1].into());
         assert_eq!(h[&FORWARDED_FOR], "10.0.0.1");
         h.insert(&FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.append(&FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        h.insert(&REAL_IP, HeaderValue::from_static("6.6.6.6"));
         append_forwarded_for(&mut h, [10, 0, 0, 1].into());
-        assert_eq!(h[&FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
+        assert_eq!(h[&FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.1");
+        assert_eq!(h.get_all(&FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&REAL_IP], "10.0.0.1");
     }
 }

@@ -10,6 +10,7 @@
 use axum::Extension;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,9 +40,32 @@ pub fn routes() -> Router<Gateway> {
         )
         .route("/v1/keys/{id}/rotate", post(rotate_key))
         .route("/v1/me", get(me))
-        // Bodies over the limit are refused before they are read (Content-Length) or while
-        // being read; the error layer turns either into the JSON 413.
+        // Bodies over the limit are refused before they are read (Content-Length: tower-http's
+        // bare 413, tagged here so the error layer writes our JSON) or while being read
+        // (`read_object`). Only the REST routes: the upstream's own 413s pass through untouched.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Outside the limit (axum's last `.layer` is the outermost), so it sees the limit's 413.
+        .layer(axum::middleware::map_response(tag_body_limit))
+}
+
+/// Marks tower-http's bare 413 as [`ApiError::PayloadTooLarge`].
+async fn tag_body_limit(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ApiError>().is_none()
+    {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    response
+}
+
+/// The key id of a REST path; a path that does not even decode is a 400 naming `id`.
+fn key_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|_| {
+        ApiError::invalid(
+            "id",
+            "id: must be a key id (12 characters of 0-9, A-Z, a-z)",
+        )
+    })
 }
 
 /// `POST /v1/keys`: 201 with `{key, secret}`; the only time the secret is shown.
@@ -146,8 +170,9 @@ async fn list_keys(
 async fn get_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = key_id(id)?;
     let key = registry(&gateway)
         .get_key(pb::GetKeyRequest {
             workspace_id: caller.workspace_id,
@@ -164,9 +189,10 @@ async fn get_key(
 async fn update_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let id = key_id(id)?;
     let body = read_object(request, true).await?;
     let mut name = None;
     let mut status = pb::KeyStatus::Unspecified;
@@ -195,8 +221,9 @@ async fn update_key(
 async fn delete_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = key_id(id)?;
     registry(&gateway)
         .delete_key(pb::DeleteKeyRequest {
             workspace_id: caller.workspace_id,
@@ -212,9 +239,10 @@ async fn delete_key(
 async fn rotate_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let id = key_id(id)?;
     let body = read_object(request, false).await?;
     let mut grace_period = None;
     for (field, value) in body {

@@ -263,6 +263,8 @@ async fn every_bad_body_or_parameter_is_400_naming_the_field() {
         (Method::GET, "/v1/keys?pageToken=zzz", "", "pageToken"),
         (Method::GET, "/v1/keys?colour=red", "", "colour"),
         (Method::GET, "/v1/keys/not*an*id", "", "id"),
+        (Method::GET, "/v1/keys/%FF%FE", "", "id"),
+        (Method::DELETE, "/v1/keys/%FF", "", "id"),
     ];
     for (method, path, body, field) in cases {
         let reply = stack

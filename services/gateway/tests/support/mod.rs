@@ -321,6 +321,18 @@ impl Reply {
         );
     }
 
+    /// Asserts that not one rate-limit header is present.
+    pub fn assert_no_rate_limit_headers(&self) {
+        for name in self.headers.keys() {
+            let name = name.as_str();
+            assert!(
+                !(name.starts_with("x-ratelimit") || name.starts_with("ratelimit")),
+                "{name} present on a {} answer",
+                self.status
+            );
+        }
+    }
+
     pub fn has_rate_limit_headers(&self) -> bool {
         self.headers.contains_key("x-ratelimit-limit")
             && self.headers.contains_key("ratelimit-policy")
@@ -492,6 +504,11 @@ async fn upstream_answer(
                 ))
                 .unwrap()
         }
+        "/status/413" | "/status/500" => http::Response::builder()
+            .status(if path.ends_with("413") { 413 } else { 500 })
+            .header("content-type", "text/plain")
+            .body(Body::from("the upstream's own answer"))
+            .unwrap(),
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             http::Response::new(Body::from("too late"))
