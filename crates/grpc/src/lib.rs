@@ -157,7 +157,7 @@ pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
             // Every remote call carries the caller's trace context.
             .map_request(
                 |mut request: tonic::codegen::http::Request<tonic::body::Body>| {
-                    stanna_telemetry::propagation::inject_current(request.headers_mut());
+                    stanna_telemetry::propagation::inject_for_internal_call(request.headers_mut());
                     request
                 },
             )

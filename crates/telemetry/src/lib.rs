@@ -132,14 +132,11 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
             .with_sampler(sampling::sdk_sampler())
             .build();
         let tracer = provider.tracer("stanna");
-        // Spans: ours at info, plus whatever RUST_LOG enables elsewhere.
-        let filter = EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-            .add_directive(
-                format!("{SPAN_TARGET}=info")
-                    .parse()
-                    .expect("static directive"),
-            );
+        // Exported: the request-path spans, and warnings and errors from anywhere (as events on
+        // the span they happen in). A static target filter: cheap to ask on every span.
+        let filter = tracing_subscriber::filter::Targets::new()
+            .with_target(SPAN_TARGET, tracing::Level::INFO)
+            .with_default(tracing::Level::WARN);
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_error_records_to_exceptions(true)

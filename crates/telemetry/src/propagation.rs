@@ -55,22 +55,28 @@ pub fn set_parent_from(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
-/// Writes the current span's trace context into `headers`. Outside a traced request: nothing when
-/// tracing is off, or when `headers` already carry a `traceparent` (a client's own passes through
-/// the proxy untouched); otherwise a not-sampled `traceparent`, so the next process does not start
-/// a trace of its own for a request this one chose not to trace.
-pub fn inject_current(headers: &mut HeaderMap) {
+/// Writes the current span's trace context into `headers`; returns whether it did. Outside a
+/// traced request it writes nothing, so a client's own `traceparent` passes through the proxy
+/// untouched.
+pub fn inject_current(headers: &mut HeaderMap) -> bool {
     let span = tracing::Span::current();
-    if !span.is_disabled() {
-        let context = span.context();
-        if context.span().span_context().is_valid() {
-            global::get_text_map_propagator(|p| {
-                p.inject_context(&context, &mut HeaderInjector(headers))
-            });
-            return;
-        }
+    if span.is_disabled() {
+        return false;
     }
-    if crate::sampling::tracing_on()
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return false;
+    }
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
+    true
+}
+
+/// For calls between Stanna's own services: [`inject_current`], and outside a traced request
+/// (when tracing is on) a not-sampled `traceparent`, so the next process's parent-based rule does
+/// not start a trace of its own for a request this one chose not to trace.
+pub fn inject_for_internal_call(headers: &mut HeaderMap) {
+    if !inject_current(headers)
+        && crate::sampling::tracing_on()
         && !headers.contains_key("traceparent")
         && let Ok(value) = HeaderValue::try_from(crate::sampling::unsampled_traceparent())
     {
@@ -134,7 +140,7 @@ mod tests {
     fn nothing_is_injected_when_nothing_is_traced() {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
-        inject_current(&mut headers);
+        assert!(!inject_current(&mut headers));
         assert_eq!(
             headers["traceparent"], "00-abc-def-01",
             "passed through untouched"

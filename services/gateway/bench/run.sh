@@ -20,91 +20,28 @@ CONNECTIONS=64
 TOKEN=bench-admin-token-0123456789
 WORK="$(mktemp -d)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-for tool in wrk nginx grpcurl; do
-  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
-done
+. "$(dirname "$0")/lib.sh"
+trap bench_cleanup EXIT
+require_tools wrk nginx grpcurl
+require_free_ports 18051 18061 18081 18082 18090 18091
 # STANNA_BIN runs another build of the binary (e.g. to compare allocators).
 if [ -z "${STANNA_BIN:-}" ]; then cargo build --release --quiet -p stanna --bin stanna; fi
 STANNA="${STANNA_BIN:-$PWD/target/release/stanna}"
 
-for port in 18051 18061 18081 18082 18090 18091; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use (a previous run still going?)" >&2; exit 1
-  fi
-done
-
 # A fast upstream and nginx in front of it.
-mkdir -p "$WORK/nginx/logs"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/nginx/logs/error.log warn;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx;
-  fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:18081; keepalive 128; }
-  server { listen 127.0.0.1:18081; location / { return 200 "ok"; } }
-  server {
-    listen 127.0.0.1:18082;
-    location / {
-      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
-    }
-  }
-}
-CONF
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-
-start_stanna() { # name, gateway port, base port, extra env...
-  local name=$1 port=$2 base=$3; shift 3
-  (cd "$WORK" && exec env -i PATH="$PATH" STANNA_ADMIN_TOKEN=$TOKEN RUST_LOG=warn \
-    STANNA_DATABASE_URL="sqlite://$WORK/$name.db?mode=rwc" \
-    STANNA_GATEWAY_ADDR=127.0.0.1:$port STANNA_REGISTRY_ADDR=127.0.0.1:$base \
-    STANNA_AUTH_CHECK_ADDR=127.0.0.1:$((base+1)) STANNA_QUOTA_ADDR=127.0.0.1:$((base+2)) \
-    STANNA_METRICS_ADDR=127.0.0.1:0 \
-    STANNA_UPSTREAM_URL=http://127.0.0.1:18081 "$@" "$STANNA" serve >"$WORK/$name.log" 2>&1) &
-  PIDS+=($!)
-}
+start_nginx 18082
 # Limits raised to the maximum so the measured path is "allowed", not 429.
 start_stanna full 18090 18051 STANNA_RATE_LIMIT_BURST=10000/60s STANNA_RATE_LIMIT_HOURLY=10000/3600s
 FULL_PID=${PIDS[-1]}
 start_stanna bare 18091 18061 STANNA_BENCH_NO_AUTH=true
-for port in 18081 18082 18090 18091; do
-  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
-done
-
-for pid in "${PIDS[@]}"; do
-  kill -0 "$pid" 2>/dev/null || { echo "a server did not start; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }
-done
-
-# 300 keys at 10 000 per window each: 50 000 req/s for a whole minute, 3 M in the hour.
-KEYS=()
-for i in $(seq 1 300); do
-  KEYS+=("$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
-    -d "{\"workspace_id\":\"bench\",\"user_id\":\"u$i\",\"name\":\"bench $i\"}" \
-    127.0.0.1:18051 stanna.keys.v1.KeyRegistry/CreateKey | sed -n 's/.*"secret": "\(sk-[^"]*\)".*/\1/p')")
-done
-{
-  echo "local keys = {"; for k in "${KEYS[@]}"; do echo "  \"$k\","; done; echo "}"
-  cat <<'LUA'
-local i = 0
-request = function()
-  i = i + 1
-  return wrk.format("GET", "/bench", { ["Authorization"] = "Bearer " .. keys[(i % #keys) + 1] })
-end
-LUA
-} > "$WORK/keys.lua"
+wait_until_up 18081 18082 18090 18091
+write_keys_lua 18051
 # Warm every key (first Verify runs argon2 once per key) and the connection pools.
 wrk -t1 -c16 -d8s -s "$WORK/keys.lua" "http://127.0.0.1:18090/bench" >/dev/null
 for port in 18090 18091 18082; do
   wrk -t1 -c16 -d2s -s "$WORK/keys.lua" "http://127.0.0.1:$port/bench" >/dev/null
 done
-curl -s -i -H "Authorization: Bearer ${KEYS[0]}" http://127.0.0.1:18090/bench | grep -qi '^x-ratelimit-remaining' \
+curl -s -i -H "Authorization: Bearer $FIRST_KEY" http://127.0.0.1:18090/bench | grep -qi '^x-ratelimit-remaining' \
   || { echo "the full gateway did not answer with rate-limit headers" >&2; exit 1; }
 
 declare -A RPS LAT
@@ -126,7 +63,6 @@ for round in $(seq 1 "$ROUNDS"); do
   RATIO_FULL_BARE+="$(awk -v a="$(last full)" -v b="$(last bare)" 'BEGIN {printf "%.3f", a/b}') "
   RATIO_BARE_NGINX+="$(awk -v a="$(last bare)" -v b="$(last nginx)" 'BEGIN {printf "%.3f", a/b}') "
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "median of $ROUNDS rounds, wrk -t$THREADS -c$CONNECTIONS -d${SECONDS_PER_RUN}s, $(nproc) cores shared by everything:"
 for name in upstream nginx bare full; do

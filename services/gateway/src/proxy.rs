@@ -120,7 +120,7 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
         // The upstream continues this trace (a client's own traceparent passes through untouched
         // when nothing is traced).
         let _entered = span.enter();
-        stanna_telemetry::propagation::inject_current(outgoing.headers_mut());
+        let _ = stanna_telemetry::propagation::inject_current(outgoing.headers_mut());
     }
     let started = std::time::Instant::now();
     let mut client = upstream.client;

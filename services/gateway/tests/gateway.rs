@@ -631,43 +631,28 @@ impl pb::auth_check_server::AuthCheck for SlowAuthCheck {
 }
 
 #[tokio::test]
-async fn a_verify_slower_than_the_verify_timeout_is_503() {
-    let stack = Stack::start_with(Options {
-        // Over an in-memory gRPC transport, so the transport's deadline is what cuts it off.
-        auth_check: Some(
-            stanna_grpc::in_memory(pb::auth_check_server::AuthCheckServer::new(SlowAuthCheck))
-                .into(),
-        ),
-        verify_timeout: Duration::from_millis(300),
-        ..Options::default()
-    })
-    .await;
-    let (secret, _) = stack.create_key(WS, USER).await;
-    let start = Instant::now();
-    stack
-        .get_with_key("/v1/me", &secret)
-        .await
-        .assert_error(503, "unavailable");
-    assert!(start.elapsed() < Duration::from_secs(5));
-}
-
-#[tokio::test]
-async fn an_in_process_verify_slower_than_the_verify_timeout_is_503() {
-    let stack = Stack::start_with(Options {
-        auth_check: Some(stanna_grpc::Connection::InProcess(std::sync::Arc::new(
-            SlowAuthCheck,
-        ))),
-        verify_timeout: Duration::from_millis(300),
-        ..Options::default()
-    })
-    .await;
-    let (secret, _) = stack.create_key(WS, USER).await;
-    let start = Instant::now();
-    stack
-        .get_with_key("/v1/me", &secret)
-        .await
-        .assert_error(503, "unavailable");
-    assert!(start.elapsed() < Duration::from_secs(5));
+async fn a_verify_slower_than_the_verify_timeout_is_503_over_grpc_and_in_process() {
+    let connections: [stanna_gateway::AuthCheckConnection; 2] = [
+        // Over an in-memory gRPC transport: the transport's deadline cuts it off.
+        stanna_grpc::in_memory(pb::auth_check_server::AuthCheckServer::new(SlowAuthCheck)).into(),
+        // Called in process, as `stanna serve` does: the gateway's own timeout cuts it off.
+        stanna_grpc::Connection::InProcess(std::sync::Arc::new(SlowAuthCheck)),
+    ];
+    for connection in connections {
+        let stack = Stack::start_with(Options {
+            auth_check: Some(connection),
+            verify_timeout: Duration::from_millis(300),
+            ..Options::default()
+        })
+        .await;
+        let (secret, _) = stack.create_key(WS, USER).await;
+        let start = Instant::now();
+        stack
+            .get_with_key("/v1/me", &secret)
+            .await
+            .assert_error(503, "unavailable");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
 }
 
 #[tokio::test]
