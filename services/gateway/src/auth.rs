@@ -223,7 +223,19 @@ pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
         return Err(ApiError::AmbiguousApiKey);
     }
     let Some(key) = found else {
-        return Err(ApiError::MissingApiKey);
+        // A key pasted into Authorization without its scheme: say so rather than "missing".
+        let bare_key = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .any(|v| trim(v.as_bytes()).starts_with(b"sk-"));
+        return Err(if bare_key {
+            ApiError::MalformedApiKey(
+                "the Authorization header must be \"Bearer sk-…\": the word Bearer and a space are missing"
+                    .into(),
+            )
+        } else {
+            ApiError::MissingApiKey
+        });
     };
     if key.is_empty() {
         return Err(ApiError::MissingApiKey);
@@ -329,6 +341,17 @@ mod tests {
         assert!(h.get("authorization").is_some());
         let mut h = headers(&[("authorization", "Bearersk-abc")]);
         assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+    }
+
+    #[test]
+    fn a_key_without_its_bearer_scheme_is_malformed_with_a_hint() {
+        let mut h = headers(&[("authorization", "sk-abc")]);
+        match take_credential(&mut h) {
+            Err(ApiError::MalformedApiKey(message)) => {
+                assert!(message.contains("Bearer"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

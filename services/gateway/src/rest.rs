@@ -431,7 +431,14 @@ fn from_registry(status: tonic::Status) -> ApiError {
         }
         tonic::Code::ResourceExhausted => ApiError::TooManyKeys(status.message().to_owned()),
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
-            ApiError::Conflict(status.message().to_owned())
+            // The registry names its field first (`key_id: …`); say it the REST way.
+            let message = status.message();
+            ApiError::Conflict(match message.split_once(':') {
+                Some((field, rest)) if !field.contains(' ') => {
+                    format!("{}:{rest}", rest_field_name(field))
+                }
+                _ => message.to_owned(),
+            })
         }
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             tracing::warn!(code = ?status.code(), message = status.message(), "key-registry unavailable");
