@@ -110,7 +110,10 @@ async fn a_key_creates_lists_gets_renames_deactivates_rotates_and_deletes_its_us
         .json_with_key(Method::POST, &format!("/v1/keys/{id}/rotate"), &caller, "")
         .await;
     again.assert_error(409, "conflict");
-    let message = again.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = again.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         message.starts_with("id: ") && message.contains(&new_id),
         "the REST spelling, naming the replacement: {message}"
