@@ -91,6 +91,34 @@ fn in_code_block(text: &str) -> bool {
     text.matches("```").count() % 2 == 1
 }
 
+/// Runs `grpcurl -plaintext [-H authorization] -d BODY ADDR METHOD` and parses its JSON answer.
+///
+/// # Panics
+/// If grpcurl fails or does not print JSON.
+pub fn grpcurl_json(
+    grpcurl: &Path,
+    addr: &str,
+    method: &str,
+    body: &str,
+    admin_token: Option<&str>,
+) -> serde_json::Value {
+    let mut command = Command::new(grpcurl);
+    command.arg("-plaintext");
+    if let Some(token) = admin_token {
+        command.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    let output = command
+        .args(["-d", body, addr, method])
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "{method} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
 /// A port that was free a moment ago (the child binds it; a clash makes the start fail loudly).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

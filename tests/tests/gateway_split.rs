@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use stanna_e2e::{Stanna, free_port, grpcurl, stanna_binary};
+use stanna_e2e::{Stanna, free_port, grpcurl, grpcurl_json, stanna_binary};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
 use stanna_testkit::TempDir;
@@ -138,20 +138,14 @@ async fn four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway(
 
     // An admin creates a key with grpcurl.
     let workspace = format!("ws_{}", stanna_testkit::random_suffix());
-    let output = Command::new(&grpcurl)
-        .args([
-            "-plaintext",
-            "-H",
-            &format!("authorization: Bearer {TOKEN}"),
-            "-d",
-            &format!(r#"{{"workspace_id":"{workspace}","user_id":"alice","name":"Split"}}"#),
-            &format!("127.0.0.1:{registry_port}"),
-            "stanna.keys.v1.KeyRegistry/CreateKey",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let registry = format!("127.0.0.1:{registry_port}");
+    let created = grpcurl_json(
+        &grpcurl,
+        &registry,
+        "stanna.keys.v1.KeyRegistry/CreateKey",
+        &format!(r#"{{"workspace_id":"{workspace}","user_id":"alice","name":"Split"}}"#),
+        Some(TOKEN),
+    );
     let secret = created["secret"].as_str().unwrap().to_owned();
 
     // The customer uses it through the gateway until the burst is spent.
@@ -182,19 +176,13 @@ async fn four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway(
 
     // Deleted with grpcurl: refused at the gateway within a second (polled, generous cap).
     let key_id = created["key"]["id"].as_str().unwrap();
-    let output = Command::new(&grpcurl)
-        .args([
-            "-plaintext",
-            "-H",
-            &format!("authorization: Bearer {TOKEN}"),
-            "-d",
-            &format!(r#"{{"workspace_id":"{workspace}","key_id":"{key_id}"}}"#),
-            &format!("127.0.0.1:{registry_port}"),
-            "stanna.keys.v1.KeyRegistry/DeleteKey",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    grpcurl_json(
+        &grpcurl,
+        &registry,
+        "stanna.keys.v1.KeyRegistry/DeleteKey",
+        &format!(r#"{{"workspace_id":"{workspace}","key_id":"{key_id}"}}"#),
+        Some(TOKEN),
+    );
     let deleted = Instant::now();
     loop {
         let (status, _, body) = get(&client, &me, &secret).await;

@@ -2,10 +2,9 @@
 //! (PostgreSQL when `DATABASE_URL` is set, else one SQLite file) and, for quota, Redis when
 //! `REDIS_URL` is set.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use stanna_e2e::{Stanna, free_port, grpcurl};
+use stanna_e2e::{Stanna, free_port, grpcurl, grpcurl_json};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::quota_client::QuotaClient;
 use stanna_testkit::TempDir;
@@ -23,30 +22,6 @@ fn database(dir: &TempDir) -> String {
             dir.sqlite_url()
         }
     }
-}
-
-fn grpcurl_json(
-    grpcurl: &std::path::Path,
-    addr: &str,
-    method: &str,
-    body: &str,
-    admin: bool,
-) -> serde_json::Value {
-    let mut command = Command::new(grpcurl);
-    command.arg("-plaintext");
-    if admin {
-        command.args(["-H", &format!("authorization: Bearer {TOKEN}")]);
-    }
-    let output = command
-        .args(["-d", body, addr, method])
-        .output()
-        .expect("run grpcurl");
-    assert!(
-        output.status.success(),
-        "{method} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
 #[test]
@@ -98,7 +73,7 @@ fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_proce
         &registry,
         "stanna.keys.v1.KeyRegistry/CreateKey",
         &format!(r#"{{"workspace_id":"{workspace}","user_id":"alice","name":"Split"}}"#),
-        true,
+        Some(TOKEN),
     );
     let secret = created["secret"].as_str().unwrap().to_owned();
     let key_id = created["key"]["id"].as_str().unwrap().to_owned();
@@ -108,7 +83,7 @@ fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_proce
             &auth,
             "stanna.keys.v1.AuthCheck/Verify",
             &format!(r#"{{"key":"{secret}"}}"#),
-            false,
+            None,
         )
     };
     let first = verify();
@@ -123,7 +98,7 @@ fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_proce
         &registry,
         "stanna.keys.v1.KeyRegistry/DeleteKey",
         &format!(r#"{{"workspace_id":"{workspace}","key_id":"{key_id}"}}"#),
-        true,
+        Some(TOKEN),
     );
     let deleted = Instant::now();
     loop {

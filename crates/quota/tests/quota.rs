@@ -394,20 +394,25 @@ async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
     b.decide(&s, 1, &product_windows(), Mode::Consume, None)
         .await
         .unwrap();
+    let ttl = pttl(&url, &s).await;
+    assert!(
+        ttl > 3_600_000 && ttl <= 7_200_000,
+        "expires after twice the longest window, got {ttl} ms"
+    );
+}
+
+/// The remaining life of `subject`'s Redis state, in ms.
+async fn pttl(url: &str, subject: &str) -> i64 {
     let mut redis = ::redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let ttl: i64 = ::redis::cmd("PTTL")
-        .arg(format!("q:{{{s}}}"))
+    ::redis::cmd("PTTL")
+        .arg(format!("q:{{{subject}}}"))
         .query_async(&mut redis)
         .await
-        .unwrap();
-    assert!(
-        ttl > 3_600_000 && ttl <= 7_200_000,
-        "expires after twice the longest window, got {ttl} ms"
-    );
+        .unwrap()
 }
 
 /// A window that grows must extend the state's life: 1000 per minute spent, then the window
@@ -437,16 +442,7 @@ async fn redis_state_outlives_a_window_that_grew() {
             .unwrap()
             .allowed
     );
-    let mut redis = ::redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ttl: i64 = ::redis::cmd("PTTL")
-        .arg(format!("q:{{{s}}}"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let ttl = pttl(&url, &s).await;
     assert!(
         ttl <= 120_000,
         "the TTL still follows the short window until the next admission: {ttl}"
@@ -467,11 +463,7 @@ async fn redis_state_outlives_a_window_that_grew() {
             .unwrap()
             .allowed
     );
-    let ttl: i64 = ::redis::cmd("PTTL")
-        .arg(format!("q:{{{s2}}}"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let ttl = pttl(&url, &s2).await;
     assert!(ttl > 3_600_000, "the TTL grew with the window: {ttl} ms");
 }
 

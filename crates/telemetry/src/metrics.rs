@@ -65,6 +65,11 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     /// Last-used times written back to the store.
     pub last_used_writes: Counter,
+    /// The hot path's series, resolved once: a `Family` lookup takes a lock and a hash.
+    cache_hit: Counter,
+    cache_miss: Counter,
+    quota_allowed: Counter,
+    quota_refused: Counter,
     registry: Registry,
 }
 
@@ -86,8 +91,29 @@ impl Metrics {
             gateway_requests: Family::default(),
             upstream_duration: Histogram::new(latency_buckets()),
             last_used_writes: Counter::default(),
+            cache_hit: Counter::default(),
+            cache_miss: Counter::default(),
+            quota_allowed: Counter::default(),
+            quota_refused: Counter::default(),
             registry: Registry::with_prefix("stanna"),
         };
+        // Counters share their value with their clone: these are the families' own series.
+        m.cache_hit = m
+            .verify_cache
+            .get_or_create(&CacheLabel { result: "hit" })
+            .clone();
+        m.cache_miss = m
+            .verify_cache
+            .get_or_create(&CacheLabel { result: "miss" })
+            .clone();
+        m.quota_allowed = m
+            .quota_decisions
+            .get_or_create(&OutcomeLabel { outcome: "allowed" })
+            .clone();
+        m.quota_refused = m
+            .quota_decisions
+            .get_or_create(&OutcomeLabel { outcome: "refused" })
+            .clone();
         let r = &mut m.registry;
         r.register("verify", "Verify outcomes by code", m.verify_total.clone());
         r.register(
@@ -144,6 +170,26 @@ impl Metrics {
         self.verify_duration.observe(took.as_secs_f64());
     }
 
+    /// Counts a verified-key cache lookup.
+    pub fn cache_lookup(&self, hit: bool) {
+        if hit {
+            &self.cache_hit
+        } else {
+            &self.cache_miss
+        }
+        .inc();
+    }
+
+    /// Counts a quota decision (Consume).
+    pub fn quota_decision(&self, allowed: bool) {
+        if allowed {
+            &self.quota_allowed
+        } else {
+            &self.quota_refused
+        }
+        .inc();
+    }
+
     /// The registry as Prometheus / OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut text = String::with_capacity(4096);
@@ -192,9 +238,7 @@ mod tests {
     fn counters_appear_in_the_text_with_bounded_labels() {
         let m = metrics();
         m.verified("valid", Duration::from_micros(300));
-        m.verify_cache
-            .get_or_create(&CacheLabel { result: "hit" })
-            .inc();
+        m.cache_lookup(true);
         let text = m.encode();
         assert!(
             text.contains("stanna_verify_total{code=\"valid\"}"),

@@ -317,18 +317,15 @@ impl Verifier {
         let id = presented.key_id();
         let digest: [u8; 32] = Blake2b256::digest(presented.expose_bytes()).into();
         let now = self.now();
-        let cache = |result: &'static str| {
-            tracing::Span::current().record("cache", result);
-            metrics()
-                .verify_cache
-                .get_or_create(&stanna_telemetry::metrics::CacheLabel { result })
-                .inc();
+        let cache = |hit: bool| {
+            tracing::Span::current().record("cache", if hit { "hit" } else { "miss" });
+            metrics().cache_lookup(hit);
         };
         if let Some(entry) = self.inner.cache.get(&id, &digest) {
-            cache("hit");
+            cache(true);
             return self.fresh_state(id, entry, now).await;
         }
-        cache("miss");
+        cache(false);
         // Requests for the same presented key join one flight; only a new flight (a distinct
         // presented key) spends a token of the key id's failure budget. The flight is a task of
         // its own: a caller that gives up (a reset connection, a deadline) cannot cancel it, so

@@ -2,7 +2,7 @@
 //! PostgreSQL where a test needs a database that can go away), quota in process or in a Redis of
 //! the test's own, time injected where a test is about time.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use stanna_auth_check::verifier::VerifyError;
@@ -17,24 +17,7 @@ use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota::{MemoryBackend, QuotaBackend, RedisBackend, RedisBackendConfig};
 use stanna_quota_service::QuotaService;
 use stanna_store::{KeyChanges, KeyStore, LimitOverrides, Scope};
-use stanna_testkit::{OwnRedis, TcpProxy, TempDir};
-
-/// A clock the test moves.
-#[derive(Clone)]
-struct ManualClock(Arc<Mutex<SystemTime>>);
-
-impl ManualClock {
-    fn new() -> Self {
-        Self(Arc::new(Mutex::new(SystemTime::now())))
-    }
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-    fn as_clock(&self) -> stanna_auth_check::Clock {
-        let inner = self.0.clone();
-        Arc::new(move || *inner.lock().unwrap())
-    }
-}
+use stanna_testkit::{ManualClock, OwnRedis, TcpProxy, TempDir};
 
 struct Fixture {
     registry: Registry,

@@ -5,8 +5,6 @@
 //! timestamps end in `+00:00` where the mapping (and our contract) says `Z`. Five small functions
 //! here are less than that, and they are tested against the mapping's examples.
 
-use std::time::Duration;
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use stanna_proto::keys::v1 as pb;
@@ -66,9 +64,7 @@ pub fn timestamp(time: &prost_types::Timestamp) -> String {
 
 /// A duration as the mapping writes it: seconds with 0, 3, 6 or 9 fractional digits and `s`.
 pub fn duration(value: &Option<prost_types::Duration>) -> String {
-    let d = value
-        .and_then(|d| Duration::try_from(d).ok())
-        .unwrap_or_default();
+    let d = crate::rate_limit_headers::duration(value);
     let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
     if nanos == 0 {
         format!("{secs}s")

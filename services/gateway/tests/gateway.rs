@@ -12,26 +12,10 @@ use http::Method;
 use http_body_util::BodyExt;
 use stanna_auth_check::FailMode;
 use stanna_proto::keys::v1 as pb;
-use support::{Options, Stack, Upstream};
+use support::{Options, Stack, Upstream, eventually};
 
 const WS: &str = "ws-a";
 const USER: &str = "user-1";
-
-/// Polls `check` every 50 ms until it holds; panics after `cap`.
-async fn eventually<F, Fut>(cap: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < cap,
-            "{what} did not happen within {cap:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn no_credential_is_401_missing_api_key() {
@@ -655,19 +639,24 @@ async fn a_verify_slower_than_the_verify_timeout_is_503_over_grpc_and_in_process
     }
 }
 
-#[tokio::test]
-async fn verify_answering_unavailable_is_503_in_fail_closed_mode() {
+/// A stack whose auth-check reaches for a quota service on a port with nothing behind it.
+async fn stack_with_unreachable_quota(fail_mode: FailMode) -> Stack {
     let quota_port = support::closed_port().await;
-    let stack = Stack::start_with(Options {
+    Stack::start_with(Options {
         quota: Some(
             stanna_grpc::lazy_channel(&format!("http://{quota_port}"))
                 .unwrap()
                 .into(),
         ),
-        fail_mode: FailMode::Closed,
+        fail_mode,
         ..Options::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn verify_answering_unavailable_is_503_in_fail_closed_mode() {
+    let stack = stack_with_unreachable_quota(FailMode::Closed).await;
     let (secret, _) = stack.create_key(WS, USER).await;
     let reply = stack.get_with_key("/v1/me", &secret).await;
     reply.assert_error(503, "unavailable");
@@ -676,17 +665,7 @@ async fn verify_answering_unavailable_is_503_in_fail_closed_mode() {
 
 #[tokio::test]
 async fn fail_open_allows_without_rate_limit_headers() {
-    let quota_port = support::closed_port().await;
-    let stack = Stack::start_with(Options {
-        quota: Some(
-            stanna_grpc::lazy_channel(&format!("http://{quota_port}"))
-                .unwrap()
-                .into(),
-        ),
-        fail_mode: FailMode::Open,
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_with_unreachable_quota(FailMode::Open).await;
     let (secret, _) = stack.create_key(WS, USER).await;
     let reply = stack.get_with_key("/v1/me", &secret).await;
     assert_eq!(reply.status, 200);

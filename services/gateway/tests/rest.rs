@@ -7,7 +7,9 @@ mod support;
 use axum::body::Body;
 use http::Method;
 use serde_json::{Value, json};
-use support::{Options, Reply, Stack};
+use std::time::Duration;
+
+use support::{Options, Reply, Stack, eventually};
 
 const WS: &str = "ws-a";
 const USER: &str = "user-1";
@@ -88,7 +90,12 @@ async fn a_key_creates_lists_gets_renames_deactivates_rotates_and_deletes_its_us
         .await;
     assert_eq!(inactive.json()["status"], "KEY_STATUS_INACTIVE");
     assert_eq!(inactive.json()["name"], "Mobile App");
-    poll_until_status(&stack, &secret, 401).await;
+    eventually(
+        Duration::from_secs(10),
+        "refusal of the inactive key",
+        || async { stack.get_with_key("/v1/me", &secret).await.status == 401 },
+    )
+    .await;
 
     // Rotate with a grace period: a new secret, the old key listed with its expiry.
     let rotated = stack
@@ -144,14 +151,6 @@ async fn a_key_creates_lists_gets_renames_deactivates_rotates_and_deletes_its_us
         )
         .await
         .assert_error(404, "not_found");
-}
-
-async fn poll_until_status(stack: &Stack, key: &str, status: u16) {
-    let start = std::time::Instant::now();
-    while stack.get_with_key("/v1/me", key).await.status.as_u16() != status {
-        assert!(start.elapsed().as_secs() < 10, "never {status}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -108,15 +108,7 @@ impl QuotaService {
             span.record("binding", binding.name.as_str());
         }
         if mode == Mode::Consume {
-            let outcome = if decision.allowed {
-                "allowed"
-            } else {
-                "refused"
-            };
-            stanna_telemetry::metrics::metrics()
-                .quota_decisions
-                .get_or_create(&stanna_telemetry::metrics::OutcomeLabel { outcome })
-                .inc();
+            stanna_telemetry::metrics::metrics().quota_decision(decision.allowed);
         }
         Ok(decision_to_proto(decision))
     }

@@ -25,28 +25,11 @@ use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
 use stanna_quota::{MemoryBackend, QuotaBackend};
 use stanna_quota_service::QuotaService;
 use stanna_store::KeyStore;
-use stanna_testkit::TempDir;
+use stanna_testkit::{ManualClock, TempDir};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-/// A clock the test moves (auth-check's view of time: expiry).
-#[derive(Clone)]
-pub struct ManualClock(Arc<Mutex<SystemTime>>);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(SystemTime::now())))
-    }
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-    fn as_clock(&self) -> stanna_auth_check::Clock {
-        let inner = self.0.clone();
-        Arc::new(move || *inner.lock().unwrap())
-    }
-}
 
 /// What a test may change about the stack.
 pub struct Options {
@@ -351,6 +334,22 @@ pub async fn send(request: Request<Body>) -> Reply {
         status: parts.status,
         headers: parts.headers,
         body,
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `cap`.
+pub async fn eventually<F, Fut>(cap: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < cap,
+            "{what} did not happen within {cap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
