@@ -5,7 +5,7 @@
 //! known path in the target directory, after asking cargo to build it (a no-op when up to date).
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -119,13 +119,7 @@ pub fn grpcurl_json(
     serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
-/// A port that was free a moment ago (the child binds it; a clash makes the start fail loudly).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind port 0")
-        .port()
-}
+pub use stanna_testkit::free_port;
 
 /// `grpcurl` if installed; otherwise `None` after a loud skip line for `test`.
 pub fn grpcurl(test: &str) -> Option<PathBuf> {

@@ -65,6 +65,63 @@ pub fn random_suffix() -> String {
         .collect()
 }
 
+/// A loopback port nobody listens on, for a server the test starts later (often another process).
+///
+/// A port found by binding port 0 and letting go is not safe: the kernel may hand the same port
+/// to the next port-0 bind — a second call here, a child's metrics listener, any outgoing
+/// connection — before the server binds it (CI saw two services given one port). So the port is
+/// drawn from below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`),
+/// where nothing is assigned automatically, is checked free by binding it, and is never handed
+/// out twice by this process.
+///
+/// # Panics
+/// If no free port is found in 1000 tries (a broken test machine).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let range = reserved_range();
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = match &range {
+            Some(range) => rng.random_range(range.clone()),
+            // No room outside the ephemeral range: fall back to the kernel's pick.
+            None => std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_or(0, |a| a.port()),
+        };
+        if port != 0
+            && !given.contains(&port)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port found");
+}
+
+/// Ports the kernel never assigns on its own: between 10000 and the start of the ephemeral
+/// range, or above its end; `None` when neither leaves 1000 ports.
+fn reserved_range() -> Option<std::ops::Range<u16>> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(str::parse::<u16>);
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999));
+    if low >= 11_000 {
+        Some(10_000..low)
+    } else if high <= 64_000 {
+        Some(high + 1..65_535)
+    } else {
+        None
+    }
+}
+
 /// Prints a line that says loudly which test was skipped and why.
 pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
@@ -137,7 +194,20 @@ fn replace_database_name(url: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database_name;
+    use super::{free_port, replace_database_name, reserved_range};
+
+    #[test]
+    fn free_ports_are_never_repeated_and_never_ephemeral() {
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+        if let Some(range) = reserved_range() {
+            assert!(ports.iter().all(|p| range.contains(p)), "{ports:?}");
+            // Meanwhile the kernel's own picks land elsewhere.
+            let picked = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            assert!(!range.contains(&picked.local_addr().unwrap().port()));
+        }
+    }
 
     #[test]
     fn database_name_is_replaced_wherever_the_url_puts_it() {
@@ -278,11 +348,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts one, or `None` (after a loud skip) when `redis-server` is not installed.
     pub fn start(test: &str) -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let port = free_port();
         let mut redis = Self {
             port,
             child: None,

@@ -353,10 +353,9 @@ where
     }
 }
 
-/// A port nothing listens on (bound, read, released).
+/// A port nothing listens on, which nothing else will take ([`stanna_testkit::free_port`]).
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], stanna_testkit::free_port()))
 }
 
 /// What the test upstream received on `/record…`.
