@@ -94,8 +94,7 @@ impl RedisBackend {
                 .arg(w.limit.period().as_millis() as u64);
         }
         let mut connection = self.connection.clone();
-        let span = tracing::info_span!(
-            target: "stanna_span",
+        let span = stanna_telemetry::request_span!(
             "redis.evalsha",
             db.system = "redis",
             otel.kind = "client",

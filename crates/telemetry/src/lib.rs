@@ -12,8 +12,9 @@
 //! Cost when tracing is off: the request-path spans use the target [`SPAN_TARGET`], which the log
 //! filter turns off, so with no exporter no subscriber is interested in them and `tracing`'s
 //! callsite cache skips them without building anything. When tracing is on, the sampling decision
-//! is made before the first span of a request exists ([`sampling`]): an unsampled request builds
-//! no span at all.
+//! is made before the first span of a request exists ([`sampling`]), and the spans below it are
+//! made with [`request_span!`], which builds nothing outside a span: an unsampled request on the
+//! hot path builds no span at all.
 
 pub mod metrics;
 pub mod propagation;
@@ -29,6 +30,24 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The target of the spans on the request path (gateway request, Verify, argon2, store queries,
 /// quota decisions, Redis calls): exported as traces, never printed as logs.
 pub const SPAN_TARGET: &str = "stanna_span";
+
+/// A request-path span below a request's root: `tracing::info_span!` with [`SPAN_TARGET`], built
+/// only when it could be recorded ([`sampling::in_request_span`]), else [`tracing::Span::none`].
+///
+/// ```
+/// let span = stanna_telemetry::request_span!("quota.decide", allowed = tracing::field::Empty);
+/// assert!(span.is_none(), "no request span is current here");
+/// ```
+#[macro_export]
+macro_rules! request_span {
+    ($name:expr $(, $($fields:tt)*)?) => {
+        if $crate::sampling::in_request_span() {
+            ::tracing::info_span!(target: $crate::SPAN_TARGET, $name $(, $($fields)*)?)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

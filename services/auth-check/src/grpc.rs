@@ -4,7 +4,6 @@ use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_server::AuthCheck;
 use std::time::Instant;
 
-use stanna_telemetry::SPAN_TARGET;
 use stanna_telemetry::metrics::metrics;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
@@ -34,8 +33,7 @@ impl AuthCheck for AuthCheckService {
         let r = request.into_inner();
         let started = Instant::now();
         // The key itself is never a field: only its public id, once verified.
-        let span = tracing::info_span!(
-            target: SPAN_TARGET,
+        let span = stanna_telemetry::request_span!(
             "verify",
             code = tracing::field::Empty,
             key_id = tracing::field::Empty,

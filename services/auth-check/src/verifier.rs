@@ -16,7 +16,6 @@ use stanna_keys::{KeyHasher, KeyId, KeyStatus, PresentedKey, RateLimits, UserId,
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::quota_client::QuotaClient;
 use stanna_store::{ChangePosition, KeyChange, KeyRecord, KeyStore, StoreError};
-use stanna_telemetry::SPAN_TARGET;
 use stanna_telemetry::metrics::metrics;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument as _;
@@ -470,7 +469,7 @@ impl Verifier {
         metrics().argon2_runs.inc();
         let hasher = self.inner.hasher.clone();
         let stored = record.key_hash.clone();
-        let span = tracing::info_span!(target: SPAN_TARGET, "argon2.verify", key_id = %id);
+        let span = stanna_telemetry::request_span!("argon2.verify", key_id = %id);
         let started = std::time::Instant::now();
         let verified = tokio::task::spawn_blocking(move || hasher.verify(&presented, &stored))
             .instrument(span)
@@ -532,8 +531,7 @@ impl Verifier {
         let timeout = self.inner.settings.quota_timeout;
         let answer = match &self.inner.quota {
             Connection::Remote(transport) => {
-                let span =
-                    tracing::info_span!(target: SPAN_TARGET, "Quota/Consume", otel.kind = "client");
+                let span = stanna_telemetry::request_span!("Quota/Consume", otel.kind = "client");
                 let mut client = QuotaClient::new(transport.clone());
                 tokio::time::timeout(timeout, client.consume(request).instrument(span)).await
             }

@@ -135,11 +135,7 @@ async fn verify(
     let answer = match &gateway.inner.auth_check {
         // The transport carries its own deadline (`stanna_grpc::with_timeout`).
         Connection::Remote(transport) => {
-            let span = tracing::info_span!(
-                target: stanna_telemetry::SPAN_TARGET,
-                "AuthCheck/Verify",
-                otel.kind = "client",
-            );
+            let span = stanna_telemetry::request_span!("AuthCheck/Verify", otel.kind = "client",);
             AuthCheckClient::new(transport.clone())
                 .verify(request)
                 .instrument(span)

@@ -109,8 +109,7 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     parts.version = Version::HTTP_11;
     let outgoing = Request::from_parts(parts, body);
 
-    let span = tracing::info_span!(
-        target: stanna_telemetry::SPAN_TARGET,
+    let span = stanna_telemetry::request_span!(
         "upstream",
         otel.kind = "client",
         http.response.status_code = tracing::field::Empty,

@@ -87,8 +87,7 @@ impl QuotaService {
         mode: Mode,
     ) -> Result<pb::ConsumeResponse, Status> {
         let windows = windows_from_proto(limits)?;
-        let span = tracing::info_span!(
-            target: stanna_telemetry::SPAN_TARGET,
+        let span = stanna_telemetry::request_span!(
             "quota.decide",
             allowed = tracing::field::Empty,
             binding = tracing::field::Empty,
