@@ -70,6 +70,8 @@ pub struct Metrics {
     cache_miss: Counter,
     quota_allowed: Counter,
     quota_refused: Counter,
+    verify_valid: Counter,
+    gateway_ok: Counter,
     registry: Registry,
 }
 
@@ -95,6 +97,8 @@ impl Metrics {
             cache_miss: Counter::default(),
             quota_allowed: Counter::default(),
             quota_refused: Counter::default(),
+            verify_valid: Counter::default(),
+            gateway_ok: Counter::default(),
             registry: Registry::with_prefix("stanna"),
         };
         // Counters share their value with their clone: these are the families' own series.
@@ -113,6 +117,14 @@ impl Metrics {
         m.quota_refused = m
             .quota_decisions
             .get_or_create(&OutcomeLabel { outcome: "refused" })
+            .clone();
+        m.verify_valid = m
+            .verify_total
+            .get_or_create(&CodeLabel { code: "valid" })
+            .clone();
+        m.gateway_ok = m
+            .gateway_requests
+            .get_or_create(&StatusLabel { status: 200 })
             .clone();
         let r = &mut m.registry;
         r.register("verify", "Verify outcomes by code", m.verify_total.clone());
@@ -166,8 +178,23 @@ impl Metrics {
 
     /// Counts a Verify outcome and its latency.
     pub fn verified(&self, code: &'static str, took: Duration) {
-        self.verify_total.get_or_create(&CodeLabel { code }).inc();
+        if code == "valid" {
+            self.verify_valid.inc();
+        } else {
+            self.verify_total.get_or_create(&CodeLabel { code }).inc();
+        }
         self.verify_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a gateway response.
+    pub fn gateway_response(&self, status: u16) {
+        if status == 200 {
+            self.gateway_ok.inc();
+        } else {
+            self.gateway_requests
+                .get_or_create(&StatusLabel { status })
+                .inc();
+        }
     }
 
     /// Counts a verified-key cache lookup.
@@ -253,5 +280,28 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_resolved_at_start_are_the_families_own() {
+        let m = Metrics::new();
+        m.verified("valid", Duration::from_micros(300));
+        m.verified("valid", Duration::from_micros(300));
+        m.verified("not_found", Duration::from_micros(300));
+        m.gateway_response(200);
+        m.gateway_response(401);
+        m.gateway_response(401);
+        m.quota_decision(false);
+        let text = m.encode();
+        for line in [
+            "stanna_verify_total{code=\"valid\"} 2",
+            "stanna_verify_total{code=\"not_found\"} 1",
+            "stanna_gateway_requests_total{status=\"200\"} 1",
+            "stanna_gateway_requests_total{status=\"401\"} 2",
+            "stanna_quota_decisions_total{outcome=\"refused\"} 1",
+            "stanna_quota_decisions_total{outcome=\"allowed\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 }

@@ -221,10 +221,7 @@ fn record_response<B>(response: &http::Response<B>, _latency: Duration, span: &t
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
-    stanna_telemetry::metrics::metrics()
-        .gateway_requests
-        .get_or_create(&stanna_telemetry::metrics::StatusLabel { status })
-        .inc();
+    stanna_telemetry::metrics::metrics().gateway_response(status);
 }
 
 /// The admin token as metadata, added to every KeyRegistry call the REST layer makes.
