@@ -102,30 +102,18 @@ impl Metrics {
             registry: Registry::with_prefix("stanna"),
         };
         // Counters share their value with their clone: these are the families' own series.
-        m.cache_hit = m
-            .verify_cache
-            .get_or_create(&CacheLabel { result: "hit" })
-            .clone();
-        m.cache_miss = m
-            .verify_cache
-            .get_or_create(&CacheLabel { result: "miss" })
-            .clone();
-        m.quota_allowed = m
-            .quota_decisions
-            .get_or_create(&OutcomeLabel { outcome: "allowed" })
-            .clone();
-        m.quota_refused = m
-            .quota_decisions
-            .get_or_create(&OutcomeLabel { outcome: "refused" })
-            .clone();
-        m.verify_valid = m
-            .verify_total
-            .get_or_create(&CodeLabel { code: "valid" })
-            .clone();
-        m.gateway_ok = m
-            .gateway_requests
-            .get_or_create(&StatusLabel { status: 200 })
-            .clone();
+        fn series<L>(family: &Family<L, Counter>, label: L) -> Counter
+        where
+            L: Clone + std::hash::Hash + Eq,
+        {
+            family.get_or_create(&label).clone()
+        }
+        m.cache_hit = series(&m.verify_cache, CacheLabel { result: "hit" });
+        m.cache_miss = series(&m.verify_cache, CacheLabel { result: "miss" });
+        m.quota_allowed = series(&m.quota_decisions, OutcomeLabel { outcome: "allowed" });
+        m.quota_refused = series(&m.quota_decisions, OutcomeLabel { outcome: "refused" });
+        m.verify_valid = series(&m.verify_total, CodeLabel { code: "valid" });
+        m.gateway_ok = series(&m.gateway_requests, StatusLabel { status: 200 });
         let r = &mut m.registry;
         r.register("verify", "Verify outcomes by code", m.verify_total.clone());
         r.register(
