@@ -11,6 +11,8 @@
 #   off   — no OTEL_EXPORTER_OTLP_ENDPOINT (the default)
 #   1pct  — exporting 1 % (OTEL_TRACES_SAMPLER=traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01)
 #   all   — exporting every trace (always_on)
+#   bare  — the gateway as a bare proxy (STANNA_BENCH_NO_AUTH=true: no Verify, no quota; tracing off)
+#           — not run by default: CONFIGS="off bare" gives what authentication and quota cost
 # The instructions of the OTLP sink (another process) are not counted; the encoding and sending
 # of the spans are.
 #
@@ -64,6 +66,7 @@ declare -A PER_REQUEST
 for config in ${CONFIGS:-off 1pct all}; do
   case $config in
     off) extra=() ;;
+    bare) extra=(STANNA_BENCH_NO_AUTH=true) ;;
     1pct) extra=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG=0.01) ;;
     all) extra=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_TRACES_SAMPLER=always_on) ;;
   esac
