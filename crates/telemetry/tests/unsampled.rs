@@ -20,10 +20,10 @@ fn spans_outside_a_sampled_request_are_not_built() {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            output.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
+            output.status.success() && stdout.contains("1 passed"),
+            "the child must run this test and pass:\n{stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
         return;

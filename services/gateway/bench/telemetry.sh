@@ -9,13 +9,14 @@
 #
 # Needs: wrk, nginx, grpcurl. Usage: services/gateway/bench/telemetry.sh [seconds] [rounds]
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+cd "$BENCH/../../.."
 SECONDS_PER_RUN="${1:-6}"
 ROUNDS="${2:-3}"
 TOKEN=bench-admin-token-0123456789
 WORK="$(mktemp -d)"
 PIDS=()
-. "$(dirname "$0")/lib.sh"
+. "$BENCH/lib.sh"
 trap bench_cleanup EXIT
 require_tools wrk nginx grpcurl
 require_free_ports 18081 18100 18101 18102 18151 18161 18171 14317

@@ -20,12 +20,14 @@
 # With KEEP_DUMPS=DIR the dumps are kept as DIR/callgrind.CONFIG (for callgrind_annotate);
 # CONFIGS="off" runs only those; STANNA_BIN=PATH counts another build (an earlier commit's).
 set -euo pipefail
-cd "$(dirname "$0")/../../.."
+if [ -n "${KEEP_DUMPS:-}" ]; then mkdir -p "$KEEP_DUMPS"; KEEP_DUMPS="$(cd "$KEEP_DUMPS" && pwd)"; fi
+BENCH="$(cd "$(dirname "$0")" && pwd)"
+cd "$BENCH/../../.."
 REQUESTS="${1:-3000}" # at most 9950: the key's windows are 10 000 (the largest limit allowed)
 TOKEN=bench-admin-token-0123456789
 WORK="$(mktemp -d)"
 PIDS=()
-. "$(dirname "$0")/lib.sh"
+. "$BENCH/lib.sh"
 trap bench_cleanup EXIT
 require_tools valgrind callgrind_control nginx grpcurl python3
 require_free_ports 18081 18200 18251 18252 18253 14318
@@ -71,7 +73,7 @@ for config in ${CONFIGS:-off 1pct all}; do
     all) extra=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 OTEL_TRACES_SAMPLER=always_on) ;;
   esac
   start_stanna "$config" 18200 18251 STANNA_RATE_LIMIT_BURST=10000/60s STANNA_RATE_LIMIT_HOURLY=10000/3600s \
-    STANNA_CHANGE_POLL_INTERVAL=1h STANNA_LAST_USED_FLUSH=1h OTEL_BSP_SCHEDULE_DELAY=200 "${extra[@]}"
+    STANNA_CHANGE_POLL_INTERVAL=1h STANNA_LAST_USED_FLUSH=1h OTEL_BSP_SCHEDULE_DELAY=200 ${extra[@]+"${extra[@]}"}
   pid=${PIDS[-1]} # env, the wrapper and valgrind each exec: one process
   for _ in $(seq 1 600); do
     kill -0 "$pid" 2>/dev/null && ! curl -s -o /dev/null http://127.0.0.1:18200/healthz || break; sleep 0.2
@@ -86,14 +88,14 @@ for config in ${CONFIGS:-off 1pct all}; do
   total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
   PER_REQUEST[$config]=$((total / REQUESTS))
   echo "$config: $total instructions for $REQUESTS requests = ${PER_REQUEST[$config]} per request"
-  kill "$pid"; for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill "$pid" 2>/dev/null || true; for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   rm -f "$WORK"/*.db*
 done
 echo
 for config in ${CONFIGS:-off 1pct all}; do
   if [ "$config" = off ] || [ -z "${PER_REQUEST[off]:-}" ]; then continue; fi
   awk -v c="$config" -v a="${PER_REQUEST[$config]}" -v b="${PER_REQUEST[off]}" \
-    'BEGIN {printf "  %-4s ÷ off: %.3f instructions per request (+%.1f %%)\n", c, a/b, (a/b-1)*100}'
+    'BEGIN {printf "  %-4s ÷ off: %.3f× the instructions per request (%+.1f %%)\n", c, a/b, (a/b-1)*100}'
 done
 sleep 1
 echo "  the sink received: $(tail -1 "$WORK/sink.log")"
