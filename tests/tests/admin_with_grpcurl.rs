@@ -218,9 +218,15 @@ fn a_service_run_alone_refuses_to_start_without_a_token() {
 fn sigterm_stops_serve_cleanly() {
     let dir = TempDir::new();
     let mut stanna = start_serve(&dir, free_port(), Some(TOKEN));
+    let wal = dir.path().join("stanna.db-wal");
+    assert!(wal.exists(), "SQLite runs in WAL mode while serving");
     assert!(
         stanna.terminate(),
         "exit status 0 after SIGTERM:\n{}",
         stanna.output()
     );
+    // The database was closed: its write-ahead log is folded back in, nothing is left beside it.
+    assert!(!wal.exists(), "stanna.db-wal left after a clean stop");
+    assert!(!dir.path().join("stanna.db-shm").exists());
+    assert!(dir.path().join("stanna.db").exists());
 }

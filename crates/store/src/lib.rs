@@ -281,6 +281,16 @@ impl KeyStore {
         }
     }
 
+    /// Closes the pool, waiting for connections in use. SQLite checkpoints its write-ahead log and
+    /// removes the `-wal`/`-shm` files when the last connection closes. Every clone shares the
+    /// pool: none can query afterwards.
+    ///
+    /// # Errors
+    /// [`StoreError`] when closing fails.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.db.close_by_ref().await.map_err(StoreError::from)
+    }
+
     /// The raw connection, for tests that inspect the stored rows.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

@@ -94,6 +94,7 @@ async fn serve_all_in_one(
         None => generated_admin_token()?,
     };
     let store = KeyStore::connect(&args.shared.database_url).await?;
+    let pool = store.clone();
     let registry =
         stanna_key_registry::build_with_store(&args.registry, &args.shared, store.clone())?;
     let quota = QuotaService::new(args.quota.backend()?);
@@ -146,6 +147,10 @@ async fn serve_all_in_one(
     drop(background);
     if let Err(err) = verifier.flush_last_used().await {
         tracing::warn!(error = %err, "final last-used flush failed");
+    }
+    // Last: SQLite folds its write-ahead log back into the database file and removes it.
+    if let Err(err) = pool.close().await {
+        tracing::warn!(error = %err, "closing the database failed");
     }
     result
 }
