@@ -230,3 +230,46 @@ fn sigterm_stops_serve_cleanly() {
     assert!(!dir.path().join("stanna.db-shm").exists());
     assert!(dir.path().join("stanna.db").exists());
 }
+
+#[test]
+fn services_run_alone_close_their_database_on_sigterm() {
+    for (service, addr_var, ready) in [
+        (
+            "registry",
+            "STANNA_REGISTRY_ADDR",
+            "key-registry listening on",
+        ),
+        (
+            "auth-check",
+            "STANNA_AUTH_CHECK_ADDR",
+            "auth-check listening on",
+        ),
+    ] {
+        let dir = TempDir::new();
+        let mut stanna = Stanna::start(
+            dir.path(),
+            &["serve", service],
+            &[
+                (addr_var, format!("127.0.0.1:{}", free_port())),
+                ("STANNA_DATABASE_URL", dir.sqlite_url()),
+                ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ],
+            ready,
+        );
+        let wal = dir.path().join("stanna.db-wal");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !wal.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{service} never opened the database:\n{}",
+                stanna.output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(stanna.terminate(), "{service}:\n{}", stanna.output());
+        assert!(
+            !wal.exists(),
+            "{service} left stanna.db-wal after a clean stop"
+        );
+    }
+}

@@ -211,6 +211,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     let store = KeyStore::connect(&shared.database_url).await?;
+    let pool = store.clone();
     let transport = quota_transport(&config, quota)?;
     let verifier = Verifier::new(
         store,
@@ -223,6 +224,9 @@ pub async fn run(
     drop(background);
     if let Err(err) = verifier.flush_last_used().await {
         tracing::warn!(error = %err, "final last-used flush failed");
+    }
+    if let Err(err) = pool.close().await {
+        tracing::warn!(error = %err, "closing the database failed");
     }
     served
 }

@@ -77,9 +77,14 @@ async fn serve_registry_alone(
 ) -> anyhow::Result<()> {
     let token = required_admin_token(&args)?;
     let listener = TcpListener::bind(args.registry.addr).await?;
-    let core = stanna_key_registry::build(&args.registry, &args.shared).await?;
+    let store = KeyStore::connect(&args.shared.database_url).await?;
+    let core = stanna_key_registry::build_with_store(&args.registry, &args.shared, store.clone())?;
     tracing::info!(database = %redact_url(&args.shared.database_url), "key-registry listening on {}", listener.local_addr()?);
-    stanna_key_registry::serve(core, token, listener, shutdown).await?;
+    let served = stanna_key_registry::serve(core, token, listener, shutdown).await;
+    if let Err(err) = store.close().await {
+        tracing::warn!(error = %err, "closing the database failed");
+    }
+    served?;
     Ok(())
 }
 
