@@ -5,12 +5,14 @@
 //! hyper-util's pooled client behind tower's timeout, which bounds the time until the upstream's
 //! response head (a long download is not cut off).
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 use hyper_util::client::legacy::Client;
@@ -170,21 +172,25 @@ fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
 /// Appends the peer to `X-Forwarded-For` (the client's own entries, from every line, are kept,
 /// never trusted) and sets `X-Real-IP` to the peer (a client-sent one is replaced).
 fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let mut value = String::new();
+    // Both values in one buffer: X-Real-IP is the tail of X-Forwarded-For.
+    let mut buf = BytesMut::with_capacity(64);
     for line in headers.get_all(&FORWARDED_FOR) {
         if let Ok(text) = line.to_str()
             && !text.trim().is_empty()
         {
-            value.push_str(text.trim());
-            value.push_str(", ");
+            buf.extend_from_slice(text.trim().as_bytes());
+            buf.extend_from_slice(b", ");
         }
     }
-    value.push_str(&ip.to_string());
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(FORWARDED_FOR, value);
+    let peer = buf.len();
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(buf, "{ip}");
+    let buf = buf.freeze();
+    if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(peer..)) {
+        headers.insert(REAL_IP, value);
     }
-    if let Ok(real) = HeaderValue::try_from(ip.to_string()) {
-        headers.insert(REAL_IP, real);
+    if let Ok(value) = HeaderValue::from_maybe_shared(buf) {
+        headers.insert(FORWARDED_FOR, value);
     }
 }
 

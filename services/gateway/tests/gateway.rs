@@ -346,6 +346,8 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
                     ("X-Stanna-Workspace-Id", "ws-evil"),
                     ("x-stanna-admin", "true"),
                     ("x-forwarded-for", "203.0.113.9"),
+                    ("x-forwarded-for", "198.51.100.7"),
+                    ("x-real-ip", "10.9.9.9"),
                     ("connection", "keep-alive, x-drop-me"),
                     ("x-drop-me", "hop"),
                     ("x-custom", "kept"),
@@ -382,7 +384,12 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
             h.get("x-stanna-admin").is_none(),
             "client X-Stanna-* dropped"
         );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.9, 198.51.100.7, 127.0.0.1"],
+            "every line kept, the peer appended, one line"
+        );
+        assert_eq!(h["x-real-ip"], "127.0.0.1", "a client's X-Real-IP replaced");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(h.get("x-forwarded-host").is_some());
         assert!(h.get("x-drop-me").is_none(), "hop-by-hop header forwarded");
