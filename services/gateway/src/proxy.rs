@@ -197,6 +197,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including any the `Connection` header
 /// names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (cheap comparisons) instead of nine
+    // hashed lookups. A header named by `Connection` needs `Connection` itself, so it is seen.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -222,6 +227,19 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// One of the fixed hop-by-hop names (RFC 9110 §7.6.1, plus `keep-alive` and `proxy-connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +261,27 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-connection",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} kept: {h:?}");
+        }
     }
 
     #[test]
