@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use stanna_grpc::Connection;
 use stanna_keys::WorkspaceId;
 use stanna_proto::keys::v1 as pb;
@@ -24,9 +24,9 @@ use crate::error::ApiError;
 use crate::rate_limit_headers;
 
 /// The header naming the workspace the caller means to act in (optional).
-pub const WORKSPACE_HEADER: &str = "x-workspace-id";
+pub const WORKSPACE_HEADER: HeaderName = HeaderName::from_static("x-workspace-id");
 /// The alternative to `Authorization: Bearer`.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Who is calling: the verified key's identity, for the REST layer and the upstream headers.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub async fn authenticate(
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let workspace_id = match request.headers().get(WORKSPACE_HEADER) {
+    let workspace_id = match request.headers().get(&WORKSPACE_HEADER) {
         None => String::new(),
         Some(value) => match workspace_header(value) {
             Ok(id) => id,
@@ -204,7 +204,7 @@ pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
             None => other_schemes.push(value.clone()),
         }
     }
-    for value in headers.get_all(API_KEY_HEADER) {
+    for value in headers.get_all(&API_KEY_HEADER) {
         note(trim(value.as_bytes()));
     }
     if had_authorization {
@@ -214,7 +214,7 @@ pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
             headers.append(header::AUTHORIZATION, value);
         }
     }
-    headers.remove(API_KEY_HEADER);
+    headers.remove(&API_KEY_HEADER);
     if ambiguous {
         return Err(ApiError::AmbiguousApiKey);
     }
