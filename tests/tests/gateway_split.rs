@@ -184,23 +184,20 @@ async fn four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway(
         Some(TOKEN),
     );
     let deleted = Instant::now();
-    loop {
-        let (status, _, body) = get(&client, &me, &secret).await;
-        if status == 401 {
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json["error"]["code"], "invalid_api_key");
-            println!(
-                "split mode: deleted key refused at the gateway after {:?}",
-                deleted.elapsed()
-            );
-            break;
-        }
-        assert!(
-            deleted.elapsed() < Duration::from_secs(10),
-            "still {status} 10 s after the delete"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stanna_testkit::eventually(
+        Duration::from_secs(10),
+        "refusal of the deleted key at the gateway",
+        || async { get(&client, &me, &secret).await.0 == 401 },
+    )
+    .await;
+    println!(
+        "split mode: deleted key refused at the gateway after {:?}",
+        deleted.elapsed()
+    );
+    let (status, _, body) = get(&client, &me, &secret).await;
+    assert_eq!(status, 401);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_api_key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,25 @@ fn reserved_range() -> Option<std::ops::Range<u16>> {
     }
 }
 
+/// Polls `check` every 50 ms until it holds; panics after `cap`, naming `what`.
+///
+/// # Panics
+/// When `check` still fails after `cap`.
+pub async fn eventually<F, Fut>(cap: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < cap,
+            "{what} did not happen within {cap:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Prints a line that says loudly which test was skipped and why.
 pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");

@@ -165,19 +165,19 @@ pub fn start(verifier: &Verifier, config: &Config) -> Background {
     }
 }
 
-/// The quota transport `config` selects: the Quota service at `STANNA_QUOTA_URL`, or an
-/// in-process one (in memory, or Redis with `quota`'s `STANNA_REDIS_URL`).
+/// The quota transport `config` selects: the Quota service at `STANNA_QUOTA_URL`, or the
+/// in-process one `local` makes (called only then).
 ///
 /// # Errors
-/// A bad URL.
+/// A bad URL, or what `local` returns.
 pub fn quota_transport(
     config: &Config,
-    quota: &stanna_quota_service::Config,
+    local: impl FnOnce() -> Result<QuotaService, StartError>,
 ) -> Result<QuotaConnection, StartError> {
     match &config.quota_url {
         Some(url) => Ok(stanna_grpc::lazy_channel(url)?.into()),
         None => Ok(stanna_grpc::Connection::InProcess(std::sync::Arc::new(
-            QuotaService::new(quota.backend()?),
+            local()?,
         ))),
     }
 }
@@ -212,7 +212,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let store = KeyStore::connect(&shared.database_url).await?;
     let pool = store.clone();
-    let transport = quota_transport(&config, quota)?;
+    let transport = quota_transport(&config, || Ok(QuotaService::new(quota.backend()?)))?;
     let verifier = Verifier::new(
         store,
         transport,

@@ -132,22 +132,23 @@ async fn verify(
         workspace_id,
         cost: 1,
     };
-    let answer = match &gateway.inner.auth_check {
-        // The transport carries its own deadline (`stanna_grpc::with_timeout`).
-        Connection::Remote(transport) => {
-            let span = stanna_telemetry::request_span!("AuthCheck/Verify", otel.kind = "client",);
-            AuthCheckClient::new(transport.clone())
-                .verify(request)
-                .instrument(span)
-                .await
-        }
-        Connection::InProcess(service) => {
-            let call = service.verify(tonic::Request::new(request));
-            tokio::time::timeout(gateway.inner.verify_timeout, call)
-                .await
-                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Verify timed out")))
+    let call = async {
+        match &gateway.inner.auth_check {
+            Connection::Remote(transport) => {
+                let span =
+                    stanna_telemetry::request_span!("AuthCheck/Verify", otel.kind = "client");
+                AuthCheckClient::new(transport.clone())
+                    .verify(request)
+                    .instrument(span)
+                    .await
+            }
+            Connection::InProcess(service) => service.verify(tonic::Request::new(request)).await,
         }
     };
+    // One deadline for both connections.
+    let answer = tokio::time::timeout(gateway.inner.verify_timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Verify timed out")));
     match answer {
         Ok(response) => Ok(response.into_inner()),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {

@@ -113,12 +113,7 @@ impl Gateway {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                auth_check: match auth_check.into() {
-                    stanna_grpc::Connection::Remote(transport) => stanna_grpc::Connection::Remote(
-                        stanna_grpc::with_timeout(transport, config.verify_timeout.0),
-                    ),
-                    local => local,
-                },
+                auth_check: auth_check.into(),
                 verify_timeout: config.verify_timeout.0,
                 registry: stanna_grpc::with_timeout(registry, REGISTRY_TIMEOUT),
                 admin_bearer: AdminBearer(bearer),

@@ -18,7 +18,7 @@ use http::{Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 use tracing::Instrument as _;
 
 use crate::Gateway;
@@ -64,7 +64,7 @@ impl Upstream {
 
 /// The fallback handler: forwards to the upstream, or 404 when there is none.
 pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
-    let Some(upstream) = gateway.inner.upstream.clone() else {
+    let Some(upstream) = gateway.inner.upstream.as_ref() else {
         return ApiError::NotFound(format!(
             "no route for {} {} (and no upstream is configured)",
             request.method(),
@@ -124,15 +124,12 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
         let _ = stanna_telemetry::propagation::inject_current(outgoing.headers_mut());
     }
     let started = std::time::Instant::now();
-    let mut client = upstream.client;
-    let answer = async {
-        match client.ready().await {
-            Ok(ready) => ready.call(outgoing).await,
-            Err(err) => Err(err),
-        }
-    }
-    .instrument(span.clone())
-    .await;
+    let answer = upstream
+        .client
+        .clone()
+        .oneshot(outgoing)
+        .instrument(span.clone())
+        .await;
     stanna_telemetry::metrics::metrics()
         .upstream_duration
         .observe(started.elapsed().as_secs_f64());

@@ -149,20 +149,20 @@ impl Values {
 /// Headers for a window that is neither `burst` nor `hourly` (not made today: every key has
 /// exactly those two; kept so a future window name is reported rather than dropped).
 fn insert_custom_window(headers: &mut HeaderMap, name: &str, window: &pb::Window) {
-    let mut title = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            title.push(if upper { c.to_ascii_uppercase() } else { c });
-            upper = false;
-        } else {
-            title.push('-');
-            upper = true;
-        }
-    }
+    // Header names are lowercase; anything but a letter or digit becomes '-'.
+    let suffix: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     if let (Ok(limit), Ok(remaining)) = (
-        HeaderName::try_from(format!("x-ratelimit-limit-{title}")),
-        HeaderName::try_from(format!("x-ratelimit-remaining-{title}")),
+        HeaderName::try_from(format!("x-ratelimit-limit-{suffix}")),
+        HeaderName::try_from(format!("x-ratelimit-remaining-{suffix}")),
     ) {
         headers.insert(limit, HeaderValue::from(window.limit));
         headers.insert(remaining, HeaderValue::from(window.remaining));

@@ -102,9 +102,11 @@ impl QuotaService {
                 span.record("otel.status_code", "ERROR");
                 status_from_error(e)
             })?;
-        span.record("allowed", decision.allowed);
-        if let Some(binding) = decision.windows.iter().min_by_key(|w| w.remaining) {
-            span.record("binding", binding.name.as_str());
+        if !span.is_disabled() {
+            span.record("allowed", decision.allowed);
+            if let Some(binding) = decision.windows.iter().min_by_key(|w| w.remaining) {
+                span.record("binding", binding.name.as_str());
+            }
         }
         if mode == Mode::Consume {
             stanna_telemetry::metrics::metrics().quota_decision(decision.allowed);

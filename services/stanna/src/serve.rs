@@ -103,10 +103,8 @@ async fn serve_all_in_one(
     let registry =
         stanna_key_registry::build_with_store(&args.registry, &args.shared, store.clone())?;
     let quota = QuotaService::new(args.quota.backend()?);
-    let quota_transport: stanna_auth_check::QuotaConnection = match &args.auth_check.quota_url {
-        Some(url) => stanna_grpc::lazy_channel(url)?.into(),
-        None => stanna_grpc::Connection::InProcess(Arc::new(quota.clone())),
-    };
+    let quota_transport =
+        stanna_auth_check::quota_transport(&args.auth_check, || Ok(quota.clone()))?;
     let verifier = Verifier::new(
         store,
         quota_transport,

@@ -337,21 +337,7 @@ pub async fn send(request: Request<Body>) -> Reply {
     }
 }
 
-/// Polls `check` every 50 ms until it holds; panics after `cap`.
-pub async fn eventually<F, Fut>(cap: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < cap,
-            "{what} did not happen within {cap:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use stanna_testkit::eventually;
 
 /// A port nothing listens on, which nothing else will take ([`stanna_testkit::free_port`]).
 pub async fn closed_port() -> SocketAddr {
