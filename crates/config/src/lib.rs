@@ -87,50 +87,15 @@ impl SharedConfig {
     }
 }
 
-/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h`.
+/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h` (the one parser,
+/// [`stanna_keys::parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationArg(pub Duration);
 
 impl FromStr for DurationArg {
-    type Err = String;
+    type Err = stanna_keys::DurationSyntax;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("expected a duration such as 250ms, 5s, 2m or 1h, got {value:?}");
-        let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let amount: u64 = value[..split].parse().map_err(|_| bad())?;
-        let unit_ms = match &value[split..] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad()),
-        };
-        Ok(Self(Duration::from_millis(
-            amount.checked_mul(unit_ms).ok_or_else(bad)?,
-        )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(
-            "250ms".parse::<DurationArg>().unwrap().0,
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            "5s".parse::<DurationArg>().unwrap().0,
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            "2m".parse::<DurationArg>().unwrap().0,
-            Duration::from_secs(120)
-        );
-        for bad in ["", "5", "s", "5 s", "-1s", "1d"] {
-            assert!(bad.parse::<DurationArg>().is_err(), "{bad:?} accepted");
-        }
+        stanna_keys::parse_duration(value).map(Self)
     }
 }

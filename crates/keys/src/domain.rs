@@ -8,8 +8,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::format::{ALPHABET, KEY_ID_LEN};
-
 /// Why a value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -98,48 +96,6 @@ identifier!(
     UserId
 );
 
-/// The public id of a key: 12 base62 characters, embedded in the key itself. Not a secret.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId([u8; KEY_ID_LEN]);
-
-impl KeyId {
-    /// Checks a key id given on its own (e.g. in a GetKey request).
-    ///
-    /// # Errors
-    /// [`DomainError::KeyId`] unless it is exactly 12 base62 characters.
-    pub fn parse(value: &str) -> Result<Self, DomainError> {
-        let bytes =
-            <[u8; KEY_ID_LEN]>::try_from(value.as_bytes()).map_err(|_| DomainError::KeyId)?;
-        if !bytes.iter().all(|b| ALPHABET.contains(b)) {
-            return Err(DomainError::KeyId);
-        }
-        Ok(Self(bytes))
-    }
-
-    /// Wraps bytes already checked to be base62 (by the key parser).
-    pub(crate) fn from_checked_bytes(bytes: [u8; KEY_ID_LEN]) -> Self {
-        Self(bytes)
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        // Only base62 ASCII is ever stored.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.as_str())
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A key's human-readable name, e.g. "Production Dashboard": trimmed, 1-100 characters, no control
 /// characters (they would break listings and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +168,7 @@ pub struct WindowLimit {
 }
 
 impl WindowLimit {
-    /// The largest limit of one window; it bounds the memory of an exact log (DESIGN §7).
+    /// The largest limit of one window; it bounds the memory of an exact log (docs/quota.md).
     pub const MAX_LIMIT: u32 = 10_000;
     /// The shortest window.
     pub const MIN_PERIOD: Duration = Duration::from_secs(1);
@@ -250,34 +206,20 @@ impl WindowLimit {
 impl FromStr for WindowLimit {
     type Err = DomainError;
 
-    /// Parses `LIMIT/PERIOD`, e.g. `100/60s`, `1000/1h`, `5/1500ms`; units `ms`, `s`, `m`, `h`.
+    /// Parses `LIMIT/PERIOD`, e.g. `100/60s`, `1000/1h`, `5/1500ms`; the period is written as
+    /// [`crate::parse_duration`] reads it.
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let bad = || DomainError::WindowSyntax(value.to_owned());
         let (limit, period) = value.trim().split_once('/').ok_or_else(bad)?;
         let limit: u32 = limit.trim().parse().map_err(|_| bad())?;
-        let period = period.trim();
-        let split = period.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let amount: u64 = period[..split].parse().map_err(|_| bad())?;
-        let millis_per_unit = match &period[split..] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(bad()),
-        };
-        let millis = amount.checked_mul(millis_per_unit).ok_or_else(bad)?;
-        Self::new(limit, Duration::from_millis(millis))
+        let period = crate::parse_duration(period.trim()).map_err(|_| bad())?;
+        Self::new(limit, period)
     }
 }
 
 impl fmt::Display for WindowLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.period.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}/{}s", self.limit, ms / 1000)
-        } else {
-            write!(f, "{}/{}ms", self.limit, ms)
-        }
+        write!(f, "{}/{}", self.limit, crate::DurationText(self.period))
     }
 }
 
@@ -329,18 +271,6 @@ mod tests {
             assert_eq!(
                 WorkspaceId::parse(bad),
                 Err(DomainError::Identifier),
-                "{bad:?} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn key_ids_are_twelve_base62_characters() {
-        assert!(KeyId::parse("AbCdEf012345").is_ok());
-        for bad in ["", "AbCdEf01234", "AbCdEf0123456", "AbCdEf01234-"] {
-            assert_eq!(
-                KeyId::parse(bad),
-                Err(DomainError::KeyId),
                 "{bad:?} accepted"
             );
         }

@@ -6,15 +6,12 @@
 
 use std::fmt;
 
-use rand::TryRng;
-use rand::rngs::SysRng;
-
-use crate::domain::KeyId;
+use crate::base62;
+pub use crate::key_id::KEY_ID_LEN;
+use crate::key_id::KeyId;
 
 /// Every key starts with this.
 pub const PREFIX: &str = "sk-";
-/// Characters in the public key id.
-pub const KEY_ID_LEN: usize = 12;
 /// Characters in the secret (32 × log2(62) ≈ 190 bits).
 pub const SECRET_LEN: usize = 32;
 /// Characters in the base62 CRC32 checksum (62⁶ > 2³²).
@@ -25,9 +22,6 @@ pub const KEY_LEN: usize = PREFIX.len() + KEY_ID_LEN + SECRET_LEN + CHECKSUM_LEN
 const ID_START: usize = PREFIX.len();
 const SECRET_START: usize = ID_START + KEY_ID_LEN;
 const CHECKSUM_START: usize = SECRET_START + SECRET_LEN;
-
-/// The base62 alphabet, in digit order: `0` is zero.
-pub const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Why a presented string is not a key of our format. The messages name the part that is wrong and
 /// never repeat any of the input.
@@ -154,7 +148,7 @@ impl GeneratedKey {
     pub fn generate() -> Result<Self, rand::rngs::SysError> {
         let mut bytes = [0u8; KEY_LEN];
         bytes[..ID_START].copy_from_slice(PREFIX.as_bytes());
-        fill_base62(&mut bytes[ID_START..CHECKSUM_START])?;
+        base62::fill_random(&mut bytes[ID_START..CHECKSUM_START])?;
         let sum = checksum(&bytes[..CHECKSUM_START]);
         bytes[CHECKSUM_START..].copy_from_slice(&sum);
         Ok(Self {
@@ -194,42 +188,15 @@ pub fn preview_of(key: &str) -> String {
     format!("{PREFIX}{head}...{tail}")
 }
 
-/// Fills `out` with uniformly distributed base62 characters from the OS CSPRNG.
-fn fill_base62(out: &mut [u8]) -> Result<(), rand::rngs::SysError> {
-    let mut pool = [0u8; 64];
-    let mut used = pool.len();
-    for slot in out.iter_mut() {
-        loop {
-            if used == pool.len() {
-                SysRng.try_fill_bytes(&mut pool)?;
-                used = 0;
-            }
-            let byte = pool[used];
-            used += 1;
-            // 248 = 4 × 62: rejecting the top 8 values keeps every character equally likely.
-            if byte < 248 {
-                *slot = ALPHABET[usize::from(byte % 62)];
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// CRC32 (IEEE) of `data` in base62, most significant digit first, zero-padded to 6.
 pub fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut value = crc32fast::hash(data);
-    let mut out = [ALPHABET[0]; CHECKSUM_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(value % 62) as usize];
-        value /= 62;
-    }
-    out
+    base62::encode_padded(crc32fast::hash(data))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base62::ALPHABET;
 
     fn fresh() -> String {
         GeneratedKey::generate()

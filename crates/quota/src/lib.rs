@@ -1,6 +1,6 @@
 //! Exact rate limits over rolling windows, decided atomically for all of a subject's windows.
 //!
-//! The guarantee (DESIGN §7, `docs/quota.md`): for every window of limit `N` and period `P`, never
+//! The guarantee (`docs/quota.md`): for every window of limit `N` and period `P`, never
 //! more than `N` admissions in any span of length `P`, and a client that keeps within every window
 //! is never refused. A request refused by one window charges none.
 //!
@@ -15,7 +15,11 @@ pub mod log;
 mod memory;
 mod over_limit;
 mod redis_backend;
+pub mod wire;
 
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 pub use memory::MemoryBackend;
@@ -28,8 +32,9 @@ pub const MAX_WINDOWS: usize = 4;
 /// One window to check, with the name reported back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedWindow {
-    /// e.g. `burst` or `hourly`.
-    pub name: String,
+    /// e.g. `burst` or `hourly`: borrowed for a key's own two windows, so the Verify path builds
+    /// its windows without allocating.
+    pub name: Cow<'static, str>,
     /// Limit and period.
     pub limit: WindowLimit,
 }
@@ -38,7 +43,7 @@ pub struct NamedWindow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowState {
     /// The window's name.
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// The window's limit.
     pub limit: u32,
     /// The window's length (the `w` of the `RateLimit-Policy` header).
@@ -63,9 +68,15 @@ pub struct Decision {
 /// Why no decision could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum QuotaError {
-    /// The request itself is unusable (no windows, cost above a limit, …).
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// The request itself is unusable (no windows, cost above a limit, …): the caller's input,
+    /// never retried.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The request field at fault, as the proto names it (`cost`, `limits[1].period`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The backing store cannot be reached; the caller applies its fail mode.
     #[error("quota store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -120,30 +131,53 @@ impl QuotaBackend {
     }
 }
 
+impl QuotaError {
+    /// An unusable request field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A decision with the backend's own clock, as a trait object: how auth-check reaches a quota
+/// in its own process (the all-in-one wiring), without the wire format. The Quota service
+/// implements it (counting its metrics as for calls over gRPC).
+pub trait Decide: Send + Sync {
+    /// Checks every window and charges them all if all admit `cost` (Consume).
+    fn consume<'a>(
+        &'a self,
+        subject: &'a str,
+        cost: u32,
+        windows: &'a [NamedWindow],
+    ) -> Pin<Box<dyn Future<Output = Result<Decision, QuotaError>> + Send + 'a>>;
+}
+
 fn validate(subject: &str, cost: u32, windows: &[NamedWindow]) -> Result<(), QuotaError> {
     if subject.is_empty() || subject.len() > 128 {
-        return Err(QuotaError::InvalidArgument(
-            "subject: must be 1 to 128 bytes".to_owned(),
-        ));
+        return Err(QuotaError::invalid("subject", "must be 1 to 128 bytes"));
     }
     if windows.is_empty() || windows.len() > MAX_WINDOWS {
-        return Err(QuotaError::InvalidArgument(format!(
-            "limits: must hold 1 to {MAX_WINDOWS} windows"
-        )));
+        return Err(QuotaError::invalid(
+            "limits",
+            format!("must hold 1 to {MAX_WINDOWS} windows"),
+        ));
     }
     if let Some(w) = windows.iter().find(|w| cost > w.limit.limit()) {
-        return Err(QuotaError::InvalidArgument(format!(
-            "cost: {cost} exceeds the limit {} of window {:?}, so it could never be admitted",
-            w.limit.limit(),
-            w.name
-        )));
+        return Err(QuotaError::invalid(
+            "cost",
+            format!(
+                "{cost} exceeds the limit {} of window {:?}, so it could never be admitted",
+                w.limit.limit(),
+                w.name
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn system_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    stanna_keys::time::millis_since_epoch(std::time::SystemTime::now())
 }

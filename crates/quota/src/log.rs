@@ -93,7 +93,8 @@ impl Ring {
         self.limit() - lo
     }
 
-    fn state(&self, name: &str, now: u64) -> WindowState {
+    /// The state of `window` (its name is cloned: free for a borrowed name).
+    fn state(&self, window: &NamedWindow, now: u64) -> WindowState {
         let count = self.count(now);
         let reset_ms = if count == 0 {
             0
@@ -101,7 +102,7 @@ impl Ring {
             (self.newest() + self.period_ms).saturating_sub(now)
         };
         WindowState {
-            name: name.to_owned(),
+            name: window.name.clone(),
             limit: self.limit() as u32,
             period: Duration::from_millis(self.period_ms),
             remaining: (self.limit() - count) as u32,
@@ -164,7 +165,7 @@ impl Log {
                 .rings
                 .iter()
                 .zip(windows)
-                .map(|(r, w)| r.state(&w.name, now))
+                .map(|(r, w)| r.state(w, now))
                 .collect(),
             retry_after: refusal.map(|ms| Duration::from_millis(ms.max(1))),
         }
@@ -179,7 +180,7 @@ mod tests {
     fn windows(spec: &[(&str, u32, u64)]) -> Vec<NamedWindow> {
         spec.iter()
             .map(|(n, l, s)| NamedWindow {
-                name: (*n).into(),
+                name: n.to_string().into(),
                 limit: WindowLimit::new(*l, Duration::from_millis(*s)).unwrap(),
             })
             .collect()

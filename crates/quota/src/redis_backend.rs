@@ -51,14 +51,14 @@ impl RedisBackend {
     /// [`QuotaError::InvalidArgument`] for a URL the redis crate cannot read.
     pub fn connect_lazy(config: &RedisBackendConfig) -> Result<Self, QuotaError> {
         let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| QuotaError::InvalidArgument(format!("STANNA_REDIS_URL: {e}")))?;
+            .map_err(|e| QuotaError::invalid("STANNA_REDIS_URL", e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.response_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| QuotaError::InvalidArgument(format!("STANNA_REDIS_URL: {e}")))?;
+            .map_err(|e| QuotaError::invalid("STANNA_REDIS_URL", e.to_string()))?;
         Ok(Self {
             connection,
             script: Arc::new(redis::Script::new(SCRIPT)),

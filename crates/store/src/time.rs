@@ -1,15 +1,16 @@
-//! Conversions between `SystemTime` and the stored microseconds since the Unix epoch.
+//! The stored form of times: microseconds since the Unix epoch in a signed 64-bit column (exact,
+//! ordered alike on SQLite and PostgreSQL), through the one epoch conversion in `stanna_keys`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-/// µs since the epoch; times before 1970 (never produced here) clamp to 0, and times past year
-/// 294 247 clamp to `i64::MAX`.
+use stanna_keys::time::{from_micros_since_epoch, micros_since_epoch};
+
+/// µs since the epoch as stored; times past year 294 247 clamp to `i64::MAX`.
 pub(crate) fn to_micros(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    i64::try_from(micros_since_epoch(t)).unwrap_or(i64::MAX)
 }
 
 /// The inverse of [`to_micros`]; negative values read as the epoch.
 pub(crate) fn from_micros(micros: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+    from_micros_since_epoch(u64::try_from(micros).unwrap_or(0))
 }

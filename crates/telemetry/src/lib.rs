@@ -7,7 +7,9 @@
 //!   `OTEL_BSP_SCHEDULE_DELAY`. [`Telemetry::shutdown`] flushes what is buffered.
 //! - [`propagation`]: W3C `traceparent`/`tracestate` in and out of HTTP headers and gRPC
 //!   metadata, and the tower layers that do it for every gRPC server and client.
-//! - [`metrics`]: the Prometheus metrics and their `/metrics` listener.
+//! - [`metrics`]: the Prometheus registry every service registers its own series in, and the
+//!   `/metrics` listener.
+//! - [`ErrorChain`]: how every error is logged, with its whole source chain.
 //!
 //! Cost when tracing is off: the request-path spans use the target [`SPAN_TARGET`], which the log
 //! filter turns off, so with no exporter no subscriber is interested in them and `tracing`'s
@@ -16,9 +18,12 @@
 //! made with [`request_span!`], which builds nothing outside a span: an unsampled request on the
 //! hot path builds no span at all.
 
+mod error_chain;
 pub mod metrics;
 pub mod propagation;
 pub mod sampling;
+
+pub use error_chain::ErrorChain;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;

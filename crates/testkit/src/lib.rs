@@ -501,3 +501,29 @@ impl Default for ManualClock {
         Self::new()
     }
 }
+
+/// A clock that runs with the real one, shifted by what a test adds: time moves on by itself (so
+/// keys created one after the other are ordered) and jumps forward on [`ShiftedClock::advance`]
+/// (so expiry is tested without sleeping).
+#[derive(Clone, Default)]
+pub struct ShiftedClock(std::sync::Arc<std::sync::Mutex<std::time::Duration>>);
+
+impl ShiftedClock {
+    /// A clock reading the real time until moved.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += by;
+    }
+
+    /// The clock as a shareable function.
+    pub fn as_clock(&self) -> std::sync::Arc<dyn Fn() -> std::time::SystemTime + Send + Sync> {
+        let shift = self.0.clone();
+        std::sync::Arc::new(move || {
+            std::time::SystemTime::now() + *shift.lock().unwrap_or_else(|p| p.into_inner())
+        })
+    }
+}

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use stanna_keys::KeyId;
 use subtle::ConstantTimeEq;
 
-use crate::verifier::KeyState;
+use crate::state::KeyState;
 
 const SHARDS: usize = 16;
 

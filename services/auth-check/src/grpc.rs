@@ -1,14 +1,17 @@
-//! The thin tonic adapter for `AuthCheck.Verify`.
+//! The thin tonic adapter for `AuthCheck.Verify`: the contract's messages to and from the core's
+//! domain types, the span, and the outcome metrics.
+
+use std::time::Instant;
 
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_server::AuthCheck;
-use std::time::Instant;
-
-use stanna_telemetry::metrics::metrics;
+use stanna_proto::prost_types;
+use stanna_quota::wire;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::verifier::{Verifier, VerifyError};
+use crate::state::{Verdict, VerifyCode, VerifyError};
+use crate::verifier::Verifier;
 
 /// The AuthCheck gRPC service over a [`Verifier`].
 #[derive(Clone)]
@@ -41,6 +44,7 @@ impl AuthCheck for AuthCheckService {
             cache = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
+        let metrics = self.verifier.metrics();
         let verdict = self
             .verifier
             .verify(&r.key, &r.workspace_id, r.cost)
@@ -48,56 +52,61 @@ impl AuthCheck for AuthCheckService {
             .await
             .map_err(|e| {
                 let (code, status) = match e {
-                    VerifyError::InvalidArgument(message) => {
-                        ("invalid_argument", Status::invalid_argument(message))
-                    }
+                    VerifyError::InvalidArgument { field, reason } => (
+                        "invalid_argument",
+                        stanna_grpc::status::invalid_argument(field, &reason),
+                    ),
                     VerifyError::Unavailable(message) => {
                         ("unavailable", Status::unavailable(message))
                     }
                 };
                 span.record("code", code);
                 span.record("otel.status_code", "ERROR");
-                metrics().verified(code, started.elapsed());
+                metrics.verified(code, started.elapsed());
                 status
             })?;
-        let code = code_label(verdict.code);
+        let code = verdict.code.label();
         span.record("code", code);
-        metrics().verified(code, started.elapsed());
+        metrics.verified(code, started.elapsed());
         if let Some(key) = &verdict.key {
             span.record("key_id", tracing::field::display(&key.key_id));
             span.record("workspace_id", tracing::field::display(&key.workspace));
         }
-        let mut response = pb::VerifyResponse {
-            valid: verdict.code == pb::VerifyCode::Valid,
-            code: verdict.code as i32,
-            message: verdict.message,
-            windows: verdict.windows,
-            retry_after: verdict
-                .retry_after
-                .and_then(|d| prost_types::Duration::try_from(d).ok()),
-            ..Default::default()
-        };
-        if let Some(key) = verdict.key {
-            response.key_id = key.key_id.to_string();
-            response.workspace_id = key.workspace.to_string();
-            response.user_id = key.user.to_string();
-            response.name.clone_from(&key.name);
-        }
-        Ok(Response::new(response))
+        Ok(Response::new(response_of(verdict)))
     }
 }
 
-/// The metric label and span value of a Verify code.
-fn code_label(code: pb::VerifyCode) -> &'static str {
+/// A verdict as the contract carries it.
+fn response_of(verdict: Verdict) -> pb::VerifyResponse {
+    let mut response = pb::VerifyResponse {
+        valid: verdict.code == VerifyCode::Valid,
+        code: code_to_proto(verdict.code) as i32,
+        message: verdict.message.into_owned(),
+        windows: verdict.windows.iter().map(wire::window_to_proto).collect(),
+        retry_after: verdict
+            .retry_after
+            .and_then(|d| prost_types::Duration::try_from(d).ok()),
+        ..Default::default()
+    };
+    if let Some(key) = verdict.key {
+        response.key_id = key.key_id.to_string();
+        response.workspace_id = key.workspace.to_string();
+        response.user_id = key.user.to_string();
+        response.name.clone_from(&key.name);
+    }
+    response
+}
+
+/// The contract's code of a verdict.
+pub fn code_to_proto(code: VerifyCode) -> pb::VerifyCode {
     match code {
-        pb::VerifyCode::Unspecified => "unspecified",
-        pb::VerifyCode::Valid => "valid",
-        pb::VerifyCode::Missing => "missing",
-        pb::VerifyCode::Malformed => "malformed",
-        pb::VerifyCode::NotFound => "not_found",
-        pb::VerifyCode::Inactive => "inactive",
-        pb::VerifyCode::Expired => "expired",
-        pb::VerifyCode::WorkspaceMismatch => "workspace_mismatch",
-        pb::VerifyCode::RateLimited => "rate_limited",
+        VerifyCode::Valid => pb::VerifyCode::Valid,
+        VerifyCode::Missing => pb::VerifyCode::Missing,
+        VerifyCode::Malformed => pb::VerifyCode::Malformed,
+        VerifyCode::NotFound => pb::VerifyCode::NotFound,
+        VerifyCode::Inactive => pb::VerifyCode::Inactive,
+        VerifyCode::Expired => pb::VerifyCode::Expired,
+        VerifyCode::WorkspaceMismatch => pb::VerifyCode::WorkspaceMismatch,
+        VerifyCode::RateLimited => pb::VerifyCode::RateLimited,
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! In order: remove client-sent `X-Stanna-*` headers (only the gateway may set them), take the key
 //! from `Authorization: Bearer …` or `X-API-Key` and remove it (it never travels further), check
-//! `X-Workspace-Id`, call `Verify`, and either answer the denial (DESIGN §5) or put a [`Caller`]
+//! `X-Workspace-Id`, call `Verify`, and either answer the denial (the README's error table) or
+//! put a [`Caller`]
 //! into the request's extensions and pass it on. Whatever the inner service answers, a response
 //! for which a quota decision was made gets the rate-limit headers.
 
@@ -114,7 +115,7 @@ pub async fn authenticate(
             ApiError::Internal.into_response()
         }
     };
-    // DESIGN §5: never on a 503 (here: the registry unreachable behind the REST layer).
+    // Never on a 503 (here: the registry unreachable behind the REST layer): no decision holds.
     if response.status() != http::StatusCode::SERVICE_UNAVAILABLE {
         rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());
     }
@@ -152,12 +153,16 @@ async fn verify(
     match answer {
         Ok(response) => Ok(response.into_inner()),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            let field = if status.message().starts_with("workspace_id") {
+            // The field at fault travels as a typed detail: `workspace_id` is our
+            // X-Workspace-Id; anything else was in the credential.
+            let (field, reason) = stanna_grpc::status::field_violation(&status)
+                .unwrap_or_else(|| (String::new(), status.message().to_owned()));
+            let header = if field == "workspace_id" {
                 "X-Workspace-Id"
             } else {
                 "Authorization"
             };
-            Err(ApiError::invalid(field, status.message()))
+            Err(ApiError::invalid(header, format!("{header}: {reason}")))
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), message = status.message(), "Verify failed; answering 503");

@@ -1,5 +1,5 @@
 //! Every way a public request can fail, and the one table mapping each to an HTTP status, a stable
-//! `code`, and the headers DESIGN §5 promises (`WWW-Authenticate` on 401, `Retry-After` on 429 and
+//! `code`, and the headers the README promises (`WWW-Authenticate` on 401, `Retry-After` on 429 and
 //! 503).
 //!
 //! Handlers and middleware return an [`ApiError`]; it travels to the client as a response whose
@@ -14,6 +14,57 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+
+/// Every error answer's body: `{"error": {"code", "message", "field"?, "request_id"}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// What went wrong.
+    #[schema(inline)]
+    pub error: ErrorDetail<'a>,
+}
+
+/// The error itself.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    /// A stable code (the README's troubleshooting table lists each).
+    #[schema(value_type = ErrorCode)]
+    pub code: &'a str,
+    /// In words: what is wrong and what to do.
+    pub message: &'a str,
+    /// For `invalid_request`: the body field, parameter or header at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'a str>,
+    /// This request's id, also in `X-Request-Id`: quote it when reporting a problem.
+    pub request_id: &'a str,
+}
+
+/// Every error code, for the document (the table of [`ApiError::parts`] produces them).
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ErrorCode {
+    MissingApiKey,
+    MalformedApiKey,
+    InvalidApiKey,
+    InactiveApiKey,
+    ExpiredApiKey,
+    WorkspaceMismatch,
+    AmbiguousApiKey,
+    RateLimited,
+    InvalidRequest,
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    TooManyKeys,
+    Conflict,
+    BadGateway,
+    GatewayTimeout,
+    Unavailable,
+    Internal,
+}
 
 /// What went wrong, in the terms of the public HTTP contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +198,7 @@ impl ApiError {
     }
 
     /// The field a 400 names.
-    fn field(&self) -> Option<&str> {
+    pub fn field(&self) -> Option<&str> {
         match self {
             Self::InvalidRequest { field, .. } => Some(field),
             _ => None,
@@ -174,14 +225,16 @@ impl ApiError {
     /// The complete response: status, headers and the JSON body with `request_id`.
     pub fn to_response(&self, request_id: &str) -> Response {
         let (status, code, message) = self.parts();
-        let mut error = serde_json::Map::with_capacity(4);
-        error.insert("code".into(), code.into());
-        error.insert("message".into(), message.into());
-        if let Some(field) = self.field() {
-            error.insert("field".into(), field.into());
-        }
-        error.insert("request_id".into(), request_id.into());
-        let body = serde_json::json!({ "error": error }).to_string();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                field: self.field(),
+                request_id,
+            },
+        };
+        // Plain strings into a Vec: serializing cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();

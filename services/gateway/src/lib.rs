@@ -1,17 +1,20 @@
 //! The gateway: the public HTTP entry point (HTTP/1.1 and h2c).
 //!
 //! Every request but `/healthz` and `/openapi.json` is verified by auth-check ([`auth`]); denials
-//! are answered with the JSON errors of DESIGN §5 ([`error`]); allowed requests go to the REST
-//! translation of the key API ([`rest`]) or to the upstream ([`proxy`]), and every response for
-//! which a quota decision was made carries the rate-limit headers ([`rate_limit_headers`]).
+//! are answered with the JSON errors of the README's table ([`error`]); allowed requests go to
+//! the REST translation of the key API ([`rest`]) or to the upstream ([`proxy`]), and every
+//! response for which a quota decision was made carries the rate-limit headers
+//! ([`rate_limit_headers`]). The OpenAPI document is generated from the REST types and routes
+//! ([`openapi`]).
 //!
-//! [`Gateway`] is built over two [`stanna_grpc::Transport`]s, so the same code calls auth-check
-//! and key-registry in memory (all-in-one) or over gRPC (split mode).
+//! [`Gateway`] is built over ready connections to auth-check and key-registry (in memory in the
+//! all-in-one process, gRPC in split mode): the composition root chooses.
 
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod json;
+pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod rate_limit_headers;
 pub mod rest;
@@ -23,7 +26,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use http::{HeaderName, HeaderValue, Request, header};
 use rand::RngExt;
 use tokio::net::TcpListener;
@@ -34,9 +36,12 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{Config, UpstreamUrl};
 pub use error::ApiError;
+pub use metrics::GatewayMetrics;
 
 use crate::proxy::Upstream;
 
@@ -47,24 +52,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// and rotate) before the client gets 503.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The OpenAPI 3 document of the public HTTP API, served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Why the gateway could not start or stopped with an error.
+/// Why the gateway could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A service URL is missing or unusable.
-    #[error("{0}")]
-    Config(String),
     /// The admin token cannot travel as gRPC metadata.
     #[error("STANNA_ADMIN_TOKEN must be printable ASCII")]
     AdminToken,
-    /// A gRPC client could not be set up.
-    #[error(transparent)]
-    Grpc(#[from] stanna_grpc::ServeError),
-    /// The listener failed.
-    #[error("serving HTTP failed")]
-    Io(#[from] std::io::Error),
 }
 
 /// The gateway: cheap to clone (one `Arc`), shared by every request.
@@ -90,11 +83,14 @@ struct Inner {
     upstream: Option<Upstream>,
     /// Benchmark-only bare-proxy mode.
     bench_no_auth: bool,
+    /// Responses by status, upstream latency.
+    metrics: GatewayMetrics,
 }
 
 impl Gateway {
     /// A gateway calling auth-check (in this process or over a transport) and key-registry over
-    /// `registry` (in memory or gRPC), authenticating to the registry with `admin_token`.
+    /// `registry` (in memory or gRPC), authenticating to the registry with `admin_token`, and
+    /// counting on `metrics`.
     ///
     /// # Errors
     /// [`StartError::AdminToken`] for a token that cannot be sent as metadata.
@@ -103,6 +99,7 @@ impl Gateway {
         auth_check: impl Into<AuthCheckConnection>,
         registry: stanna_grpc::Transport,
         admin_token: &str,
+        metrics: GatewayMetrics,
     ) -> Result<Self, StartError> {
         let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
             .map_err(|_| StartError::AdminToken)?;
@@ -122,41 +119,15 @@ impl Gateway {
                     .clone()
                     .map(|url| Upstream::new(url, config.upstream_timeout.0)),
                 bench_no_auth: config.bench_no_auth,
+                metrics,
             }),
         })
     }
 
-    /// A gateway for split mode: auth-check at `STANNA_AUTH_CHECK_URL` and key-registry at
-    /// `STANNA_REGISTRY_URL`, both required.
-    ///
-    /// # Errors
-    /// [`StartError::Config`] when either URL is missing or unusable.
-    pub fn connect(config: &Config, admin_token: &str) -> Result<Self, StartError> {
-        let url = |value: &Option<String>, name: &str| {
-            value.clone().ok_or_else(|| {
-                StartError::Config(format!(
-                    "{name} is required when the gateway runs alone (e.g. http://127.0.0.1:{})",
-                    if name == "STANNA_AUTH_CHECK_URL" {
-                        50052
-                    } else {
-                        50051
-                    }
-                ))
-            })
-        };
-        let auth_check =
-            stanna_grpc::lazy_channel(&url(&config.auth_check_url, "STANNA_AUTH_CHECK_URL")?)?;
-        let registry =
-            stanna_grpc::lazy_channel(&url(&config.registry_url, "STANNA_REGISTRY_URL")?)?;
-        Self::new(config, auth_check, registry, admin_token)
-    }
-
     /// The HTTP service: routes and the layers every request passes through.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/openapi.json", get(openapi))
-            .merge(rest::routes())
+        let (routes, _) = routes().split_for_parts();
+        routes
             .fallback(proxy::forward)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(
@@ -166,7 +137,14 @@ impl Gateway {
                     .layer(
                         TraceLayer::new_for_http()
                             .make_span_with(request_span)
-                            .on_response(record_response),
+                            .on_response({
+                                let metrics = self.inner.metrics.clone();
+                                move |response: &http::Response<_>,
+                                      _: Duration,
+                                      span: &tracing::Span| {
+                                    record_response(&metrics, response, span)
+                                }
+                            }),
                     )
                     // A client's own X-Request-Id is kept when it is short and plain (it helps
                     // correlate their logs with ours); anything else is replaced.
@@ -209,14 +187,27 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
     span
 }
 
+/// Every route the gateway serves itself, with its documentation (the rest is the proxy).
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    use utoipa::OpenApi as _;
+    OpenApiRouter::with_openapi(openapi::PublicApi::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .merge(rest::routes())
+}
+
 /// Records the status on the span and counts the response.
-fn record_response<B>(response: &http::Response<B>, _latency: Duration, span: &tracing::Span) {
+fn record_response<B>(
+    metrics: &GatewayMetrics,
+    response: &http::Response<B>,
+    span: &tracing::Span,
+) {
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }
-    stanna_telemetry::metrics::metrics().gateway_response(status);
+    metrics.response(status);
 }
 
 /// The admin token as metadata, added to every KeyRegistry call the REST layer makes.
@@ -265,8 +256,10 @@ async fn drop_unusable_request_id(
     next.run(request).await
 }
 
-/// `GET /healthz`: the gateway process answers (liveness; no key needed).
-async fn healthz() -> Response {
+/// The gateway process answers (liveness; no key needed).
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The gateway runs", content_type = "application/json", body = inline(Object), example = json!({"status": "ok"}))))]
+pub(crate) async fn healthz() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         "{\"status\":\"ok\"}",
@@ -274,9 +267,15 @@ async fn healthz() -> Response {
         .into_response()
 }
 
-/// `GET /openapi.json`.
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json", body = inline(Object))))]
+pub(crate) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document(),
+    )
+        .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -287,12 +286,12 @@ async fn method_not_allowed() -> ApiError {
 /// in-flight requests finish.
 ///
 /// # Errors
-/// [`StartError::Io`] if serving fails.
+/// An I/O error if serving fails.
 pub async fn serve(
     gateway: Gateway,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -306,18 +305,4 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await?;
     Ok(())
-}
-
-/// Split mode: connects to auth-check and key-registry by URL and serves until `shutdown`.
-///
-/// # Errors
-/// [`StartError`] for missing URLs or a serving failure.
-pub async fn run(
-    config: Config,
-    admin_token: &str,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    let gateway = Gateway::connect(&config, admin_token)?;
-    serve(gateway, listener, shutdown).await
 }

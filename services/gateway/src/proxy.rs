@@ -130,9 +130,7 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
         .oneshot(outgoing)
         .instrument(span.clone())
         .await;
-    stanna_telemetry::metrics::metrics()
-        .upstream_duration
-        .observe(started.elapsed().as_secs_f64());
+    gateway.inner.metrics.upstream(started.elapsed());
     if let Ok(response) = &answer {
         span.record("http.response.status_code", response.status().as_u16());
     }

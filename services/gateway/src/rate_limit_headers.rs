@@ -1,5 +1,5 @@
-//! The rate-limit response headers of DESIGN §5, computed from the windows a quota decision
-//! returned: GitHub's `X-RateLimit-*` for the binding window plus one pair per window, and the
+//! The rate-limit response headers (README, "Calling the public API"), computed from the windows
+//! a quota decision returned: GitHub's `X-RateLimit-*` for the binding window plus one pair per window, and the
 //! IETF draft's `RateLimit-Policy` and `RateLimit` fields.
 //!
 //! Pure functions of the windows and the wall clock, so they are unit-tested without a server.

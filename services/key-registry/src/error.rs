@@ -1,7 +1,13 @@
-//! The registry's errors and their one mapping to gRPC status codes.
+//! The registry's errors and their one mapping to gRPC status codes. A field-level refusal carries
+//! a `google.rpc.BadRequest` and a refused state change a `PreconditionFailure`
+//! (`stanna_grpc::status`), so a caller such as the gateway reads the field, never the message.
 
 use stanna_store::StoreError;
+use stanna_telemetry::ErrorChain;
 use tonic::{Code, Status};
+
+/// The precondition kind of rotating a key that was rotated already.
+pub const ALREADY_ROTATED: &str = "ALREADY_ROTATED";
 
 /// Why a KeyRegistry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +23,12 @@ pub enum RegistryError {
     /// No such key visible to the request (also for another workspace's or user's key).
     #[error("key not found")]
     NotFound,
-    /// The request is valid but the key's state forbids it (e.g. rotating a key rotated already).
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The key was rotated already: only its replacement can be rotated.
+    #[error("key_id: the key was already rotated; rotate its replacement {replaced_by} instead")]
+    AlreadyRotated {
+        /// The key that replaced it.
+        replaced_by: stanna_keys::KeyId,
+    },
     /// The user holds `STANNA_MAX_KEYS_PER_USER` keys already.
     #[error(
         "the user already has {max} keys, the most allowed (STANNA_MAX_KEYS_PER_USER); delete one first"
@@ -51,9 +60,7 @@ impl From<StoreError> for RegistryError {
         match err {
             StoreError::NotFound => Self::NotFound,
             StoreError::TooManyKeys { max } => Self::TooManyKeys { max },
-            StoreError::AlreadyRotated { replaced_by } => Self::FailedPrecondition(format!(
-                "key_id: the key was already rotated; rotate its replacement {replaced_by} instead"
-            )),
+            StoreError::AlreadyRotated { replaced_by } => Self::AlreadyRotated { replaced_by },
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
                 Self::Internal(Box::new(err))
@@ -65,39 +72,33 @@ impl From<StoreError> for RegistryError {
 impl From<RegistryError> for Status {
     fn from(err: RegistryError) -> Self {
         match &err {
-            RegistryError::InvalidArgument { .. } => {
-                Status::new(Code::InvalidArgument, err.to_string())
+            RegistryError::InvalidArgument { field, reason } => {
+                stanna_grpc::status::invalid_argument(field, reason)
             }
             RegistryError::NotFound => Status::new(Code::NotFound, err.to_string()),
-            RegistryError::FailedPrecondition(_) => {
-                Status::new(Code::FailedPrecondition, err.to_string())
+            RegistryError::AlreadyRotated { replaced_by } => {
+                stanna_grpc::status::failed_precondition(
+                    ALREADY_ROTATED,
+                    "key_id",
+                    &format!(
+                        "the key was already rotated; rotate its replacement {replaced_by} instead"
+                    ),
+                )
             }
             RegistryError::TooManyKeys { .. } => {
                 Status::new(Code::ResourceExhausted, err.to_string())
             }
             RegistryError::Unavailable(source) => {
-                tracing::warn!(error = %error_chain(source), "key store unavailable");
+                tracing::warn!(error = %ErrorChain(source), "key store unavailable");
                 Status::new(
                     Code::Unavailable,
                     "the key store is unavailable; retry shortly",
                 )
             }
             RegistryError::Internal(source) => {
-                tracing::error!(error = %error_chain(source.as_ref()), "internal error");
+                tracing::error!(error = %ErrorChain(source.as_ref()), "internal error");
                 Status::new(Code::Internal, "internal error")
             }
         }
     }
-}
-
-/// An error and its sources on one line, for logs.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use stanna_keys::{GeneratedKey, KeyHasher, KeyId, KeyName, RateLimits, UserId, WorkspaceId};
+use stanna_keys::{
+    Clock, GeneratedKey, KeyHasher, KeyId, KeyName, RateLimits, UserId, WorkspaceId,
+};
 use stanna_store::{
     KeyChanges, KeyRecord, KeyStore, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
     Scope, StoreError,
@@ -15,9 +17,6 @@ use stanna_store::{
 use tokio::sync::Semaphore;
 
 use crate::error::RegistryError;
-
-/// A source of "now", injected so tests control time.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The longest grace period a rotation accepts.
 pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -92,7 +91,7 @@ impl Registry {
             defaults,
             max_keys_per_user,
             argon2_concurrency,
-            Arc::new(SystemTime::now),
+            stanna_keys::system_clock(),
         )
     }
 

@@ -36,8 +36,14 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let store = stanna_store::KeyStore::connect(&shared.database_url)
+        .await
+        .unwrap();
+    let registry =
+        stanna_key_registry::build(&config, &shared, store, stanna_keys::system_clock()).unwrap();
+    let token = config.admin_token.clone().expect("a test token");
     tokio::spawn(async move {
-        stanna_key_registry::run(config, &shared, listener, async {
+        stanna_key_registry::serve(registry, token, listener, async {
             let _ = stopped.await;
         })
         .await
@@ -121,7 +127,8 @@ impl Server {
     }
 }
 
-/// The status is INVALID_ARGUMENT and its message starts with the field's name.
+/// The status is INVALID_ARGUMENT naming the field: in its `google.rpc.BadRequest` detail (what
+/// programs read) and first in its message (what people read in grpcurl's output).
 fn assert_names_invalid_field(status: &Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
@@ -129,6 +136,9 @@ fn assert_names_invalid_field(status: &Status, field: &str) {
         "message {:?} should name {field}",
         status.message()
     );
+    let (named, _) = stanna_grpc::status::field_violation(status)
+        .unwrap_or_else(|| panic!("no BadRequest detail on {status:?}"));
+    assert_eq!(named, field, "the BadRequest detail names the field");
 }
 
 fn seconds(t: &Option<prost_types::Timestamp>) -> i64 {
@@ -379,6 +389,12 @@ async fn rotation_gives_a_new_key_and_lists_the_old_one_as_expiring() {
         status.message().contains(&new.id),
         "the message names the replacement: {}",
         status.message()
+    );
+    let (kind, subject, _) =
+        stanna_grpc::status::precondition_violation(&status).expect("a PreconditionFailure");
+    assert_eq!(
+        (kind.as_str(), subject.as_str()),
+        ("ALREADY_ROTATED", "key_id")
     );
 }
 
@@ -824,18 +840,4 @@ async fn per_key_limits_are_stored_and_shown() {
         [("burst", 100, 60), ("hourly", 50, 1800)],
         "override on hourly only; windows keep their names"
     );
-}
-
-#[tokio::test]
-async fn a_service_alone_refuses_to_start_without_a_token() {
-    let dir = TempDir::new();
-    let mut config = Config::for_tests(TOKEN);
-    config.admin_token = None;
-    let shared = SharedConfig::for_tests(dir.sqlite_url());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let result = stanna_key_registry::run(config, &shared, listener, std::future::pending()).await;
-    assert!(matches!(
-        result,
-        Err(stanna_key_registry::StartError::NoAdminToken)
-    ));
 }

@@ -2,13 +2,14 @@
 //!
 //! `stanna serve` runs the whole system in one process on the embedded defaults (SQLite file,
 //! nothing to install); `stanna serve registry` runs one service alone (split mode);
-//! `stanna healthcheck ADDR` probes a service's gRPC health (for container health checks).
+//! `stanna healthcheck ADDR` probes a service's gRPC health (for container health checks). The
+//! wiring is the `stanna` library's (`lib.rs`).
 
 mod cli;
 mod healthcheck;
-mod serve;
 
 use clap::Parser;
+use stanna::{Listeners, Overrides, System};
 
 /// mimalloc instead of glibc malloc: measured in docs/gateway.md ("Allocator").
 #[global_allocator]
@@ -18,14 +19,26 @@ fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        cli::Command::Serve(args) => {
+        cli::Command::Serve(settings) => {
             // Inside the runtime: the OTLP exporter's channel lives on it.
             let telemetry =
-                runtime.block_on(async { stanna_telemetry::init(args.service_name()) })?;
-            let served = runtime.block_on(serve::serve(*args));
+                runtime.block_on(async { stanna_telemetry::init(settings.service_name()) })?;
+            let served = runtime.block_on(serve(*settings));
             telemetry.shutdown();
             served
         }
         cli::Command::Healthcheck { addr } => runtime.block_on(healthcheck::check(&addr)),
     }
+}
+
+async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
+    // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
+    let shutdown = stanna::shutdown::signal()?;
+    if settings.service.is_none() && settings.registry.admin_token.is_none() {
+        settings.registry.admin_token = Some(stanna::admin_token::generate_and_print());
+    }
+    let listeners = Listeners::bind(&settings).await?;
+    let system = System::build(settings, Overrides::default()).await?;
+    system.serve(listeners, shutdown).await?;
+    Ok(())
 }

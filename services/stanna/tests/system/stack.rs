@@ -1,9 +1,7 @@
-//! A whole system in the test process: a real SQLite store, the real registry, auth-check and
-//! quota cores wired in memory (as `stanna serve` does), and the real gateway on an ephemeral
-//! port; plus a recording upstream and a small HTTP client. Time is injected into auth-check so
-//! expiry is tested without sleeping.
-
-#![allow(dead_code, missing_docs)]
+//! A whole system in the test process, built by the composition root exactly as `stanna serve`
+//! builds it (`stanna::System`): a real SQLite store, the registry, auth-check and quota wired in
+//! memory, every listener on an ephemeral port; plus a recording upstream and a small HTTP client.
+//! Time is injected (the system's clock) so expiry is tested without sleeping.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,15 +15,11 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use stanna::{Listeners, Overrides, Settings, System};
 use stanna_auth_check::{FailMode, Verifier};
-use stanna_config::SharedConfig;
-use stanna_gateway::{Config, Gateway};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
-use stanna_quota::{MemoryBackend, QuotaBackend};
-use stanna_quota_service::QuotaService;
-use stanna_store::KeyStore;
-use stanna_testkit::{ManualClock, TempDir};
+use stanna_testkit::{ShiftedClock, TempDir};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -69,12 +63,11 @@ pub type Admin = KeyRegistryClient<
 pub struct Stack {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    pub clock: ManualClock,
+    pub clock: ShiftedClock,
     /// The auth-check core (to serve it on a socket of the test's choosing).
     pub verifier: Verifier,
     admin: Admin,
     _stop: oneshot::Sender<()>,
-    _background: stanna_auth_check::Background,
     _dir: TempDir,
 }
 
@@ -93,60 +86,40 @@ impl Stack {
 
     pub async fn start_with(options: Options) -> Self {
         let dir = TempDir::new();
-        let shared = SharedConfig::for_tests(dir.sqlite_url());
-        let store = KeyStore::connect(&shared.database_url).await.unwrap();
-        let mut registry_config = stanna_key_registry::Config::for_tests(ADMIN_TOKEN);
-        registry_config.max_keys_per_user = options.max_keys_per_user;
-        let registry =
-            stanna_key_registry::build_with_store(&registry_config, &shared, store.clone())
-                .unwrap();
-        let registry_transport =
-            stanna_grpc::in_memory(stanna_key_registry::grpc::authenticated_service(
-                registry,
-                ADMIN_TOKEN.parse().unwrap(),
-            ));
-        // In process, as `stanna serve` wires them.
-        let quota = options.quota.unwrap_or_else(|| {
-            stanna_grpc::Connection::InProcess(Arc::new(QuotaService::new(QuotaBackend::Memory(
-                MemoryBackend::new(),
-            ))))
-        });
-        let mut auth_config = stanna_auth_check::Config::for_tests();
-        auth_config.quota_fail_mode = options.fail_mode;
-        let clock = ManualClock::new();
-        let verifier = Verifier::new(
-            store,
-            quota,
-            auth_config.verifier_settings(&shared),
-            clock.as_clock(),
-        );
-        let background = stanna_auth_check::start(&verifier, &auth_config);
-        let auth_check = options.auth_check.unwrap_or_else(|| {
-            stanna_grpc::Connection::InProcess(Arc::new(stanna_auth_check::AuthCheckService::new(
-                verifier.clone(),
-            )))
-        });
-        let mut config = Config::for_tests();
-        config.upstream_url = options.upstream.map(|u| u.parse().unwrap());
-        config.verify_timeout = stanna_config::DurationArg(options.verify_timeout);
-        config.upstream_timeout = stanna_config::DurationArg(options.upstream_timeout);
-        let gateway =
-            Gateway::new(&config, auth_check, registry_transport.clone(), ADMIN_TOKEN).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut settings = Settings::for_tests(dir.sqlite_url(), ADMIN_TOKEN);
+        settings.registry.max_keys_per_user = options.max_keys_per_user;
+        settings.auth_check.quota_fail_mode = options.fail_mode;
+        settings.gateway.upstream_url = options.upstream.map(|u| u.parse().unwrap());
+        settings.gateway.verify_timeout = stanna_config::DurationArg(options.verify_timeout);
+        settings.gateway.upstream_timeout = stanna_config::DurationArg(options.upstream_timeout);
+        let clock = ShiftedClock::new();
+        let overrides = Overrides {
+            clock: Some(clock.as_clock()),
+            quota: options.quota,
+            auth_check: options.auth_check,
+            ..Overrides::default()
+        };
+        let listeners = Listeners::bind(&settings).await.unwrap();
+        let url = format!("http://{}", listeners.gateway_addr().unwrap());
+        let system = System::build(settings, overrides).await.unwrap();
+        let verifier = system.verifier().unwrap().clone();
+        let registry = system.registry_transport().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(stanna_gateway::serve(gateway, listener, async {
-            let _ = stopped.await;
-        }));
-        let admin =
-            KeyRegistryClient::with_interceptor(registry_transport, with_admin_token as fn(_) -> _);
+        tokio::spawn(async move {
+            system
+                .serve(listeners, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        let admin = KeyRegistryClient::with_interceptor(registry, with_admin_token as fn(_) -> _);
         Self {
             url,
             clock,
             verifier,
             admin,
             _stop: stop,
-            _background: background,
             _dir: dir,
         }
     }
@@ -262,15 +235,8 @@ impl Reply {
             .unwrap()
     }
 
-    /// The error code of a JSON error body.
-    pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error code in {:?}", self.json()))
-            .to_owned()
-    }
-
-    /// Asserts the error shape of DESIGN §5: status, code, the request id in body and header.
+    /// Asserts the error shape of the README's table: status, code, the request id in body and
+    /// header.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(
             self.status.as_u16(),

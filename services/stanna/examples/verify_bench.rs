@@ -2,8 +2,8 @@
 //! not a test: this machine is shared and noisy, so compare the ratio, not absolute numbers.
 //!
 //! ```sh
-//! cargo run --release -p stanna-auth-check --example verify_bench             # in-process quota
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p stanna-auth-check --example verify_bench
+//! cargo run --release -p stanna --example verify_bench             # in-process quota
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release -p stanna --example verify_bench
 //! ```
 //!
 //! Reports: requests/s and p50/p99 latency of warm `Verify` and of `grpc.health.v1.Health/Check`
@@ -12,17 +12,16 @@
 //! the script's server-side cost against `INCR` (`INFO commandstats`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use stanna_auth_check::{FailMode, Verifier, VerifierSettings};
+use stanna_auth_check::{FailMode, QuotaConnection, Verifier, VerifierSettings};
 use stanna_key_registry::Registry;
 use stanna_key_registry::registry::CreateKey;
 use stanna_keys::{HashParams, KeyHasher, KeyName, RateLimits, UserId, WindowLimit, WorkspaceId};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_client::AuthCheckClient;
-use stanna_proto::keys::v1::quota_server::QuotaServer;
 use stanna_quota::{MemoryBackend, QuotaBackend, RedisBackend, RedisBackendConfig};
-use stanna_quota_service::QuotaService;
+use stanna_quota_service::{QuotaMetrics, QuotaService};
 use stanna_store::{KeyStore, LimitOverrides};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -43,7 +42,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))?),
         None => QuotaBackend::Memory(MemoryBackend::new()),
     };
-    let quota = stanna_grpc::in_memory(QuotaServer::new(QuotaService::new(backend)));
+    // As the all-in-one wires it: the quota service object, called in process.
+    let quota = QuotaConnection::InProcess(Arc::new(QuotaService::new(
+        backend,
+        QuotaMetrics::unregistered(),
+    )));
     let settings = VerifierSettings {
         defaults: RateLimits::product_default(),
         cache_size: 100_000,
@@ -52,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stale_if_error: Duration::from_secs(30),
         quota_timeout: Duration::from_secs(1),
     };
-    let verifier = Verifier::new(store.clone(), quota, settings, Arc::new(SystemTime::now));
+    let verifier = Verifier::builder(store.clone(), quota, settings).build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(stanna_auth_check::serve(
@@ -265,7 +268,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .named()
             .into_iter()
             .map(|(name, limit)| stanna_quota::NamedWindow {
-                name: name.to_owned(),
+                name: name.into(),
                 limit,
             })
             .collect();

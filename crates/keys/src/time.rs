@@ -1,0 +1,44 @@
+//! Time as every service takes it: an injected [`Clock`] (so tests move time by hand) and the one
+//! conversion to and from counts since the Unix epoch.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A source of "now", injected so tests control time (`stanna_testkit::ManualClock`).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system's wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
+}
+
+/// Microseconds since the epoch; times before 1970 (never produced here) are 0, times past year
+/// 294 247 saturate.
+pub fn micros_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Milliseconds since the epoch, saturating like [`micros_since_epoch`].
+pub fn millis_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time `micros` microseconds after the epoch.
+pub fn from_micros_since_epoch(micros: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_counts_round_trip_and_clamp_before_1970() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_764_220_000_123_456);
+        assert_eq!(from_micros_since_epoch(micros_since_epoch(t)), t);
+        assert_eq!(millis_since_epoch(t), 1_764_220_000_123);
+        assert_eq!(micros_since_epoch(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+}

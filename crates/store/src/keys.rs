@@ -1,0 +1,290 @@
+//! The key queries: create, read, list, update, delete, rotate, the verification lookup and the
+//! last-used write-back. Every caller-facing query is scoped inside its SQL ([`Scope`]).
+
+use std::time::SystemTime;
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use stanna_keys::KeyId;
+
+use crate::entity::{Column, Entity};
+use crate::model::{new_row, record_from_model};
+use crate::{
+    KeyChanges, KeyRecord, KeyStore, NewKey, NewKeySecret, Page, PageRequest, PageToken, Scope,
+    StoreError, time,
+};
+
+impl KeyStore {
+    /// Stores a new key. With `max_per_user`, refuses when the user already holds that many keys
+    /// that are not past their expiry; the check and the insert are one serialised transaction,
+    /// so concurrent creates cannot overshoot.
+    ///
+    /// # Errors
+    /// [`StoreError::TooManyKeys`], [`StoreError::DuplicateKeyId`], or a database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.create", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn create(
+        &self,
+        key: NewKey,
+        max_per_user: Option<u32>,
+        now: SystemTime,
+    ) -> Result<KeyRecord, StoreError> {
+        let txn = self.begin_serialised_write().await?;
+        if let Some(max) = max_per_user {
+            if self.backend() == DatabaseBackend::Postgres {
+                // Serialises creates for one (workspace, user) across every process; released at
+                // commit or rollback.
+                let lock = format!("{}\u{1f}{}", key.workspace, key.user);
+                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    [lock.into()],
+                ))
+                .await?;
+            }
+            let live = Entity::find()
+                .filter(Column::WorkspaceId.eq(key.workspace.as_str()))
+                .filter(Column::UserId.eq(key.user.as_str()))
+                .filter(Column::DeletedAt.is_null())
+                .filter(
+                    Condition::any()
+                        .add(Column::ExpiresAt.is_null())
+                        .add(Column::ExpiresAt.gt(time::to_micros(now))),
+                )
+                .count(&txn)
+                .await?;
+            if live >= u64::from(max) {
+                return Err(StoreError::TooManyKeys { max });
+            }
+        }
+        let model = Entity::insert(new_row(&key, now))
+            .exec_with_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        record_from_model(model)
+    }
+
+    /// Reads one key in `scope`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no such key is visible in `scope`.
+    #[tracing::instrument(target = "stanna_span", name = "store.get", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn get(&self, scope: &Scope, key_id: &KeyId) -> Result<KeyRecord, StoreError> {
+        let model = Entity::find()
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(key_id.as_str()))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        record_from_model(model)
+    }
+
+    /// Lists keys in `scope`, newest first (ties broken by key id), a page at a time. The cursor
+    /// is a position, not an offset, so keys created or deleted between pages neither repeat nor
+    /// shift the rest.
+    ///
+    /// # Errors
+    /// A database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.list", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn list(&self, scope: &Scope, page: PageRequest) -> Result<Page, StoreError> {
+        let mut query = Entity::find().filter(scope.condition());
+        if let Some(after) = &page.after {
+            query = query.filter(
+                Condition::any()
+                    .add(Column::CreatedAt.lt(after.created_at))
+                    .add(
+                        Condition::all()
+                            .add(Column::CreatedAt.eq(after.created_at))
+                            .add(Column::KeyId.lt(after.key_id.as_str())),
+                    ),
+            );
+        }
+        let mut rows = query
+            .order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::KeyId)
+            .limit(u64::from(page.size) + 1)
+            .all(&self.db)
+            .await?;
+        let more = rows.len() > page.size as usize;
+        rows.truncate(page.size as usize);
+        let keys = rows
+            .into_iter()
+            .map(record_from_model)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match keys.last() {
+            Some(last) if more => Some(PageToken {
+                created_at: time::to_micros(last.created_at),
+                key_id: last.key_id,
+            }),
+            _ => None,
+        };
+        Ok(Page { keys, next })
+    }
+
+    /// Applies `changes` to one key in `scope` in a single scoped `UPDATE … RETURNING`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no such key is visible in `scope`.
+    #[tracing::instrument(target = "stanna_span", name = "store.update", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn update(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        changes: KeyChanges,
+        now: SystemTime,
+    ) -> Result<KeyRecord, StoreError> {
+        let mut update = Entity::update_many()
+            .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(key_id.as_str()));
+        if let Some(name) = &changes.name {
+            update = update.col_expr(Column::Name, Expr::value(name.as_str()));
+        }
+        if let Some(status) = changes.status {
+            update = update.col_expr(Column::Status, Expr::value(status.as_str()));
+        }
+        let model = update
+            .exec_with_returning(&self.db)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::NotFound)?;
+        record_from_model(model)
+    }
+
+    /// Deletes one key in `scope`: it stops verifying and disappears from every read. The row
+    /// stays as a tombstone so change polls (auth-check's revocation) see the deletion.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too).
+    #[tracing::instrument(target = "stanna_span", name = "store.delete", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn delete(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let now = time::to_micros(now);
+        let result = Entity::update_many()
+            .col_expr(Column::DeletedAt, Expr::value(now))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(key_id.as_str()))
+            .exec(&self.db)
+            .await?;
+        if result.rows_affected == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Replaces the key `old` in `scope` by `new` in one transaction: `new` is stored with the old
+    /// key's workspace, owner, name and limits (and its expiry, if still ahead), and the old key
+    /// expires at `old_expires_at` (or earlier, if it already did). Returns `(new, old)`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if `old` is not visible in `scope` or has already expired.
+    #[tracing::instrument(target = "stanna_span", name = "store.rotate", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn rotate(
+        &self,
+        scope: &Scope,
+        old: &KeyId,
+        new: NewKeySecret,
+        old_expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<(KeyRecord, KeyRecord), StoreError> {
+        let txn = self.begin_serialised_write().await?;
+        let current = Entity::find()
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(old.as_str()))
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let successor = current
+            .replaced_by
+            .as_deref()
+            .and_then(|id| KeyId::parse(id).ok());
+        let current = record_from_model(current)?;
+        if current.is_expired(now) {
+            return Err(StoreError::NotFound);
+        }
+        // One successor per key: rotating a key that is already being retired would make a
+        // second successor inheriting the first rotation's grace expiry (a new key that dies).
+        if let Some(replaced_by) = successor {
+            return Err(StoreError::AlreadyRotated { replaced_by });
+        }
+        let retire_at = current
+            .expires_at
+            .map_or(old_expires_at, |at| at.min(old_expires_at));
+        let retired = Entity::update_many()
+            .col_expr(Column::ExpiresAt, Expr::value(time::to_micros(retire_at)))
+            .col_expr(Column::ReplacedBy, Expr::value(new.key_id.as_str()))
+            .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(old.as_str()))
+            .exec_with_returning(&txn)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::NotFound)?;
+        let replacement = NewKey {
+            key_id: new.key_id,
+            preview: new.preview,
+            key_hash: new.key_hash,
+            workspace: current.workspace.clone(),
+            user: current.user.clone(),
+            name: current.name.clone(),
+            expires_at: current.expires_at,
+            rate_limits: current.rate_limits,
+        };
+        let mut row = new_row(&replacement, now);
+        row.status = Set(current.status.as_str().to_owned());
+        let created = Entity::insert(row).exec_with_returning(&txn).await?;
+        txn.commit().await?;
+        Ok((record_from_model(created)?, record_from_model(retired)?))
+    }
+
+    /// Looks a key up by id alone, for verification (the workspace comes from the key).
+    ///
+    /// # Errors
+    /// A database error; an unknown id is `Ok(None)`.
+    #[tracing::instrument(target = "stanna_span", name = "store.find_by_key_id", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn find_by_key_id(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        Entity::find_by_id(key_id.as_str())
+            .filter(Column::DeletedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(record_from_model)
+            .transpose()
+    }
+
+    /// Records last-used times in one statement per key, never moving a time backwards.
+    ///
+    /// # Errors
+    /// A database error; nothing is partially applied (one transaction).
+    #[tracing::instrument(target = "stanna_span", name = "store.record_last_used", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn record_last_used(&self, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for (key_id, at) in uses {
+            let at = time::to_micros(*at);
+            Entity::update_many()
+                .col_expr(Column::LastUsedAt, Expr::value(at))
+                .filter(Column::KeyId.eq(key_id.as_str()))
+                .filter(
+                    Condition::any()
+                        .add(Column::LastUsedAt.is_null())
+                        .add(Column::LastUsedAt.lt(at)),
+                )
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The store's own types: what a caller asks for ([`Scope`], [`NewKey`], [`KeyChanges`],
+//! [`PageRequest`]) and what it gets back ([`KeyRecord`], [`Page`]), and their mapping to and from
+//! the `api_keys` row.
+
+use std::time::{Duration, SystemTime};
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, Condition};
+use stanna_keys::{KeyId, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId};
+
+use crate::entity::{self, ActiveModel, Column};
+use crate::error::StoreError;
+use crate::page_token::PageToken;
+use crate::time;
+
+/// Which keys a call may see: always one workspace, optionally one user in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The workspace every query is confined to.
+    pub workspace: WorkspaceId,
+    /// When set, only this user's keys.
+    pub user: Option<UserId>,
+}
+
+impl Scope {
+    pub(crate) fn condition(&self) -> Condition {
+        let mut condition = Condition::all()
+            .add(Column::WorkspaceId.eq(self.workspace.as_str()))
+            .add(Column::DeletedAt.is_null());
+        if let Some(user) = &self.user {
+            condition = condition.add(Column::UserId.eq(user.as_str()));
+        }
+        condition
+    }
+}
+
+/// A key to store: its identity and hash (made by the caller, who alone sees the plaintext).
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The public key id from the generated key.
+    pub key_id: KeyId,
+    /// The generated key's preview.
+    pub preview: String,
+    /// argon2id PHC string of the whole key.
+    pub key_hash: String,
+    /// The owning workspace.
+    pub workspace: WorkspaceId,
+    /// The owning user.
+    pub user: UserId,
+    /// The key's name.
+    pub name: KeyName,
+    /// When it stops verifying, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// Per-window overrides; `None` follows the configured default.
+    pub rate_limits: LimitOverrides,
+}
+
+/// Per-key overrides of the default windows; `None` means "the configured default", so changing
+/// the defaults later reaches every key that never had an override.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// Override of the burst window.
+    pub burst: Option<WindowLimit>,
+    /// Override of the long window.
+    pub hourly: Option<WindowLimit>,
+}
+
+impl LimitOverrides {
+    /// The effective windows given the configured defaults.
+    pub fn resolve(&self, defaults: RateLimits) -> RateLimits {
+        RateLimits {
+            burst: self.burst.unwrap_or(defaults.burst),
+            hourly: self.hourly.unwrap_or(defaults.hourly),
+        }
+    }
+}
+
+/// A stored key as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The public key id.
+    pub key_id: KeyId,
+    /// The owning workspace.
+    pub workspace: WorkspaceId,
+    /// The owning user.
+    pub user: UserId,
+    /// The key's name.
+    pub name: KeyName,
+    /// `sk-1234...abcd`.
+    pub preview: String,
+    /// argon2id PHC string, for verification.
+    pub key_hash: String,
+    /// Active or inactive.
+    pub status: KeyStatus,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Last change of name or status.
+    pub updated_at: SystemTime,
+    /// Last successful use, if any.
+    pub last_used_at: Option<SystemTime>,
+    /// When it stops verifying, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// Per-window overrides.
+    pub rate_limits: LimitOverrides,
+}
+
+impl KeyRecord {
+    /// Whether the key is past its expiry at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Changes to a key; `None` fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    /// A new name.
+    pub name: Option<KeyName>,
+    /// A new status.
+    pub status: Option<KeyStatus>,
+}
+
+/// How many keys a list call returns at most, and where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// 1-100; the caller validates and applies the default.
+    pub size: u32,
+    /// Continue after this position (from a previous page's [`Page::next`]).
+    pub after: Option<PageToken>,
+}
+
+/// One page of keys, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The keys.
+    pub keys: Vec<KeyRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<PageToken>,
+}
+
+/// The secret-derived parts of a replacement key, for [`KeyStore::rotate`].
+#[derive(Debug, Clone)]
+pub struct NewKeySecret {
+    /// The new key's id.
+    pub key_id: KeyId,
+    /// The new key's preview.
+    pub preview: String,
+    /// argon2id PHC string of the new key.
+    pub key_hash: String,
+}
+
+pub(crate) fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
+    let now = time::to_micros(now);
+    let (burst_limit, burst_period_ms) = window_columns(key.rate_limits.burst);
+    let (hourly_limit, hourly_period_ms) = window_columns(key.rate_limits.hourly);
+    ActiveModel {
+        key_id: Set(key.key_id.as_str().to_owned()),
+        workspace_id: Set(key.workspace.as_str().to_owned()),
+        user_id: Set(key.user.as_str().to_owned()),
+        name: Set(key.name.as_str().to_owned()),
+        preview: Set(key.preview.clone()),
+        key_hash: Set(key.key_hash.clone()),
+        status: Set(KeyStatus::Active.as_str().to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_used_at: Set(None),
+        expires_at: Set(key.expires_at.map(time::to_micros)),
+        deleted_at: Set(None),
+        replaced_by: Set(None),
+        burst_limit: Set(burst_limit),
+        burst_period_ms: Set(burst_period_ms),
+        hourly_limit: Set(hourly_limit),
+        hourly_period_ms: Set(hourly_period_ms),
+    }
+}
+
+fn window_columns(window: Option<WindowLimit>) -> (Option<i32>, Option<i64>) {
+    match window {
+        // Limits are at most 10 000 and periods at most 24 h, so both conversions are exact.
+        Some(w) => (Some(w.limit() as i32), Some(w.period().as_millis() as i64)),
+        None => (None, None),
+    }
+}
+
+pub(crate) fn record_from_model(m: entity::Model) -> Result<KeyRecord, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key_id: m.key_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let window =
+        |limit: Option<i32>, period: Option<i64>| -> Result<Option<WindowLimit>, StoreError> {
+            match (limit, period) {
+                (None, None) => Ok(None),
+                (Some(limit), Some(ms)) => {
+                    let limit = u32::try_from(limit).map_err(|_| corrupt("negative limit"))?;
+                    let ms = u64::try_from(ms).map_err(|_| corrupt("negative period"))?;
+                    WindowLimit::new(limit, Duration::from_millis(ms))
+                        .map(Some)
+                        .map_err(|e| corrupt(&e.to_string()))
+                }
+                _ => Err(corrupt("half-set rate limit")),
+            }
+        };
+    Ok(KeyRecord {
+        key_id: KeyId::parse(&m.key_id).map_err(|_| corrupt("bad key id"))?,
+        workspace: WorkspaceId::parse(&m.workspace_id).map_err(|_| corrupt("bad workspace id"))?,
+        user: UserId::parse(&m.user_id).map_err(|_| corrupt("bad user id"))?,
+        name: KeyName::parse(&m.name).map_err(|_| corrupt("bad name"))?,
+        status: KeyStatus::from_stored(&m.status).ok_or_else(|| corrupt("unknown status"))?,
+        rate_limits: LimitOverrides {
+            burst: window(m.burst_limit, m.burst_period_ms)?,
+            hourly: window(m.hourly_limit, m.hourly_period_ms)?,
+        },
+        created_at: time::from_micros(m.created_at),
+        updated_at: time::from_micros(m.updated_at),
+        last_used_at: m.last_used_at.map(time::from_micros),
+        expires_at: m.expires_at.map(time::from_micros),
+        preview: m.preview,
+        key_hash: m.key_hash,
+    })
+}

@@ -1,0 +1,55 @@
+//! auth-check's two background loops — the change poll (revocation) and the last-used
+//! write-back — run on the caller's task tracker until its cancellation token fires, so the
+//! composition root stops them in its one shutdown order (and flushes last-used once more after).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Config, Verifier};
+
+/// Spawns the change poll and the last-used flush of `verifier` on `tasks`, each stopping when
+/// `stop` is cancelled.
+pub fn spawn(verifier: &Verifier, config: &Config, tasks: &TaskTracker, stop: &CancellationToken) {
+    let poller = verifier.clone();
+    tasks.spawn(every(
+        config.change_poll_interval.0,
+        stop.clone(),
+        move || {
+            let poller = poller.clone();
+            async move {
+                if let Err(err) = poller.poll_changes().await {
+                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "change poll failed; cached keys verify until the stale limit");
+                }
+            }
+        },
+    ));
+    let flusher = verifier.clone();
+    tasks.spawn(every(config.last_used_flush.0, stop.clone(), move || {
+        let flusher = flusher.clone();
+        async move {
+            if let Err(err) = flusher.flush_last_used().await {
+                tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "last-used flush failed; retrying next interval");
+            }
+        }
+    }));
+}
+
+/// Runs `step` every `period` (a late step delays the next, never bunches them) until `stop`. A
+/// step that has started runs to its end: a flush cut half-way would lose the times it took.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        step().await;
+    }
+}

@@ -1,0 +1,82 @@
+//! auth-check's settings: its listener, where the quota is, the fail mode, and the timings of the
+//! cache, the change poll and the last-used write-back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stanna_config::{DurationArg, SharedConfig};
+
+use crate::{FailMode, VerifierSettings};
+
+/// Settings of the auth-check service.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "auth_check_config")]
+#[command(next_help_heading = "auth-check")]
+pub struct Config {
+    /// Where the AuthCheck gRPC service listens (internal network only: no token).
+    #[arg(
+        id = "auth_check_addr",
+        long = "auth-check-addr",
+        env = "STANNA_AUTH_CHECK_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub addr: SocketAddr,
+
+    /// The Quota service (`http://host:50053`); unset: decide in this process.
+    #[arg(long, env = "STANNA_QUOTA_URL")]
+    pub quota_url: Option<String>,
+
+    /// When the quota cannot decide: `open` allows (no rate-limit headers), `closed` refuses (503).
+    #[arg(
+        long,
+        env = "STANNA_QUOTA_FAIL_MODE",
+        value_enum,
+        default_value = "open"
+    )]
+    pub quota_fail_mode: FailMode,
+
+    /// How often last-used times are written back (at most one write per key per interval).
+    #[arg(long, env = "STANNA_LAST_USED_FLUSH", default_value = "5s")]
+    pub last_used_flush: DurationArg,
+
+    /// How long cached keys keep verifying while the store is unreachable.
+    #[arg(long, env = "STANNA_STALE_IF_ERROR", default_value = "30s")]
+    pub stale_if_error: DurationArg,
+
+    /// Verified keys kept in memory.
+    #[arg(long, env = "STANNA_VERIFY_CACHE_SIZE", default_value_t = 100_000)]
+    pub verify_cache_size: usize,
+
+    /// How often the store is asked what changed (revocations reach this process within about
+    /// this interval plus a query).
+    #[arg(long, env = "STANNA_CHANGE_POLL_INTERVAL", default_value = "250ms")]
+    pub change_poll_interval: DurationArg,
+}
+
+impl Config {
+    /// Settings for tests: an ephemeral port, in-process quota, fail-open, and the shipped
+    /// timings (250 ms polls, 5 s flushes), so tests check what users get.
+    pub fn for_tests() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            quota_url: None,
+            quota_fail_mode: FailMode::Open,
+            last_used_flush: DurationArg(Duration::from_secs(5)),
+            stale_if_error: DurationArg(Duration::from_secs(30)),
+            verify_cache_size: 100_000,
+            change_poll_interval: DurationArg(Duration::from_millis(250)),
+        }
+    }
+
+    /// The core's settings.
+    pub fn verifier_settings(&self, shared: &SharedConfig) -> VerifierSettings {
+        VerifierSettings {
+            defaults: shared.default_limits(),
+            cache_size: self.verify_cache_size,
+            argon2_concurrency: shared.argon2_concurrency(),
+            fail_mode: self.quota_fail_mode,
+            stale_if_error: self.stale_if_error.0,
+            quota_timeout: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! What the Verify core is built with: its settings, the fail mode, the hash check it runs on the
+//! cold path, and the counters tests read.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use stanna_keys::{KeyHasher, PresentedKey, RateLimits};
+
+/// What auth-check does when the quota service cannot decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailMode {
+    /// Allow the request (logged and counted; no rate-limit headers). Envoy's and Kong's default.
+    Open,
+    /// Answer UNAVAILABLE.
+    Closed,
+}
+
+/// The slow check of a presented key against its stored argon2id hash. [`KeyHasher`] in
+/// production; a test may hold runs open to see what happens meanwhile.
+pub trait HashCheck: Send + Sync + 'static {
+    /// Whether `key` matches `stored`.
+    ///
+    /// # Errors
+    /// [`stanna_keys::HashError`] for an unreadable stored hash.
+    fn check(&self, key: &PresentedKey, stored: &str) -> Result<bool, stanna_keys::HashError>;
+}
+
+impl HashCheck for KeyHasher {
+    fn check(&self, key: &PresentedKey, stored: &str) -> Result<bool, stanna_keys::HashError> {
+        self.verify(key, stored)
+    }
+}
+
+/// Counters for tests that count work (the exported metrics are [`VerifyMetrics`]).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// argon2 verifications run.
+    pub argon2_runs: AtomicU64,
+    /// Store lookups of a key by id.
+    pub store_lookups: AtomicU64,
+    /// Verifications allowed because the quota could not decide (fail-open).
+    pub fail_open: AtomicU64,
+}
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// Limits of keys without overrides.
+    pub defaults: RateLimits,
+    /// Keys kept in the cache.
+    pub cache_size: usize,
+    /// argon2 runs at once.
+    pub argon2_concurrency: usize,
+    /// Fail-open or fail-closed when the quota cannot decide.
+    pub fail_mode: FailMode,
+    /// How long cached keys keep verifying while the store is unreachable.
+    pub stale_if_error: Duration,
+    /// Longest wait for a quota decision before the fail mode applies.
+    pub quota_timeout: Duration,
+}

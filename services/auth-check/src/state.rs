@@ -1,0 +1,159 @@
+//! What a verification decides, in domain types: a key's cached [`KeyState`], the [`Verdict`]
+//! with its [`VerifyCode`], and [`VerifyError`] for a request that gets no verdict. The gRPC
+//! adapter converts them to the contract at the edge (`grpc.rs`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use stanna_keys::{KeyId, KeyStatus, RateLimits, UserId, WorkspaceId};
+use stanna_quota::{NamedWindow, WindowState};
+use stanna_store::KeyRecord;
+
+/// A key's state as verification needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    /// The key id.
+    pub key_id: KeyId,
+    /// Owning workspace.
+    pub workspace: WorkspaceId,
+    /// Owning user.
+    pub user: UserId,
+    /// The key's name.
+    pub name: String,
+    /// Active or inactive.
+    pub status: KeyStatus,
+    /// Expiry, if any.
+    pub expires_at: Option<SystemTime>,
+    /// The effective windows, `burst` then `hourly`, ready for the quota (their names are
+    /// borrowed, so a decision builds nothing for them).
+    pub windows: [NamedWindow; 2],
+}
+
+impl KeyState {
+    /// The state of a stored key; windows without an override take `defaults`.
+    pub fn from_record(record: &KeyRecord, defaults: RateLimits) -> Self {
+        let limits = record.rate_limits.resolve(defaults);
+        Self {
+            key_id: record.key_id,
+            workspace: record.workspace.clone(),
+            user: record.user.clone(),
+            name: record.name.as_str().to_owned(),
+            status: record.status,
+            expires_at: record.expires_at,
+            windows: limits.named().map(|(name, limit)| NamedWindow {
+                name: Cow::Borrowed(name),
+                limit,
+            }),
+        }
+    }
+
+    /// The smallest limit of the key's windows: no cost above it can ever be admitted.
+    pub fn smallest_limit(&self) -> &NamedWindow {
+        let [a, b] = &self.windows;
+        if b.limit.limit() < a.limit.limit() {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+/// The outcome of a verification (the contract's `VerifyCode`, without its zero value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerifyCode {
+    /// The key is good and within its limits.
+    Valid,
+    /// No key was presented.
+    Missing,
+    /// Not a key of our format.
+    Malformed,
+    /// Unknown or deleted, or the secret is wrong.
+    NotFound,
+    /// Deactivated.
+    Inactive,
+    /// Past its expiry.
+    Expired,
+    /// Good, but of another workspace than the one asked for.
+    WorkspaceMismatch,
+    /// A window is exhausted, or the key id's failure budget is spent.
+    RateLimited,
+}
+
+impl VerifyCode {
+    /// The metric label and span value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::NotFound => "not_found",
+            Self::Inactive => "inactive",
+            Self::Expired => "expired",
+            Self::WorkspaceMismatch => "workspace_mismatch",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Why.
+    pub code: VerifyCode,
+    /// In words (never the key).
+    pub message: Cow<'static, str>,
+    /// The key's state when the key itself verified.
+    pub key: Option<Arc<KeyState>>,
+    /// Windows, when a quota decision was made.
+    pub windows: Vec<WindowState>,
+    /// When refused for a limit or the failure budget.
+    pub retry_after: Option<Duration>,
+}
+
+impl Verdict {
+    /// A denial before the key itself verified.
+    pub(crate) fn denied(code: VerifyCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            key: None,
+            windows: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// A verdict about a verified key.
+    pub(crate) fn about(
+        code: VerifyCode,
+        message: impl Into<Cow<'static, str>>,
+        key: Arc<KeyState>,
+    ) -> Self {
+        Self {
+            key: Some(key),
+            ..Self::denied(code, message)
+        }
+    }
+
+    /// The denial of a key that does not exist (or whose secret is wrong).
+    pub(crate) fn not_found() -> Self {
+        Self::denied(VerifyCode::NotFound, "unknown or deleted API key")
+    }
+}
+
+/// Why a Verify could not be answered with a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The request is unusable; `field` names the request field at fault.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// `workspace_id` or `cost`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store (for an uncached key, or past the stale limit) or, in closed fail mode, the quota
+    /// service is unreachable.
+    #[error("{0}")]
+    Unavailable(&'static str),
+}

@@ -1,0 +1,199 @@
+//! The REST key API's handlers: each is one KeyRegistry call made with the gateway's admin token,
+//! always inside the calling key's workspace and as its user — `workspace_id` and `user_id` come
+//! from the verified key ([`Caller`]), never from the request. Each handler's `#[utoipa::path]`
+//! is its entry in the OpenAPI document, next to the code it describes.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use stanna_proto::keys::v1 as pb;
+
+use super::errors::{Conflict, KeyErrors, NotFound, TooLarge};
+use super::extract::{JsonBody, KeyIdPath, QueryParams};
+use super::types::{
+    ApiKeyJson, CreateKeyBody, CreatedKeyJson, KeyListJson, ListKeysQuery, MeJson, RotateKeyBody,
+    UpdateKeyBody, WindowJson,
+};
+use super::{from_registry, json, registry};
+use crate::Gateway;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// The tag every key-API operation carries.
+const KEYS: &str = "keys";
+
+/// Creates a key for the caller's own user: 201 with `{key, secret}` — the only time the secret
+/// is shown. Keys made here get the default rate limits (a caller cannot raise its own).
+#[utoipa::path(post, path = "/v1/keys", tag = KEYS, request_body = CreateKeyBody,
+    responses((status = 201, description = "The key and its secret, shown once", body = CreatedKeyJson),
+        Conflict, TooLarge, KeyErrors))]
+pub async fn create_key(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<CreateKeyBody>,
+) -> Result<Response, ApiError> {
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::invalid("name", "name: is required"))?;
+    let created = registry(&gateway)
+        .create_key(pb::CreateKeyRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            name,
+            expires_at: body.expires_at.map(|t| t.0),
+            rate_limits: Vec::new(),
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    Ok(json(
+        StatusCode::CREATED,
+        &created_key(created.key.as_ref(), created.secret),
+    ))
+}
+
+/// Lists the caller's own keys, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/keys", tag = KEYS, params(ListKeysQuery),
+    responses((status = 200, description = "One page of keys", body = KeyListJson), KeyErrors))]
+pub async fn list_keys(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    QueryParams(query): QueryParams<ListKeysQuery>,
+) -> Result<Response, ApiError> {
+    let page = registry(&gateway)
+        .list_keys(pb::ListKeysRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            page_size: query.page_size.map_or(0, |s| s.0),
+            page_token: query.page_token.unwrap_or_default(),
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    let list = KeyListJson {
+        keys: page.keys.iter().map(ApiKeyJson::from).collect(),
+        next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+    };
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// One of the caller's keys.
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = KEYS, params(("id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The key", body = ApiKeyJson), NotFound, KeyErrors))]
+pub async fn get_key(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    KeyIdPath(id): KeyIdPath,
+) -> Result<Response, ApiError> {
+    let key = registry(&gateway)
+        .get_key(pb::GetKeyRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            key_id: id,
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    Ok(json(StatusCode::OK, &ApiKeyJson::from(&key)))
+}
+
+/// Renames, deactivates or reactivates one of the caller's keys (merge semantics: absent fields
+/// are kept).
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = KEYS, request_body = UpdateKeyBody,
+    params(("id" = String, Path, description = "The key id")),
+    responses((status = 200, description = "The key as changed", body = ApiKeyJson), NotFound, TooLarge, KeyErrors))]
+pub async fn update_key(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    KeyIdPath(id): KeyIdPath,
+    JsonBody(body): JsonBody<UpdateKeyBody>,
+) -> Result<Response, ApiError> {
+    let key = registry(&gateway)
+        .update_key(pb::UpdateKeyRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            key_id: id,
+            name: body.name,
+            status: body
+                .status
+                .map_or(pb::KeyStatus::Unspecified, |s| s.to_proto())
+                .into(),
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    Ok(json(StatusCode::OK, &ApiKeyJson::from(&key)))
+}
+
+/// Deletes one of the caller's keys: it is refused everywhere within a second. Deleting twice is
+/// 404.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = KEYS, params(("id" = String, Path, description = "The key id")),
+    responses((status = 204, description = "Deleted"), NotFound, KeyErrors))]
+pub async fn delete_key(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    KeyIdPath(id): KeyIdPath,
+) -> Result<Response, ApiError> {
+    registry(&gateway)
+        .delete_key(pb::DeleteKeyRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            key_id: id,
+        })
+        .await
+        .map_err(from_registry)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Replaces one of the caller's keys by a new one with the same name, limits and status; the old
+/// one keeps working for `gracePeriod` (default: it stops at once) and is listed with its expiry.
+/// A key is rotated once: rotating it again is 409, naming its replacement.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = KEYS, request_body = RotateKeyBody,
+    params(("id" = String, Path, description = "The key to replace")),
+    responses((status = 200, description = "The replacement and its secret, shown once", body = CreatedKeyJson),
+        NotFound, Conflict, TooLarge, KeyErrors))]
+pub async fn rotate_key(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    KeyIdPath(id): KeyIdPath,
+    JsonBody(body): JsonBody<RotateKeyBody>,
+) -> Result<Response, ApiError> {
+    let rotated = registry(&gateway)
+        .rotate_key(pb::RotateKeyRequest {
+            workspace_id: caller.workspace_id,
+            user_id: caller.user_id,
+            key_id: id,
+            grace_period: body.grace_period.map(|d| d.0),
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &created_key(rotated.key.as_ref(), rotated.secret),
+    ))
+}
+
+/// Who the caller is, and what is left of its limits after this request.
+#[utoipa::path(get, path = "/v1/me", tag = KEYS,
+    responses((status = 200, description = "The calling key and its windows", body = MeJson), KeyErrors))]
+pub async fn me(Extension(caller): Extension<Caller>) -> Response {
+    let me = MeJson {
+        windows: caller.windows.iter().map(WindowJson::from).collect(),
+        workspace_id: caller.workspace_id,
+        user_id: caller.user_id,
+        key_id: caller.key_id,
+        name: caller.name,
+    };
+    json(StatusCode::OK, &me)
+}
+
+fn created_key(key: Option<&pb::ApiKey>, secret: String) -> CreatedKeyJson {
+    CreatedKeyJson {
+        key: key
+            .map(ApiKeyJson::from)
+            .unwrap_or_else(|| ApiKeyJson::from(&pb::ApiKey::default())),
+        secret,
+    }
+}

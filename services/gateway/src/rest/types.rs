@@ -1,0 +1,292 @@
+//! The REST API's request and response bodies: serde types in proto3's JSON mapping
+//! (lowerCamelCase, enums by name, unset optional fields omitted), each with its OpenAPI schema
+//! derived from the same definition (utoipa), and converted from the contract's messages with
+//! `From`. Request types refuse unknown fields; `extract.rs` names the field at fault.
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use stanna_proto::keys::v1 as pb;
+use utoipa::ToSchema;
+
+use super::json::{Duration, Timestamp};
+
+/// Whether a key may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = KeyStatus)]
+pub enum KeyStatusJson {
+    /// The key verifies (unless past `expiresAt`).
+    #[serde(rename = "KEY_STATUS_ACTIVE")]
+    Active,
+    /// The key is kept and listed but refused until it is activated again.
+    #[serde(rename = "KEY_STATUS_INACTIVE")]
+    Inactive,
+}
+
+impl KeyStatusJson {
+    fn of(status: pb::KeyStatus) -> Self {
+        match status {
+            pb::KeyStatus::Inactive => Self::Inactive,
+            pb::KeyStatus::Active | pb::KeyStatus::Unspecified => Self::Active,
+        }
+    }
+
+    /// The contract's value.
+    pub fn to_proto(self) -> pb::KeyStatus {
+        match self {
+            Self::Active => pb::KeyStatus::Active,
+            Self::Inactive => pb::KeyStatus::Inactive,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyStatusJson {
+    /// By name, or by number as proto3's JSON mapping allows; never `KEY_STATUS_UNSPECIFIED`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+        const EXPECTED: &str = "must be \"KEY_STATUS_ACTIVE\" or \"KEY_STATUS_INACTIVE\"";
+        impl Visitor<'_> for StatusVisitor {
+            type Value = KeyStatusJson;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                match pb::KeyStatus::from_str_name(name) {
+                    Some(pb::KeyStatus::Active) => Ok(KeyStatusJson::Active),
+                    Some(pb::KeyStatus::Inactive) => Ok(KeyStatusJson::Inactive),
+                    _ => Err(E::custom(EXPECTED)),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                match n {
+                    1 => Ok(KeyStatusJson::Active),
+                    2 => Ok(KeyStatusJson::Inactive),
+                    _ => Err(E::custom(EXPECTED)),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                u64::try_from(n).map_or_else(|_| Err(E::custom(EXPECTED)), |n| self.visit_u64(n))
+            }
+        }
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+/// One rate-limit window of a key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RateLimit)]
+pub struct RateLimitJson {
+    /// `burst` or `hourly`.
+    pub name: String,
+    /// Requests admitted per `period`.
+    pub limit: u32,
+    /// The window's length.
+    pub period: Duration,
+}
+
+/// An API key as every caller sees it after creation: metadata and a masked preview, never the
+/// secret.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = ApiKey)]
+pub struct ApiKeyJson {
+    /// The public key id (12 characters), also embedded in the key itself.
+    pub id: String,
+    /// The key's workspace.
+    pub workspace_id: String,
+    /// The key's owner.
+    pub user_id: String,
+    /// The name chosen by its creator.
+    pub name: String,
+    /// `sk-` + the first 4 + `...` + the last 4 characters.
+    pub preview: String,
+    /// Active or inactive.
+    pub status: KeyStatusJson,
+    /// When the key was created.
+    pub created_at: Timestamp,
+    /// When its name or status last changed.
+    pub updated_at: Timestamp,
+    /// When it was last used successfully; absent if never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Timestamp>,
+    /// When it stops verifying; absent if never (set on a rotated-out key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Its effective limits: `burst` then `hourly`.
+    pub rate_limits: Vec<RateLimitJson>,
+}
+
+impl From<&pb::ApiKey> for ApiKeyJson {
+    fn from(key: &pb::ApiKey) -> Self {
+        let time = |t: &Option<stanna_proto::prost_types::Timestamp>| t.map(Timestamp);
+        Self {
+            id: key.id.clone(),
+            workspace_id: key.workspace_id.clone(),
+            user_id: key.user_id.clone(),
+            name: key.name.clone(),
+            preview: key.preview.clone(),
+            status: KeyStatusJson::of(key.status()),
+            created_at: Timestamp(key.created_at.unwrap_or_default()),
+            updated_at: Timestamp(key.updated_at.unwrap_or_default()),
+            last_used_at: time(&key.last_used_at),
+            expires_at: time(&key.expires_at),
+            rate_limits: key
+                .rate_limits
+                .iter()
+                .map(|l| RateLimitJson {
+                    name: l.name.clone(),
+                    limit: l.limit,
+                    period: Duration::of(l.period),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A key just made (or the replacement a rotation made) and its secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreatedKey)]
+pub struct CreatedKeyJson {
+    /// The key's metadata, as later calls show it.
+    pub key: ApiKeyJson,
+    /// The whole key (`sk-…`, 53 characters): shown this once, never again.
+    pub secret: String,
+}
+
+/// One page of keys, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = KeyList)]
+pub struct KeyListJson {
+    /// The keys.
+    pub keys: Vec<ApiKeyJson>,
+    /// Pass as `pageToken` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// A window's state after this request was counted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = Window)]
+pub struct WindowJson {
+    /// `burst` or `hourly`.
+    pub name: String,
+    /// The window's limit.
+    pub limit: u32,
+    /// Requests still admitted now.
+    pub remaining: u32,
+    /// Time until `remaining` is back to `limit`.
+    pub reset_after: Duration,
+    /// The window's length.
+    pub period: Duration,
+}
+
+impl From<&pb::Window> for WindowJson {
+    fn from(w: &pb::Window) -> Self {
+        Self {
+            name: w.name.clone(),
+            limit: w.limit,
+            remaining: w.remaining,
+            reset_after: Duration::of(w.reset_after),
+            period: Duration::of(w.period),
+        }
+    }
+}
+
+/// Who is calling, and its windows after this request.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = Me)]
+pub struct MeJson {
+    /// The key's workspace.
+    pub workspace_id: String,
+    /// The key's owner.
+    pub user_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The key's name.
+    pub name: String,
+    /// Each window's state.
+    pub windows: Vec<WindowJson>,
+}
+
+/// `POST /v1/keys`: a new key for the caller's own user, with the default limits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = CreateKeyRequest)]
+pub struct CreateKeyBody {
+    /// 1–100 characters after trimming, no control characters.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// When the key stops verifying; must be in the future.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+}
+
+/// `PATCH /v1/keys/{id}`: absent (or null) fields are kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = UpdateKeyRequest)]
+pub struct UpdateKeyBody {
+    /// A new name, under the same rules as at creation.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new status.
+    #[serde(default)]
+    pub status: Option<KeyStatusJson>,
+}
+
+/// `POST /v1/keys/{id}/rotate`: the body may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = RotateKeyRequest)]
+pub struct RotateKeyBody {
+    /// How long the old key keeps working (at most 30 days); absent: it stops at once.
+    #[serde(default)]
+    pub grace_period: Option<Duration>,
+}
+
+/// `GET /v1/keys` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    /// Keys per page: 0 or absent means 50; at most 100.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100)]
+    pub page_size: Option<PageSize>,
+    /// A `nextPageToken` from the previous page of the same listing.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// A page size given as a query parameter (text) or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize(pub u32);
+
+impl<'de> Deserialize<'de> for PageSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = PageSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number from 0 to 100")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                text.parse().map(PageSize).map_err(|_| {
+                    E::custom(format!(
+                        "must be a whole number from 0 to 100, got {text:?}"
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                u32::try_from(n)
+                    .map(PageSize)
+                    .map_err(|_| E::custom("must be a whole number from 0 to 100"))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}

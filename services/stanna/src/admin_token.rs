@@ -1,0 +1,20 @@
+//! The admin token of an all-in-one `stanna serve` started without `STANNA_ADMIN_TOKEN`: one is
+//! generated from the OS random source and printed once, with how to keep it.
+
+use rand::RngExt;
+use stanna_key_registry::AdminToken;
+
+/// A fresh admin token for this run, printed once with the `export` line that keeps it.
+pub fn generate_and_print() -> AdminToken {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rng();
+    let token: String = (0..32)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    println!("STANNA_ADMIN_TOKEN is not set, so this run generated one (shown once):");
+    println!("  export STANNA_ADMIN_TOKEN={token}");
+    println!("Set it before starting stanna to keep the same token across restarts.");
+    token
+        .parse()
+        .expect("32 base62 characters make a valid admin token")
+}

@@ -1,0 +1,34 @@
+//! URLs as they may appear in logs and `--help`: the password replaced, parsed with the `url`
+//! crate rather than by hand.
+
+/// `url` without its password (`postgres://u:***@h/db`); text that is not a URL is returned as
+/// it is (it holds no password part to hide).
+pub fn url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Cannot fail on a URL that already has a password (it has a host).
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url;
+
+    #[test]
+    fn passwords_are_kept_out_of_logged_urls() {
+        assert_eq!(
+            url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(url("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            url("sqlite://stanna.db?mode=rwc"),
+            "sqlite://stanna.db?mode=rwc"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! What `stanna serve` is told: which service(s) to run and every service's settings, as clap
+//! arguments with their `STANNA_*` variables — or a plain struct in tests
+//! ([`Settings::for_tests`]).
+
+use std::net::SocketAddr;
+
+use clap::ValueEnum;
+
+/// Which service `stanna serve` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceName {
+    /// The KeyRegistry gRPC service alone (requires STANNA_ADMIN_TOKEN).
+    Registry,
+    /// The AuthCheck gRPC service alone (Verify); set STANNA_QUOTA_URL to use a quota service.
+    AuthCheck,
+    /// The Quota gRPC service alone; set STANNA_REDIS_URL to share limits between processes.
+    Quota,
+    /// The public HTTP gateway alone (requires STANNA_AUTH_CHECK_URL, STANNA_REGISTRY_URL and
+    /// STANNA_ADMIN_TOKEN).
+    Gateway,
+}
+
+/// The arguments of `stanna serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Run only this service (split mode); omit to run everything in one process.
+    pub service: Option<ServiceName>,
+
+    /// Prometheus `/metrics` listener of this process (port 0: any free port, logged). Default:
+    /// 127.0.0.1:9464 for the all-in-one process; alone: gateway 9464, registry 9465,
+    /// auth-check 9466, quota 9467.
+    #[arg(long, env = "STANNA_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Settings shared by the services (store, default limits, argon2).
+    #[command(flatten)]
+    pub shared: stanna_config::SharedConfig,
+
+    /// Settings of the key-registry.
+    #[command(flatten)]
+    pub registry: stanna_key_registry::Config,
+
+    /// Settings of auth-check.
+    #[command(flatten)]
+    pub auth_check: stanna_auth_check::Config,
+
+    /// Settings of the quota service.
+    #[command(flatten)]
+    pub quota: stanna_quota_service::Config,
+
+    /// Settings of the gateway.
+    #[command(flatten)]
+    pub gateway: stanna_gateway::Config,
+}
+
+impl Settings {
+    /// Settings for an in-process test of the whole system: the store at `database_url`, every
+    /// listener on an ephemeral loopback port, `admin_token`, cheap argon2, the shipped timings.
+    pub fn for_tests(database_url: impl Into<String>, admin_token: &str) -> Self {
+        Self {
+            service: None,
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            shared: stanna_config::SharedConfig::for_tests(database_url),
+            registry: stanna_key_registry::Config::for_tests(admin_token),
+            auth_check: stanna_auth_check::Config::for_tests(),
+            quota: stanna_quota_service::Config::for_tests(),
+            gateway: stanna_gateway::Config::for_tests(),
+        }
+    }
+
+    /// Whether this process runs `service` (every one in the all-in-one mode).
+    pub fn runs(&self, service: ServiceName) -> bool {
+        self.service.is_none_or(|only| only == service)
+    }
+
+    /// The name this process reports in traces (unless `OTEL_SERVICE_NAME` says otherwise).
+    pub fn service_name(&self) -> &'static str {
+        match self.service {
+            None => "stanna",
+            Some(ServiceName::Registry) => "stanna-key-registry",
+            Some(ServiceName::AuthCheck) => "stanna-auth-check",
+            Some(ServiceName::Quota) => "stanna-quota",
+            Some(ServiceName::Gateway) => "stanna-gateway",
+        }
+    }
+
+    /// Where this process serves `/metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let port = match self.service {
+            None | Some(ServiceName::Gateway) => 9464,
+            Some(ServiceName::Registry) => 9465,
+            Some(ServiceName::AuthCheck) => 9466,
+            Some(ServiceName::Quota) => 9467,
+        };
+        self.metrics_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+}

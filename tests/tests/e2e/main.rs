@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `stanna` binary as child processes, driven by the real clients its
+//! users have (grpcurl, curl, Python, HTTP and gRPC clients), on PostgreSQL and Redis where the
+//! environment names them. One test binary, each story a module.
+
+mod admin_with_grpcurl;
+mod compose;
+mod gateway_split;
+mod readme_public_api;
+mod split_mode;
+mod telemetry;
