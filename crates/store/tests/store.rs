@@ -18,6 +18,8 @@ use stanna_testkit::TempDir;
 struct Fixture {
     store: KeyStore,
     _dir: Option<TempDir>,
+    /// The test's own PostgreSQL database, dropped after the test.
+    _database: Option<stanna_testkit::PostgresDatabase>,
 }
 
 async fn sqlite() -> Fixture {
@@ -28,13 +30,20 @@ async fn sqlite() -> Fixture {
     Fixture {
         store,
         _dir: Some(dir),
+        _database: None,
     }
 }
 
 async fn postgres(test: &str) -> Option<Fixture> {
-    let url = stanna_testkit::fresh_postgres_database(test).await?;
-    let store = KeyStore::connect(&url).await.expect("connect PostgreSQL");
-    Some(Fixture { store, _dir: None })
+    let database = stanna_testkit::fresh_postgres_database(test).await?;
+    let store = KeyStore::connect(database.url())
+        .await
+        .expect("connect PostgreSQL");
+    Some(Fixture {
+        store,
+        _dir: None,
+        _database: Some(database),
+    })
 }
 
 macro_rules! on_both_backends {
@@ -526,9 +535,9 @@ async fn sqlite_concurrent_start_up_migrates_once() {
 
 #[tokio::test]
 async fn postgres_concurrent_start_up_migrates_once() {
-    if let Some(url) =
+    if let Some(database) =
         stanna_testkit::fresh_postgres_database("postgres_concurrent_start_up_migrates_once").await
     {
-        concurrent_start_up(url).await;
+        concurrent_start_up(database.url().to_owned()).await;
     }
 }

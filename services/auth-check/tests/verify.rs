@@ -534,13 +534,14 @@ async fn redis_stopped_mid_test_honours_the_fail_mode_and_recovers_without_a_res
 
 #[tokio::test]
 async fn store_unreachable_serves_cached_keys_until_the_stale_limit_and_refuses_uncached_ones() {
-    let Some(url) = stanna_testkit::fresh_postgres_database(
+    let Some(database) = stanna_testkit::fresh_postgres_database(
         "store_unreachable_serves_cached_keys_until_the_stale_limit_and_refuses_uncached_ones",
     )
     .await
     else {
         return;
     };
+    let url = database.url().to_owned();
     let proxy = TcpProxy::start(stanna_testkit::socket_addr_of(&url)).await;
     let through_proxy = stanna_testkit::with_host(&url, proxy.addr());
     let direct = KeyStore::connect(&url).await.unwrap();

@@ -9,10 +9,12 @@
 pub mod admin_token;
 pub mod listeners;
 pub mod redact;
+mod serve;
 pub mod settings;
 pub mod shutdown;
 pub mod system;
 
 pub use listeners::{BindError, Listeners};
+pub use serve::ServeError;
 pub use settings::{ServiceName, Settings};
-pub use system::{BuildError, Overrides, ServeError, System};
+pub use system::{BuildError, Overrides, System};

@@ -17,20 +17,6 @@ use stanna_testkit::TempDir;
 
 const TOKEN: &str = "split-gateway-token-0123456789";
 
-/// PostgreSQL when `DATABASE_URL` is set; otherwise one SQLite file, said loudly.
-fn database(dir: &TempDir, test: &str) -> String {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            stanna_testkit::skip(
-                &format!("{test} (PostgreSQL)"),
-                "DATABASE_URL is not set; the processes share a SQLite file instead",
-            );
-            dir.sqlite_url()
-        }
-    }
-}
-
 fn start_quota(dir: &TempDir, port: u16, redis: Option<&str>) -> Stanna {
     let mut env = vec![("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}"))];
     if let Some(redis) = redis {
@@ -120,7 +106,8 @@ async fn four_processes_create_use_exhaust_and_revoke_a_key_through_the_gateway(
     };
     let redis = stanna_testkit::redis_url(TEST);
     let dir = TempDir::new();
-    let db = database(&dir, TEST);
+    let store = stanna_e2e::SharedStore::for_test(&dir, TEST);
+    let db = store.url();
     let [quota_port, registry_port, auth_port, gateway_port] =
         [free_port(), free_port(), free_port(), free_port()];
     let _quota = start_quota(&dir, quota_port, redis.as_deref());
@@ -208,7 +195,8 @@ async fn two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_
         return;
     };
     let dir = TempDir::new();
-    let db = database(&dir, TEST);
+    let store = stanna_e2e::SharedStore::for_test(&dir, TEST);
+    let db = store.url();
     let registry_port = free_port();
     let _registry = start_registry(&dir, registry_port, &db);
     let mut processes = Vec::new();

@@ -7,4 +7,5 @@ mod compose;
 mod gateway_split;
 mod readme_public_api;
 mod split_mode;
+mod store_outage;
 mod telemetry;

@@ -11,19 +11,6 @@ use stanna_testkit::TempDir;
 
 const TOKEN: &str = "split-admin-token-0123456789";
 
-fn database(dir: &TempDir) -> String {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            stanna_testkit::skip(
-                "split_mode (PostgreSQL)",
-                "DATABASE_URL is not set; the split-mode test shares a SQLite file instead",
-            );
-            dir.sqlite_url()
-        }
-    }
-}
-
 #[test]
 fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_process_within_a_second()
 {
@@ -33,7 +20,8 @@ fn a_key_deleted_through_the_registry_process_is_refused_by_the_auth_check_proce
         return;
     };
     let dir = TempDir::new();
-    let db = database(&dir);
+    let store = stanna_e2e::SharedStore::for_test(&dir, "split_mode");
+    let db = store.url();
     let (registry_port, auth_port, quota_port) = (free_port(), free_port(), free_port());
     let mut quota_env = vec![("STANNA_QUOTA_ADDR", format!("127.0.0.1:{quota_port}"))];
     if let Ok(redis) = std::env::var("REDIS_URL") {

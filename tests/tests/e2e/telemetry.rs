@@ -142,6 +142,8 @@ struct System {
     upstream: Arc<Mutex<Vec<String>>>,
     registry_port: u16,
     _dir: TempDir,
+    /// Last: the processes stop before their database is dropped.
+    _store: stanna_e2e::SharedStore,
 }
 
 async fn start_system() -> System {
@@ -155,16 +157,8 @@ async fn start_system() -> System {
     );
     let (upstream_addr, upstream) = recording_upstream().await;
     let dir = TempDir::new();
-    let db = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            stanna_testkit::skip(
-                "telemetry (PostgreSQL)",
-                "DATABASE_URL is not set; the processes share a SQLite file instead",
-            );
-            dir.sqlite_url()
-        }
-    };
+    let store = stanna_e2e::SharedStore::for_test(&dir, "telemetry");
+    let db = store.url();
     let redis = stanna_testkit::redis_url("telemetry (Redis)");
     let [quota, registry, auth, gateway] = [free_port(), free_port(), free_port(), free_port()];
     let common = |extra: &[(&'static str, String)]| {
@@ -227,6 +221,7 @@ async fn start_system() -> System {
         upstream,
         registry_port: registry,
         _dir: dir,
+        _store: store,
     }
 }
 
