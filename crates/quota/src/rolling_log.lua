@@ -163,6 +163,16 @@ for i = 1, n do
 end
 local allowed = retry < 0
 
+-- The state's header as the windows stand now.
+local function header_bytes()
+  local header = {struct.pack('<ddI4', base, expires_at, n)}
+  for i = 1, n do
+    local w = win[i]
+    header[#header + 1] = struct.pack('<I4I4I4I4I4', limits[i], w.head, w.count, w.newest, w.oldest)
+  end
+  return table.concat(header)
+end
+
 if allowed and consume then
   local writes = {}
   for i = 1, n do
@@ -183,12 +193,7 @@ if allowed and consume then
   -- refresh when less than that is left, to 2 x longest (about one TTL write per window).
   local refresh_ttl = state ~= nil or expires_at - now < longest
   if refresh_ttl then expires_at = now + 2 * longest end
-  local header = {struct.pack('<ddI4', base, expires_at, n)}
-  for i = 1, n do
-    local w = win[i]
-    header[#header + 1] = struct.pack('<I4I4I4I4I4', limits[i], w.head, w.count, w.newest, w.oldest)
-  end
-  writes[#writes + 1] = {0, table.concat(header)}
+  writes[#writes + 1] = {0, header_bytes()}
   if state then
     table.sort(writes, function(a, b) return a[1] < b[1] end)
     local parts, cursor = {}, 0
@@ -202,6 +207,19 @@ if allowed and consume then
   else
     for _, wr in ipairs(writes) do redis.call('SETRANGE', key, wr[1], wr[2]) end
     if refresh_ttl then redis.call('PEXPIRE', key, 2 * longest) end
+  end
+elseif consume then
+  -- A refusal charges nothing, but it must not let the state expire while a window still counts
+  -- its admissions: after a window grew (a new shape, or a longer period with the same limit) the
+  -- stored expiry follows the old, shorter windows. Keep the state for the longest window.
+  if state then
+    expires_at = now + 2 * longest
+    local header = header_bytes()
+    redis.call('SET', key, header .. string.sub(state, #header + 1), 'PX', 2 * longest)
+  elseif expires_at - now < longest then
+    expires_at = now + 2 * longest
+    redis.call('SETRANGE', key, 0, struct.pack('<ddI4', base, expires_at, n))
+    redis.call('PEXPIRE', key, 2 * longest)
   end
 end
 

@@ -24,6 +24,26 @@ async fn redis(test: &str) -> Option<QuotaBackend> {
     ))
 }
 
+/// The same, on a multi-threaded runtime: decisions really run at once on several threads.
+macro_rules! on_both_backends_in_parallel {
+    ($($test:ident),* $(,)?) => {
+        mod memory_parallel {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() { super::$test(super::memory().await).await })*
+        }
+        mod redis_parallel {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                if let Some(backend) = super::redis(concat!("redis::", stringify!($test))).await {
+                    super::$test(backend).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends_in_parallel!(a_thousand_concurrent_consumes_admit_exactly_the_limit);
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -46,7 +66,6 @@ on_both_backends!(
     an_abuser_never_gets_more_than_the_limit_in_any_rolling_span,
     two_full_bursts_61_seconds_apart_are_both_admitted,
     bursts_every_361_seconds_for_three_hours_are_never_refused,
-    a_thousand_concurrent_consumes_admit_exactly_the_limit,
     peek_never_charges,
     a_changed_limit_keeps_what_was_admitted,
     a_cost_above_the_limit_is_invalid,
@@ -235,21 +254,31 @@ async fn a_thousand_concurrent_consumes_admit_exactly_the_limit(b: QuotaBackend)
         window("burst", 100, Duration::from_secs(60)),
         window("hourly", 1000, Duration::from_secs(3600)),
     ];
+    // All released at once from a barrier, on the runtime's four worker threads.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(1000));
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
-            let (b, s, w) = (b.clone(), s.clone(), w.clone());
+            let (b, s, w, start) = (b.clone(), s.clone(), w.clone(), start.clone());
             tokio::spawn(async move {
-                b.decide(&s, 1, &w, Mode::Consume, None)
+                start.wait().await;
+                let thread = std::thread::current().id();
+                let allowed = b
+                    .decide(&s, 1, &w, Mode::Consume, None)
                     .await
                     .expect("decision")
-                    .allowed
+                    .allowed;
+                (allowed, thread)
             })
         })
         .collect();
     let mut admitted = 0;
+    let mut threads = std::collections::HashSet::new();
     for task in tasks {
-        admitted += usize::from(task.await.unwrap());
+        let (allowed, thread) = task.await.unwrap();
+        admitted += usize::from(allowed);
+        threads.insert(thread);
     }
+    assert!(threads.len() > 1, "the decisions ran on several threads");
     assert_eq!(admitted, 100);
 }
 
@@ -391,13 +420,31 @@ async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
         RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
     );
     let s = subject();
-    b.decide(&s, 1, &product_windows(), Mode::Consume, None)
-        .await
-        .unwrap();
+    for _ in 0..3 {
+        b.decide(&s, 1, &product_windows(), Mode::Consume, None)
+            .await
+            .unwrap();
+    }
     let ttl = pttl(&url, &s).await;
     assert!(
         ttl > 3_600_000 && ttl <= 7_200_000,
         "expires after twice the longest window, got {ttl} ms"
+    );
+    let mut redis = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("*{s}*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [format!("q:{{{s}}}")],
+        "both windows live in one key, hash-tagged by the subject"
     );
 }
 
@@ -417,54 +464,48 @@ async fn pttl(url: &str, subject: &str) -> i64 {
 
 /// A window that grows must extend the state's life: 1000 per minute spent, then the window
 /// becomes 1000 per hour, and the key must still be refused (and kept) for the hour.
+/// The exact guarantee across Redis's expiry: once a window grows, the state lives as long as the
+/// new window counts its admissions — also when the only decision since is a refusal (which
+/// charges nothing). 3 admitted under 3 per 1 s (the key then expires 2 s later), the window grows
+/// to 3 per 10 s and a Consume is refused; past the old expiry another quota process (no local
+/// over-limit cache) must still refuse: the three admissions are inside the 10 s window.
 #[tokio::test]
-async fn redis_state_outlives_a_window_that_grew() {
-    let Some(url) = stanna_testkit::redis_url("redis_state_outlives_a_window_that_grew") else {
+async fn a_refusal_after_a_window_grew_keeps_the_state_while_the_window_counts_it() {
+    let Some(url) = stanna_testkit::redis_url(
+        "a_refusal_after_a_window_grew_keeps_the_state_while_the_window_counts_it",
+    ) else {
         return;
     };
-    let b = QuotaBackend::Redis(
-        RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
-    );
-    let s = subject();
-    let short = [window("hourly", 3, Duration::from_secs(60))];
+    let backend = || {
+        QuotaBackend::Redis(
+            RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
+        )
+    };
+    let (b, s) = (backend(), subject());
+    let short = [window("hourly", 3, Duration::from_secs(1))];
     for _ in 0..3 {
-        assert!(
-            b.decide(&s, 1, &short, Mode::Consume, None)
-                .await
-                .unwrap()
-                .allowed
-        );
+        let d = b.decide(&s, 1, &short, Mode::Consume, None).await.unwrap();
+        assert!(d.allowed);
     }
-    let long = [window("hourly", 3, Duration::from_secs(3600))];
-    assert!(
-        !b.decide(&s, 1, &long, Mode::Peek, None)
-            .await
-            .unwrap()
-            .allowed
-    );
+    let long = [window("hourly", 3, Duration::from_secs(10))];
+    let refused = b.decide(&s, 1, &long, Mode::Consume, None).await.unwrap();
+    assert!(!refused.allowed, "three in the last 10 s");
     let ttl = pttl(&url, &s).await;
     assert!(
-        ttl <= 120_000,
-        "the TTL still follows the short window until the next admission: {ttl}"
+        ttl > 9_000,
+        "the key must outlive the 10 s window, not the old 1 s one: PTTL {ttl} ms"
     );
-    // The next admission under the long window (none is possible now, so use a fresh subject's
-    // shape): a consume that is refused must not shorten anything, and one that is admitted
-    // refreshes to twice the new longest window.
-    let s2 = subject();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let elsewhere = backend();
+    let later = elsewhere
+        .decide(&s, 1, &long, Mode::Consume, None)
+        .await
+        .unwrap();
     assert!(
-        b.decide(&s2, 1, &short, Mode::Consume, None)
-            .await
-            .unwrap()
-            .allowed
+        !later.allowed,
+        "past the old expiry, another quota process must still count the three admissions"
     );
-    assert!(
-        b.decide(&s2, 1, &long, Mode::Consume, None)
-            .await
-            .unwrap()
-            .allowed
-    );
-    let ttl = pttl(&url, &s2).await;
-    assert!(ttl > 3_600_000, "the TTL grew with the window: {ttl} ms");
+    assert_eq!(later.windows[0].remaining, 0);
 }
 
 /// The Lua script against the Rust reference, decision by decision, on a random workload:
@@ -552,6 +593,78 @@ async fn the_redis_script_decides_exactly_as_the_reference_log() {
             got,
             "step {step}: t=+{} ms cost {cost} {mode:?} shape {shape}: script vs reference",
             now - T0
+        );
+    }
+}
+
+/// The script and the reference once more, where the script's state can be lost and the
+/// reference's cannot: windows grow (a longer period with the same limit — the script's fast
+/// path — and a new shape — its slow path), refusals follow (they charge nothing), and real time
+/// passes beyond the expiry the short windows gave the key. Every decision must still agree.
+#[tokio::test]
+async fn the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_expiry() {
+    let Some(url) = stanna_testkit::redis_url(
+        "the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_expiry",
+    ) else {
+        return;
+    };
+    let mut redis = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let script = ::redis::Script::new(stanna_quota::REDIS_SCRIPT);
+    let short = vec![window("burst", 3, Duration::from_secs(1))];
+    let longer = vec![window("burst", 3, Duration::from_secs(10))];
+    let reshaped = vec![
+        window("burst", 3, Duration::from_secs(10)),
+        window("hourly", 6, Duration::from_secs(20)),
+    ];
+    for grown in [longer, reshaped] {
+        let memory = QuotaBackend::Memory(MemoryBackend::new());
+        let s = subject();
+        let mut step = 0;
+        let mut both = async |now: u64, windows: &[NamedWindow]| -> bool {
+            step += 1;
+            let expected = memory
+                .decide(&s, 1, windows, Mode::Consume, Some(now))
+                .await
+                .unwrap();
+            let mut call = script.key(format!("q:{{{s}}}"));
+            call.arg(1).arg(now).arg("c").arg(windows.len());
+            for w in windows {
+                call.arg(w.limit.limit())
+                    .arg(w.limit.period().as_millis() as u64);
+            }
+            let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
+            let mut want = vec![
+                i64::from(expected.allowed),
+                expected.retry_after.map_or(-1, |r| r.as_millis() as i64),
+            ];
+            for w in &expected.windows {
+                want.push(i64::from(w.remaining));
+                want.push(w.reset_after.as_millis() as i64);
+            }
+            assert_eq!(reply, want, "decision {step} at +{} ms", now - T0);
+            expected.allowed
+        };
+        for i in 0..3 {
+            assert!(both(T0 + i, &short).await);
+        }
+        assert!(
+            !both(T0 + 500, &grown).await,
+            "refused under the grown window"
+        );
+        assert!(!both(T0 + 900, &grown).await);
+        // The short windows' expiry (2 s) passes in real time; the grown window still counts.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            !both(T0 + 3_000, &grown).await,
+            "still refused after the old expiry"
+        );
+        assert!(
+            both(T0 + 10_000, &grown).await,
+            "admitted once the first leaves"
         );
     }
 }

@@ -499,27 +499,77 @@ async fn the_database_never_holds_a_plaintext_key(store: KeyStore) {
     }
 }
 
-async fn migrations_are_idempotent(store: KeyStore) {
-    stanna_store::migration::migrate(store.connection())
+/// The names of the applied migrations, in order.
+async fn applied_migrations(store: &KeyStore) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(
+            store.backend(),
+            "SELECT version FROM seaql_migrations ORDER BY version",
+        ))
         .await
-        .unwrap();
-    stanna_store::migration::migrate(store.connection())
-        .await
-        .unwrap();
+        .expect("the migrations table exists");
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "version").unwrap())
+        .collect()
 }
 
-/// Two processes starting at once must both come up with one schema: four pools migrate the same
-/// fresh database concurrently.
+const MIGRATIONS: [&str; 3] = [
+    "m20261127_000001_create_api_keys",
+    "m20261127_000002_soft_delete_and_change_feed",
+    "m20261127_000003_rotation_lineage",
+];
+
+async fn migrations_are_idempotent(store: KeyStore) {
+    let (key, _) = new_key("ws1", "alice", "kept");
+    let kept = store.create(key, None, t(0)).await.unwrap();
+    for _ in 0..2 {
+        stanna_store::migration::migrate(store.connection())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        applied_migrations(&store).await,
+        MIGRATIONS,
+        "each applied once"
+    );
+    let read = store
+        .get(&scope("ws1", None), &kept.key_id)
+        .await
+        .expect("a key survives migrating again");
+    assert_eq!(read, kept);
+}
+
+/// Several processes starting at once must all come up with one schema: eight pools migrate the
+/// same fresh database concurrently, each is usable afterwards, and each migration is applied
+/// exactly once.
 async fn concurrent_start_up(url: String) {
     let starts = (0..8).map(|_| {
         let url = url.clone();
         tokio::spawn(async move { KeyStore::connect(&url).await })
     });
+    let mut stores = Vec::new();
     for start in starts.collect::<Vec<_>>() {
-        start
+        stores.push(
+            start
+                .await
+                .unwrap()
+                .expect("every concurrent start-up succeeds"),
+        );
+    }
+    for (i, store) in stores.iter().enumerate() {
+        let (key, _) = new_key("ws1", &format!("user-{i}"), "from each pool");
+        let made = store.create(key, None, t(i as u64)).await.unwrap();
+        let seen = stores[(i + 1) % stores.len()]
+            .get(&scope("ws1", None), &made.key_id)
             .await
-            .unwrap()
-            .expect("every concurrent start-up succeeds");
+            .expect("every pool works on the one schema");
+        assert_eq!(seen.key_id, made.key_id);
+    }
+    assert_eq!(applied_migrations(&stores[0]).await, MIGRATIONS);
+    for store in stores {
+        store.close().await.unwrap();
     }
 }
 

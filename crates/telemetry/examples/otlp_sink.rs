@@ -1,5 +1,5 @@
 //! An OTLP/gRPC trace receiver that counts and drops what it gets: the collector for the
-//! telemetry benchmark (`services/gateway/bench/telemetry.sh`), so export cost is measured without
+//! telemetry benchmark (`services/stanna/bench/telemetry.sh`), so export cost is measured without
 //! a real collector competing for the CPU.
 //!
 //! `cargo run --release -p stanna-telemetry --example otlp_sink -- 127.0.0.1:4317`

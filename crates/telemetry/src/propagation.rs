@@ -84,6 +84,36 @@ pub fn inject_for_internal_call(headers: &mut HeaderMap) {
     }
 }
 
+/// For the request the gateway forwards to the product's upstream: [`inject_current`] when this
+/// request is traced. When tracing is on but the edge chose not to trace it, a client's
+/// `traceparent` travels on with its sampled flag cleared (its trace id and parent kept): the edge
+/// decides sampling, so a client cannot make the upstream trace what the gateway did not. With
+/// tracing off, the client's header passes through untouched.
+pub fn inject_for_upstream(headers: &mut HeaderMap) {
+    if inject_current(headers) || !crate::sampling::tracing_on() {
+        return;
+    }
+    let Some(cleared) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(clear_sampled_flag)
+    else {
+        return;
+    };
+    if let Ok(value) = HeaderValue::try_from(cleared) {
+        headers.insert("traceparent", value);
+    }
+}
+
+/// `00-<trace id>-<parent id>-<flags>` with the sampled bit of the flags cleared; `None` for a
+/// value that is not a version-00 `traceparent` or is not sampled.
+fn clear_sampled_flag(traceparent: &str) -> Option<String> {
+    let (rest, flags) = traceparent.trim().rsplit_once('-')?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let well_formed = rest.len() == 2 + 1 + 32 + 1 + 16 && rest.starts_with("00-");
+    (well_formed && flags & 1 == 1).then(|| format!("{rest}-{:02x}", flags & !1))
+}
+
 /// Tower layer for gRPC servers: one `server` span per call, named after the method, child of
 /// the caller's context.
 #[derive(Debug, Clone, Copy, Default)]
@@ -135,6 +165,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_sampled_version_00_traceparent_has_its_flag_cleared() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+        assert_eq!(
+            clear_sampled_flag(&format!("00-{id}-01")),
+            Some(format!("00-{id}-00"))
+        );
+        assert_eq!(
+            clear_sampled_flag(&format!("00-{id}-03")),
+            Some(format!("00-{id}-02"))
+        );
+        assert_eq!(clear_sampled_flag(&format!("00-{id}-00")), None);
+        assert_eq!(clear_sampled_flag(&format!("01-{id}-01")), None);
+        assert_eq!(clear_sampled_flag("garbage"), None);
+    }
 
     #[test]
     fn nothing_is_injected_when_nothing_is_traced() {

@@ -156,7 +156,7 @@ fn traceparent_sampled(headers: &HeaderMap) -> Option<bool> {
 /// (allocates, enters, closes) a span even when every layer's filter refused it, and a global
 /// filter beside per-layer ones turns their cached "never" for other callsites into a check on
 /// every call. Both were measured: 17.7 % and 7.0 % more instructions per request at 1 %
-/// (`services/gateway/bench/telemetry_instructions.sh`).
+/// (`services/stanna/bench/telemetry_instructions.sh`).
 ///
 /// [`request_span!`]: crate::request_span
 #[inline]

@@ -53,3 +53,42 @@ where
         step().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// With time paused, exactly one step per period: the change poll at the shipped 250 ms runs
+    /// four times a second (the first at once), and none after the stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_step_runs_once_per_period_until_stopped() {
+        let steps = Arc::new(AtomicU32::new(0));
+        let stop = CancellationToken::new();
+        let counted = steps.clone();
+        let period = crate::Config::for_tests().change_poll_interval.0;
+        assert_eq!(period, Duration::from_millis(250), "the shipped default");
+        let task = tokio::spawn(every(period, stop.clone(), move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            steps.load(Ordering::SeqCst),
+            1,
+            "the first step runs at once"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), 2, "one poll later");
+        tokio::time::sleep(Duration::from_millis(750)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), 5, "a second: four more");
+        stop.cancel();
+        task.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), 5, "none after the stop");
+    }
+}

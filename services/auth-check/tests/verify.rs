@@ -257,6 +257,28 @@ async fn every_verify_code_comes_from_a_real_scenario() {
     assert_eq!(f.code(&key, "").await, VerifyCode::Inactive);
 }
 
+/// The cache is keyed by key id but a hit needs the digest of the very key that verified: a
+/// guessed secret for a cached id is a miss, checked with argon2 and refused, and the real key
+/// stays cached.
+#[tokio::test]
+async fn a_guessed_secret_for_a_cached_key_id_is_refused() {
+    let f = fixture().await;
+    let (key, _) = f.key().await;
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    let runs = f.argon2_runs();
+    assert_eq!(
+        f.code(&guessed_secret_for(&key, 3), "").await,
+        VerifyCode::NotFound
+    );
+    assert_eq!(
+        f.argon2_runs(),
+        runs + 1,
+        "the guess was checked, not served from the cache"
+    );
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    assert_eq!(f.argon2_runs(), runs + 1, "the real key is still cached");
+}
+
 #[tokio::test]
 async fn a_workspace_mismatch_carries_the_identity() {
     let f = fixture().await;
@@ -530,6 +552,34 @@ async fn redis_stopped_mid_test_honours_the_fail_mode_and_recovers_without_a_res
             other => panic!("decisions did not resume: {other:?}"),
         }
     }
+}
+
+/// In the default fail-open mode a stopped Redis lets requests through, counted, with no windows
+/// (so no rate-limit headers): there is no decision to report.
+#[tokio::test]
+async fn redis_stopped_in_fail_open_mode_allows_without_windows() {
+    let Some(mut redis) = OwnRedis::start("redis_stopped_in_fail_open_mode_allows_without_windows")
+    else {
+        return;
+    };
+    let backend = QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(redis.url())).unwrap(),
+    );
+    let f = fixture_with(
+        settings(),
+        QuotaConnection::InProcess(Arc::new(LocalQuota(backend))),
+    )
+    .await;
+    let (key, _) = f.key().await;
+    assert_eq!(
+        f.verifier.verify(&key, "", 1).await.unwrap().windows.len(),
+        2
+    );
+    redis.stop();
+    let verdict = f.verifier.verify(&key, "", 1).await.unwrap();
+    assert_eq!(verdict.code, VerifyCode::Valid, "fail-open allows");
+    assert!(verdict.windows.is_empty(), "and reports no windows");
+    assert_eq!(f.verifier.stats().fail_open.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -118,10 +118,9 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     );
     let mut outgoing = outgoing;
     {
-        // The upstream continues this trace (a client's own traceparent passes through untouched
-        // when nothing is traced).
+        // The upstream continues this trace; an untraced request's traceparent says so.
         let _entered = span.enter();
-        let _ = stanna_telemetry::propagation::inject_current(outgoing.headers_mut());
+        stanna_telemetry::propagation::inject_for_upstream(outgoing.headers_mut());
     }
     let started = std::time::Instant::now();
     let answer = upstream

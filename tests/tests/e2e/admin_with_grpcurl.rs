@@ -129,11 +129,43 @@ fn the_readme_admin_session_works_against_stanna_serve() {
             }
             secrets.push(secret);
         }
+        // grpcurl exits 0 for any answer, a denial included: read what it printed.
+        let answer = || -> serde_json::Value {
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{command}: {e}: {stdout}"))
+        };
+        if command.contains("AuthCheck/Verify") {
+            let verdict = answer();
+            assert_eq!(verdict["code"], "VERIFY_CODE_VALID", "{verdict}");
+            assert_eq!(verdict["keyId"], key_id.as_str(), "{verdict}");
+            assert_eq!(verdict["workspaceId"], "ws_demo", "{verdict}");
+        }
+        if command.contains("/GetKey") {
+            assert_eq!(answer()["id"], key_id.as_str());
+        }
+        if command.contains("/UpdateKey") && command.contains("\"name\"") {
+            assert_eq!(answer()["name"], "Analytics Script", "renamed: {stdout}");
+        }
+        if command.contains("/RotateKey") {
+            // The old key is now listed with an expiry an hour ahead (its grace period).
+            let get = format!(
+                "grpcurl -plaintext -H \"authorization: Bearer $STANNA_ADMIN_TOKEN\" -d '{{\"workspace_id\": \"ws_demo\", \"key_id\": \"'$KEY_ID'\"}}' {addr} stanna.keys.v1.KeyRegistry/GetKey"
+            );
+            let (_, old, _) = run_shell(&get, &key_id, "");
+            let old: serde_json::Value = serde_json::from_str(&old).unwrap();
+            let expires = old["expiresAt"]
+                .as_str()
+                .expect("the old key has an expiry");
+            assert!(expires.ends_with('Z'), "{expires}");
+        }
         if command.contains("/UpdateKey") && command.contains("KEY_STATUS_INACTIVE") {
-            assert!(
-                stdout.contains("KEY_STATUS_INACTIVE"),
+            assert_eq!(
+                answer()["status"],
+                "KEY_STATUS_INACTIVE",
                 "deactivated: {stdout}"
             );
+        }
+        if command.contains("Health/Check") {
+            assert_eq!(answer()["status"], "SERVING");
         }
         if command.contains("/ListKeys") {
             assert!(
@@ -160,7 +192,7 @@ fn serve_without_a_token_prints_one_that_works() {
     };
     let dir = TempDir::new();
     let port = free_port();
-    let stanna = start_serve(&dir, port, None);
+    let mut stanna = start_serve(&dir, port, None);
     let output = stanna.output();
     let token = output
         .lines()
@@ -190,28 +222,62 @@ fn serve_without_a_token_prints_one_that_works() {
         String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"),
         "another token is refused"
     );
+    // Everything it printed — after the calls that used the token and after it exited.
+    assert!(stanna.terminate(), "a clean stop:\n{}", stanna.output());
+    let everything = stanna.output();
     assert_eq!(
-        output.matches(&token).count(),
+        everything.matches(&token).count(),
         1,
-        "the token is printed once and never logged again"
+        "the token is printed once and never logged again:\n{everything}"
     );
 }
 
 #[test]
-fn a_service_run_alone_refuses_to_start_without_a_token() {
+fn a_registry_or_gateway_run_alone_refuses_to_start_without_a_token() {
+    for (service, extra) in [
+        ("registry", vec![]),
+        (
+            "gateway",
+            vec![
+                ("STANNA_AUTH_CHECK_URL", "http://127.0.0.1:1"),
+                ("STANNA_REGISTRY_URL", "http://127.0.0.1:1"),
+            ],
+        ),
+    ] {
+        let dir = TempDir::new();
+        let output = Command::new(stanna_e2e::stanna_binary())
+            .args(["serve", service])
+            .current_dir(dir.path())
+            .env_remove("STANNA_ADMIN_TOKEN")
+            .env("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("STANNA_METRICS_ADDR", "127.0.0.1:0")
+            .envs(extra)
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{service} started without a token"
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("STANNA_ADMIN_TOKEN is required"),
+            "{service}: {output:?}"
+        );
+    }
+}
+
+#[test]
+fn an_admin_token_under_16_characters_is_refused() {
     let dir = TempDir::new();
     let output = Command::new(stanna_e2e::stanna_binary())
-        .args(["serve", "registry"])
+        .args(["serve"])
         .current_dir(dir.path())
-        .env_remove("STANNA_ADMIN_TOKEN")
-        .env("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("STANNA_ADMIN_TOKEN", "short-token")
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("STANNA_ADMIN_TOKEN is required"),
-        "{output:?}"
-    );
+    assert!(!output.status.success(), "a short token was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
 }
 
 #[test]

@@ -147,6 +147,11 @@ struct System {
 }
 
 async fn start_system() -> System {
+    start_system_with(&[]).await
+}
+
+/// The four processes, the gateway also given `gateway_env`.
+async fn start_system_with(gateway_env: &[(&'static str, String)]) -> System {
     let receiver = Receiver::default();
     let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp_addr = otlp.local_addr().unwrap();
@@ -202,15 +207,21 @@ async fn start_system() -> System {
         Stanna::start(
             dir.path(),
             &["serve", "gateway"],
-            &common(&[
-                ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
-                ("STANNA_AUTH_CHECK_URL", format!("http://127.0.0.1:{auth}")),
-                (
-                    "STANNA_REGISTRY_URL",
-                    format!("http://127.0.0.1:{registry}"),
-                ),
-                ("STANNA_UPSTREAM_URL", format!("http://{upstream_addr}")),
-            ]),
+            &common(
+                &[
+                    ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
+                    ("STANNA_AUTH_CHECK_URL", format!("http://127.0.0.1:{auth}")),
+                    (
+                        "STANNA_REGISTRY_URL",
+                        format!("http://127.0.0.1:{registry}"),
+                    ),
+                    ("STANNA_UPSTREAM_URL", format!("http://{upstream_addr}")),
+                ]
+                .iter()
+                .chain(gateway_env)
+                .cloned()
+                .collect::<Vec<_>>(),
+            ),
             "gateway listening on",
         ),
     ];
@@ -419,6 +430,42 @@ async fn the_upstream_gets_a_traceparent_of_the_callers_trace() {
     );
 }
 
+/// The public edge decides sampling by its own rule: under a ratio of 0 a client's `traceparent`
+/// asking for a sampled trace (flag `01`) is not followed — the trace id is kept, and the
+/// upstream is told the request is not sampled (flag `00`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_sampled_flag_is_ignored_under_a_ratio_of_zero() {
+    let system = start_system_with(&[
+        ("OTEL_TRACES_SAMPLER", "traceidratio".to_owned()),
+        ("OTEL_TRACES_SAMPLER_ARG", "0".to_owned()),
+    ])
+    .await;
+    let (secret, _) = system.create_key().await;
+    let trace_id = "1af7651916cd43dd8448eb211c80319d";
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let bearer = format!("Bearer {secret}");
+    let (status, _) = get(
+        &format!("{}/orders", system.gateway),
+        &[("authorization", &bearer), ("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let head = system.upstream.lock().unwrap().last().cloned().unwrap();
+    let forwarded = head
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("no traceparent upstream: {head}"));
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(
+        parts[1], trace_id,
+        "the trace id is the client's: {forwarded}"
+    );
+    assert_eq!(
+        parts[3], "00",
+        "not sampled, whatever the client asked: {forwarded}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_key_in_logs_spans_or_metrics_and_metrics_move() {
     let system = start_system().await;
@@ -505,8 +552,37 @@ async fn no_plaintext_key_in_logs_spans_or_metrics_and_metrics_move() {
         ) >= 3.0
     );
 
-    // Give the exporters a moment, then look everywhere for the key.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One last request with a trace id of our choosing; once its spans from the gateway and
+    // auth-check have arrived, everything exported before it has too (each exporter sends in
+    // order), so the search below sees every span of this test.
+    let last_trace = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let traceparent = format!("00-{last_trace}-00f067aa0ba902b7-01");
+    assert_eq!(
+        get(
+            &me,
+            &[("authorization", &bearer), ("traceparent", &traceparent)]
+        )
+        .await
+        .0,
+        401
+    );
+    let last_trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&last_trace[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    system.trace(&last_trace, &["GET /v1/me", "verify"]).await;
+    // README: metric labels are bounded — never a key, workspace or user id.
+    for (place, text) in [
+        ("gateway", &after),
+        ("auth-check", &auth_metrics),
+        ("quota", &quota_metrics),
+    ] {
+        for id in [key_id.as_str(), "ws_otel", "alice"] {
+            assert!(
+                !text.contains(id),
+                "{id} appears in the {place} metrics:\n{text}"
+            );
+        }
+    }
     let secret_body = &secret[15..47];
     let spans = system.receiver.spans.lock().unwrap().clone();
     assert!(!spans.is_empty(), "spans were exported");

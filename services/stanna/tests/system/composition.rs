@@ -104,3 +104,46 @@ async fn a_stopped_system_writes_last_used_and_closes_its_database() {
     assert!(last_used <= SystemTime::now());
     store.close().await.unwrap();
 }
+
+/// Keys without limits of their own follow the configured defaults: a system restarted with a
+/// smaller default burst window over the same store limits an existing key by it.
+#[tokio::test]
+async fn a_changed_default_limit_reaches_keys_without_their_own() {
+    let dir = TempDir::new();
+    let settings = Settings::for_tests(dir.sqlite_url(), ADMIN_TOKEN);
+    let first = System::build(settings.clone(), Overrides::default())
+        .await
+        .unwrap();
+    let mut admin = KeyRegistryClient::new(first.registry_transport().unwrap());
+    let mut create = tonic::Request::new(pb::CreateKeyRequest {
+        workspace_id: "ws".into(),
+        user_id: "u".into(),
+        name: "n".into(),
+        ..Default::default()
+    });
+    create.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    let secret = admin.create_key(create).await.unwrap().into_inner().secret;
+    let before = first
+        .verifier()
+        .unwrap()
+        .verify(&secret, "", 1)
+        .await
+        .unwrap();
+    assert_eq!(before.windows[0].limit, 100);
+    drop(first);
+
+    let mut smaller = settings;
+    smaller.shared.rate_limit_burst = "5/60s".parse().unwrap();
+    let second = System::build(smaller, Overrides::default()).await.unwrap();
+    let after = second
+        .verifier()
+        .unwrap()
+        .verify(&secret, "", 1)
+        .await
+        .unwrap();
+    assert_eq!(after.windows[0].limit, 5, "the new default applies");
+    assert_eq!(after.windows[0].remaining, 4);
+}

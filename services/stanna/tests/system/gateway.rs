@@ -86,9 +86,12 @@ async fn a_deleted_key_is_refused_within_a_second() {
         })
         .await
         .unwrap();
+    // The promise at the shipped defaults (a 250 ms change poll): refused within a second. The
+    // cap is 1.5 s, not 1 s, for a loaded test machine; the poll loop's cadence and what one poll
+    // delivers are tested deterministically in auth-check.
     let deleted_at = Instant::now();
     eventually(
-        Duration::from_secs(10),
+        Duration::from_millis(1500),
         "refusal of the deleted key",
         || async { stack.get_with_key("/v1/me", &secret).await.status == 401 },
     )
@@ -98,6 +101,33 @@ async fn a_deleted_key_is_refused_within_a_second() {
         .get_with_key("/v1/me", &secret)
         .await
         .assert_error(401, "invalid_api_key");
+}
+
+/// Key ids are public: made-up secrets for a real key id are refused, and past the id's failure
+/// budget (5 at once) with 429 `rate_limited`, `Retry-After` and no rate-limit headers (no quota
+/// window was consulted); the owner's key, already verified, keeps working.
+#[tokio::test]
+async fn repeated_guesses_for_one_key_id_are_429_and_the_owner_keeps_working() {
+    let stack = Stack::start().await;
+    let (secret, _) = stack.create_key(WS, USER).await;
+    assert_eq!(stack.get_with_key("/v1/me", &secret).await.status, 200);
+    let mut limited = None;
+    for n in 0..10 {
+        let mut body = format!("{}{n:0>32}", &secret[..15]);
+        body.truncate(47);
+        let sum = stanna_keys::format::checksum(body.as_bytes());
+        let guess = format!("{body}{}", std::str::from_utf8(&sum).unwrap());
+        let reply = stack.get_with_key("/v1/me", &guess).await;
+        if reply.status == 429 {
+            limited = Some(reply);
+            break;
+        }
+        reply.assert_error(401, "invalid_api_key");
+    }
+    let limited = limited.expect("the failure budget ran out within 10 guesses");
+    limited.assert_error(429, "rate_limited");
+    limited.assert_no_rate_limit_headers();
+    assert_eq!(stack.get_with_key("/v1/me", &secret).await.status, 200);
 }
 
 #[tokio::test]
@@ -568,7 +598,12 @@ async fn a_slow_upstream_is_504_after_the_upstream_timeout() {
     let start = Instant::now();
     let reply = stack.get_with_key("/slow", &secret).await;
     reply.assert_error(504, "gateway_timeout");
-    assert!(start.elapsed() < Duration::from_secs(10));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "504 before the upstream timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "504 took {took:?}");
 }
 
 // ---------------------------------------------------------------- auth-check failing
@@ -576,12 +611,15 @@ async fn a_slow_upstream_is_504_after_the_upstream_timeout() {
 #[tokio::test]
 async fn unreachable_auth_check_is_503_at_once_and_recovers_without_a_restart() {
     let port = crate::stack::closed_port().await;
+    // A verify timeout far above "at once": the 503 must come from the refused connection, not
+    // from waiting out the deadline.
     let stack = Stack::start_with(Options {
         auth_check: Some(
             stanna_grpc::lazy_channel(&format!("http://{port}"))
                 .unwrap()
                 .into(),
         ),
+        verify_timeout: Duration::from_secs(30),
         ..Options::default()
     })
     .await;
@@ -592,7 +630,7 @@ async fn unreachable_auth_check_is_503_at_once_and_recovers_without_a_restart() 
     assert_eq!(reply.header("retry-after"), "1");
     reply.assert_no_rate_limit_headers();
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(1),
         "503 took {:?}",
         start.elapsed()
     );

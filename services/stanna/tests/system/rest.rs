@@ -108,6 +108,11 @@ async fn a_key_creates_lists_gets_renames_deactivates_rotates_and_deletes_its_us
     let new_id = rotated.json()["key"]["id"].as_str().unwrap().to_owned();
     assert_ne!(new_id, id);
     assert_eq!(rotated.json()["key"]["name"], "Mobile App");
+    assert_eq!(
+        rotated.json()["key"]["status"],
+        "KEY_STATUS_INACTIVE",
+        "the replacement of an inactive key is inactive too"
+    );
     let old = stack.get_with_key(&format!("/v1/keys/{id}"), &caller).await;
     assert!(old.json()["expiresAt"].as_str().unwrap().ends_with('Z'));
     // Rotating it again is a conflict, naming the replacement.
@@ -149,6 +154,38 @@ async fn a_key_creates_lists_gets_renames_deactivates_rotates_and_deletes_its_us
         )
         .await
         .assert_error(404, "not_found");
+}
+
+/// A key rotated with a grace period keeps working until the grace ends, then is refused; its
+/// replacement works at once, with the old key's status.
+#[tokio::test]
+async fn a_rotated_key_works_through_its_grace_and_is_refused_after_it() {
+    let stack = Stack::start().await;
+    let (old, key) = stack.create_key(WS, USER).await;
+    let rotated = stack
+        .json_with_key(
+            Method::POST,
+            &format!("/v1/keys/{}/rotate", key.id),
+            &old,
+            r#"{"gracePeriod":"60s"}"#,
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    let replacement = rotated.json();
+    assert_eq!(replacement["key"]["status"], "KEY_STATUS_ACTIVE");
+    let new = replacement["secret"].as_str().unwrap().to_owned();
+    assert_eq!(stack.get_with_key("/v1/me", &new).await.status, 200);
+    // The old key's expiry reaches auth-check by its next change poll; within the grace it works.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        stack.get_with_key("/v1/me", &old).await.status,
+        200,
+        "the old key works during its grace period"
+    );
+    stack.clock.advance(Duration::from_secs(61));
+    let refused = stack.get_with_key("/v1/me", &old).await;
+    refused.assert_error(401, "expired_api_key");
+    assert_eq!(stack.get_with_key("/v1/me", &new).await.status, 200);
 }
 
 #[tokio::test]
@@ -319,10 +356,35 @@ async fn a_body_over_64_kib_is_413_and_a_wrong_method_405() {
         .json_with_key(Method::POST, "/v1/keys", &caller, &huge)
         .await
         .assert_error(413, "payload_too_large");
-    stack
+    let wrong = stack
         .json_with_key(Method::PUT, "/v1/keys", &caller, "{}")
-        .await
-        .assert_error(405, "method_not_allowed");
+        .await;
+    wrong.assert_error(405, "method_not_allowed");
+    let mut allowed: Vec<&str> = wrong.header("allow").split(',').map(str::trim).collect();
+    allowed.sort_unstable();
+    assert_eq!(
+        allowed,
+        ["GET", "HEAD", "POST"],
+        "the Allow header lists the methods"
+    );
+}
+
+/// With the registry down, a REST call is 503 `unavailable` — and carries no rate-limit headers
+/// even though a quota decision was made: a 503 never does.
+#[tokio::test]
+async fn a_rest_call_with_the_registry_down_is_503_without_rate_limit_headers() {
+    let port = crate::stack::closed_port().await;
+    let stack = Stack::start_with(Options {
+        registry: Some(stanna_grpc::lazy_channel(&format!("http://{port}")).unwrap()),
+        ..Options::default()
+    })
+    .await;
+    let (caller, _) = stack.create_key(WS, USER).await;
+    let reply = stack
+        .json_with_key(Method::POST, "/v1/keys", &caller, r#"{"name":"x"}"#)
+        .await;
+    reply.assert_error(503, "unavailable");
+    reply.assert_no_rate_limit_headers();
 }
 
 #[tokio::test]

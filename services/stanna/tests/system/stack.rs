@@ -36,6 +36,9 @@ pub struct Options {
     pub auth_check: Option<stanna_gateway::AuthCheckConnection>,
     /// Replaces the in-process quota.
     pub quota: Option<stanna_auth_check::QuotaConnection>,
+    /// Replaces the gateway's in-memory connection to the registry (the admin client keeps the
+    /// real one).
+    pub registry: Option<stanna_grpc::Transport>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             fail_mode: FailMode::Open,
             auth_check: None,
             quota: None,
+            registry: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Stack {
             clock: Some(clock.as_clock()),
             quota: options.quota,
             auth_check: options.auth_check,
+            registry: options.registry,
             ..Overrides::default()
         };
         let listeners = Listeners::bind(&settings).await.unwrap();

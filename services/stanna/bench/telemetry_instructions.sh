@@ -16,7 +16,7 @@
 # The instructions of the OTLP sink (another process) are not counted; the encoding and sending
 # of the spans are.
 #
-# Needs: valgrind, nginx, grpcurl, python3. Usage: services/gateway/bench/telemetry_instructions.sh [requests]
+# Needs: valgrind, nginx, grpcurl, python3. Usage: services/stanna/bench/telemetry_instructions.sh [requests]
 # With KEEP_DUMPS=DIR the dumps are kept as DIR/callgrind.CONFIG (for callgrind_annotate);
 # CONFIGS="off" runs only those; STANNA_BIN=PATH counts another build (an earlier commit's).
 set -euo pipefail

@@ -7,7 +7,7 @@
 #   1pct  — exporting 1 % (OTEL_TRACES_SAMPLER=traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01)
 # The sink (crates/telemetry/examples/otlp_sink.rs) counts and drops spans.
 #
-# Needs: wrk, nginx, grpcurl. Usage: services/gateway/bench/telemetry.sh [seconds] [rounds]
+# Needs: wrk, nginx, grpcurl. Usage: services/stanna/bench/telemetry.sh [seconds] [rounds]
 set -euo pipefail
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 cd "$BENCH/../../.."
