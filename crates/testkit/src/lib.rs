@@ -45,6 +45,21 @@ where
     }
 }
 
+/// The URL of a shared server from the environment variable `var`, or `None` after a loud skip
+/// line for `test` (the `server` variant did not run).
+fn server_url(var: &str, server: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            skip(
+                test,
+                &format!("{var} is not set, so the {server} variant did not run"),
+            );
+            None
+        }
+    }
+}
+
 /// Says loudly which test was skipped and why — or, under `STANNA_REQUIRE_ALL_VARIANTS=1` (what
 /// CI sets), fails it: there a missing server or tool is a broken machine, not a reason to skip.
 ///

@@ -6,16 +6,7 @@ use sea_orm::{ConnectionTrait, Database};
 
 /// `DATABASE_URL`, or `None` after a loud skip line for `test`.
 pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            crate::skip(
-                test,
-                "DATABASE_URL is not set, so the PostgreSQL variant did not run",
-            );
-            None
-        }
-    }
+    crate::server_url("DATABASE_URL", "PostgreSQL", test)
 }
 
 /// A database of one test's own, dropped (with its connections) on drop.

@@ -6,16 +6,7 @@ use crate::ports::free_port;
 
 /// `REDIS_URL`, or `None` after a loud skip line for `test`.
 pub fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            crate::skip(
-                test,
-                "REDIS_URL is not set, so the Redis variant did not run",
-            );
-            None
-        }
-    }
+    crate::server_url("REDIS_URL", "Redis", test)
 }
 
 /// A `redis-server` of the test's own on a free port (never the shared one), stopped on drop.

@@ -1,6 +1,11 @@
-# Shared by run.sh and telemetry.sh (sourced, not run): temp dir and cleanup, the nginx upstream,
+# Shared by the bench scripts (sourced, not run): temp dir and cleanup, the nginx upstream,
 # starting release `stanna serve` processes, waiting for them, the 300 bench keys, medians.
-# Expects: $WORK (a temp dir), $TOKEN, $STANNA (the binary), the PIDS array.
+# Sourcing it sets $TOKEN, a temp dir $WORK removed on exit, and the PIDS array of what the run
+# started (stopped on exit); the script sets $STANNA (the binary).
+TOKEN=bench-admin-token-0123456789
+WORK="$(mktemp -d)"
+PIDS=()
+trap bench_cleanup EXIT
 
 # Stops everything this run started and removes its files.
 bench_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

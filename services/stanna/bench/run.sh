@@ -22,11 +22,7 @@ SECONDS_PER_RUN="${1:-8}"
 ROUNDS="${2:-3}"
 THREADS=1
 CONNECTIONS=64
-TOKEN=bench-admin-token-0123456789
-WORK="$(mktemp -d)"
-PIDS=()
 . "$BENCH/lib.sh"
-trap bench_cleanup EXIT
 require_tools wrk nginx grpcurl
 require_free_ports 18051 18061 18071 18081 18082 18090 18091 18092
 # STANNA_BIN runs another build of the binary (e.g. to compare allocators).

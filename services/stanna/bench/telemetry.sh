@@ -13,11 +13,7 @@ BENCH="$(cd "$(dirname "$0")" && pwd)"
 cd "$BENCH/../../.."
 SECONDS_PER_RUN="${1:-6}"
 ROUNDS="${2:-3}"
-TOKEN=bench-admin-token-0123456789
-WORK="$(mktemp -d)"
-PIDS=()
 . "$BENCH/lib.sh"
-trap bench_cleanup EXIT
 require_tools wrk nginx grpcurl
 require_free_ports 18081 18100 18101 18102 18151 18161 18171 14317
 cargo build --release --quiet -p stanna --bin stanna

@@ -24,11 +24,7 @@ if [ -n "${KEEP_DUMPS:-}" ]; then mkdir -p "$KEEP_DUMPS"; KEEP_DUMPS="$(cd "$KEE
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 cd "$BENCH/../../.."
 REQUESTS="${1:-3000}" # at most 9950: the key's windows are 10 000 (the largest limit allowed)
-TOKEN=bench-admin-token-0123456789
-WORK="$(mktemp -d)"
-PIDS=()
 . "$BENCH/lib.sh"
-trap bench_cleanup EXIT
 require_tools valgrind callgrind_control nginx grpcurl python3
 require_free_ports 18081 18200 18251 18252 18253 14318
 [ -n "${STANNA_BIN:-}" ] || cargo build --release --quiet -p stanna --bin stanna
