@@ -2,21 +2,27 @@
 //! these are given once, so `stanna serve` (every service in one process) has one
 //! `--database-url`, not one per service.
 
-use std::str::FromStr;
-use std::time::Duration;
+mod parse;
 
 use stanna_keys::{HashParams, RateLimits, WindowLimit};
+
+pub use parse::{
+    DurationArg, count_in, database_url, duration_in, listen_addr, redis_url, service_url,
+};
 
 /// The store, the default limits and the argon2 cost.
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "shared_config")]
 #[command(next_help_heading = "shared")]
 pub struct SharedConfig {
-    /// The key store: a SQLite file (`sqlite://path?mode=rwc`) or `postgres://…`.
+    /// The key store: a SQLite file (`sqlite://stanna.db`, created if missing) or
+    /// `postgres://user@host:5432/db`.
     #[arg(
         long,
         env = "STANNA_DATABASE_URL",
-        default_value = "sqlite://stanna.db?mode=rwc"
+        default_value = "sqlite://stanna.db?mode=rwc",
+        hide_env_values = true,
+        value_parser = database_url
     )]
     pub database_url: String,
 
@@ -28,20 +34,21 @@ pub struct SharedConfig {
     #[arg(long, env = "STANNA_RATE_LIMIT_HOURLY", default_value = "1000/3600s")]
     pub rate_limit_hourly: WindowLimit,
 
-    /// argon2id memory cost in KiB (for new keys; stored hashes carry their own).
-    #[arg(long, env = "STANNA_ARGON2_M_KIB", default_value_t = 19456)]
+    /// argon2id memory cost in KiB, 8 × lanes to 4 GiB (for new keys; stored hashes carry their
+    /// own).
+    #[arg(long, env = "STANNA_ARGON2_M_KIB", default_value_t = 19456, value_parser = count_in(8u32, 4 * 1024 * 1024))]
     pub argon2_m_kib: u32,
 
-    /// argon2id iterations.
-    #[arg(long, env = "STANNA_ARGON2_T", default_value_t = 2)]
+    /// argon2id iterations, 1 to 64.
+    #[arg(long, env = "STANNA_ARGON2_T", default_value_t = 2, value_parser = count_in(1u32, 64))]
     pub argon2_t: u32,
 
-    /// argon2id lanes.
-    #[arg(long, env = "STANNA_ARGON2_P", default_value_t = 1)]
+    /// argon2id lanes, 1 to 64.
+    #[arg(long, env = "STANNA_ARGON2_P", default_value_t = 1, value_parser = count_in(1u32, 64))]
     pub argon2_p: u32,
 
-    /// argon2 runs at once per process (default: the number of cores).
-    #[arg(long, env = "STANNA_ARGON2_CONCURRENCY")]
+    /// argon2 runs at once per process, 1 to 1024 (default: the number of cores).
+    #[arg(long, env = "STANNA_ARGON2_CONCURRENCY", value_parser = count_in(1usize, 1024))]
     pub argon2_concurrency: Option<usize>,
 }
 
@@ -70,6 +77,22 @@ impl SharedConfig {
         }
     }
 
+    /// The configured argon2id cost, checked together: argon2 needs at least 8 KiB per lane.
+    ///
+    /// # Errors
+    /// A message naming the variables.
+    pub fn checked_hash_params(&self) -> Result<HashParams, String> {
+        if self.argon2_m_kib < 8 * self.argon2_p {
+            return Err(format!(
+                "STANNA_ARGON2_M_KIB ({}) must be at least 8 × STANNA_ARGON2_P ({} lanes) = {} KiB",
+                self.argon2_m_kib,
+                self.argon2_p,
+                8 * self.argon2_p
+            ));
+        }
+        Ok(self.hash_params())
+    }
+
     /// The configured argon2id cost.
     pub fn hash_params(&self) -> HashParams {
         HashParams {
@@ -84,18 +107,5 @@ impl SharedConfig {
         self.argon2_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1)
-    }
-}
-
-/// A duration written as a number and a unit: `250ms`, `5s`, `2m`, `1h` (the one parser,
-/// [`stanna_keys::parse_duration`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationArg(pub Duration);
-
-impl FromStr for DurationArg {
-    type Err = stanna_keys::DurationSyntax;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        stanna_keys::parse_duration(value).map(Self)
     }
 }

@@ -7,9 +7,22 @@
 //! - [`status`]: the typed error details that cross gRPC (`google.rpc.BadRequest`,
 //!   `PreconditionFailure`), so a caller reads the field at fault instead of parsing a message.
 
+pub mod metrics;
 pub mod serve;
 pub mod status;
 pub mod transport;
 
-pub use serve::{ServeError, add_health_and_reflection, serve};
+/// A check of something a service needs (its store, Redis, another service): `Ok` while it
+/// answers, else why not. Health and readiness are made of these (`services/stanna/src/health.rs`,
+/// the gateway's `/readyz`).
+pub type Check = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+pub use metrics::GrpcMetrics;
+pub use serve::{
+    ServeError, add_health_and_reflection, serve, serve_counted, with_health_and_reflection,
+};
 pub use transport::{Connection, Transport, TransportError, in_memory, lazy_channel, with_timeout};

@@ -14,6 +14,8 @@ use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
+use crate::metrics::GrpcMetrics;
+
 /// The standard health service's name.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// The reflection services' names, each advertised by its own version.
@@ -33,23 +35,37 @@ pub enum ServeError {
 
 /// Adds health (reporting `S` as SERVING) and reflection v1 and v1alpha over the
 /// `stanna.keys.v1` and health descriptors to `routes`, which already hold the service `S`.
-/// Returns the health reporter so the caller can flip the status (e.g. to NOT_SERVING while
-/// shutting down).
+/// Returns the health reporter so the caller can flip the status (NOT_SERVING while a
+/// dependency is unreachable: `services/stanna/src/health.rs`).
 ///
 /// # Errors
 /// [`ServeError::Reflection`] if the descriptor sets do not decode.
 pub async fn add_health_and_reflection<S: NamedService>(
     routes: Routes,
 ) -> Result<(Routes, HealthReporter), ServeError> {
+    with_health_and_reflection(routes, S::NAME).await
+}
+
+/// [`add_health_and_reflection`] for the service named `service` (e.g.
+/// `stanna.keys.v1.KeyRegistry`).
+///
+/// # Errors
+/// [`ServeError::Reflection`] if the descriptor sets do not decode.
+pub async fn with_health_and_reflection(
+    routes: Routes,
+    service: &'static str,
+) -> Result<(Routes, HealthReporter), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<S>().await;
+    reporter
+        .set_service_status(service, tonic_health::ServingStatus::Serving)
+        .await;
     // Advertise only what this port serves: the descriptor set holds every stanna.keys.v1
     // service, and `grpcurl list` must not show services that live on another port.
     let reflection = |own_name: &str| {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(stanna_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(S::NAME)
+            .with_service_name(service)
             .with_service_name(HEALTH_SERVICE)
             .with_service_name(own_name)
     };
@@ -67,7 +83,8 @@ pub async fn add_health_and_reflection<S: NamedService>(
 }
 
 /// Serves `routes` on an already-bound listener (so tests bind port 0 and read the port) until
-/// `shutdown` completes, then finishes in-flight calls.
+/// `shutdown` completes, then finishes in-flight calls; counted nowhere visible (see
+/// [`serve_counted`]).
 ///
 /// # Errors
 /// [`ServeError::Transport`] if serving fails.
@@ -76,11 +93,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_counted(routes, listener, shutdown, GrpcMetrics::unregistered()).await
+}
+
+/// [`serve`], counting every call by method and code on `metrics`.
+///
+/// # Errors
+/// [`ServeError::Transport`] if serving fails.
+pub async fn serve_counted(
+    routes: Routes,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    metrics: GrpcMetrics,
+) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         // A server span per call, child of the caller's `traceparent` (socket path only: in-process
         // calls already run inside the caller's span).
         .layer(stanna_telemetry::propagation::GrpcServerTraceLayer)
+        // Inside the span, so the count covers exactly the call the span does.
+        .layer(crate::metrics::GrpcMetricsLayer(metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -32,6 +32,17 @@ pub enum DomainError {
         /// 1-based position in the trimmed name.
         position: usize,
     },
+    /// A name is only invisible characters (zero-width spaces, joiners, …): it would list as
+    /// blank.
+    #[error("must have a visible character")]
+    NameInvisible,
+    /// A name holds a bidirectional override, embedding or isolate control, which can make it
+    /// display as something else.
+    #[error("must not contain bidirectional text controls (found one at character {position})")]
+    NameBidi {
+        /// 1-based position in the trimmed name.
+        position: usize,
+    },
     /// A window's limit is out of range.
     #[error("the limit must be 1 to {max}, got {got}", max = WindowLimit::MAX_LIMIT)]
     WindowLimit {
@@ -119,6 +130,14 @@ impl KeyName {
                 position: index + 1,
             });
         }
+        if let Some(index) = trimmed.chars().position(is_bidi_control) {
+            return Err(DomainError::NameBidi {
+                position: index + 1,
+            });
+        }
+        if trimmed.chars().all(is_invisible) {
+            return Err(DomainError::NameInvisible);
+        }
         let actual = trimmed.chars().count();
         if actual > Self::MAX_CHARS {
             return Err(DomainError::NameTooLong { actual });
@@ -130,6 +149,37 @@ impl KeyName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069)
+/// and the Arabic letter mark: the characters of "Trojan Source" display tricks.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}')
+}
+
+/// Characters that draw nothing: format characters such as zero-width spaces and joiners, word
+/// joiners, the byte-order mark, soft hyphens, fillers and variation selectors. (Whitespace is
+/// trimmed before this is asked.)
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
 }
 
 /// Whether a key may be used.
@@ -299,6 +349,19 @@ mod tests {
         assert_eq!(
             KeyName::parse("ab\u{1b}[31m"),
             Err(DomainError::NameControl { position: 3 })
+        );
+        assert_eq!(
+            KeyName::parse("\u{200B}\u{200D}\u{FEFF}"),
+            Err(DomainError::NameInvisible),
+            "only zero-width characters"
+        );
+        assert_eq!(
+            KeyName::parse("prod\u{202E}gnp.exe"),
+            Err(DomainError::NameBidi { position: 5 })
+        );
+        assert!(
+            KeyName::parse("👩\u{200D}💻 team").is_ok(),
+            "a joiner inside visible text is fine"
         );
     }
 

@@ -33,6 +33,15 @@ pub enum MalformedKey {
     /// The key does not start with `sk-`.
     #[error("the key must start with \"sk-\"")]
     Prefix,
+    /// The key is wrapped in quotes (pasted from JSON or a shell line).
+    #[error("the key is in quotes: send it without them")]
+    Quoted,
+    /// Whitespace inside or around the key (a copied key often brings a space or a newline).
+    #[error("character {position} of the key is whitespace: remove it")]
+    Whitespace {
+        /// 1-based position in the presented string.
+        position: usize,
+    },
     /// A character outside `0-9A-Za-z` after the prefix (or whitespace before it).
     #[error(
         "character {position} of the key is not allowed: after \"sk-\" a key has only 0-9, A-Z and a-z"
@@ -71,16 +80,29 @@ impl PresentedKey {
             return Err(MalformedKey::Empty);
         }
         let Some(rest) = input.strip_prefix(PREFIX) else {
-            // A pasted key often carries a leading space or newline: say so, not "prefix".
+            // A pasted key often carries a leading space, a newline or quotes: say so, not
+            // "prefix".
             if input.starts_with(char::is_whitespace) {
-                return Err(MalformedKey::Character { position: 1 });
+                return Err(MalformedKey::Whitespace { position: 1 });
+            }
+            if input.starts_with(['"', '\'']) && input[1..].starts_with(PREFIX) {
+                return Err(MalformedKey::Quoted);
             }
             return Err(MalformedKey::Prefix);
         };
-        if let Some(index) = rest.chars().position(|c| !c.is_ascii_alphanumeric()) {
-            return Err(MalformedKey::Character {
-                position: PREFIX.len() + index + 1,
-            });
+        if let Some((index, c)) = rest
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_alphanumeric())
+        {
+            let position = PREFIX.len() + index + 1;
+            if c.is_whitespace() {
+                return Err(MalformedKey::Whitespace { position });
+            }
+            if matches!(c, '"' | '\'') && index + 1 == rest.chars().count() {
+                return Err(MalformedKey::Quoted);
+            }
+            return Err(MalformedKey::Character { position });
         }
         // All ASCII from here on, so bytes and characters agree.
         let Ok(bytes) = <[u8; KEY_LEN]>::try_from(input.as_bytes()) else {
@@ -304,12 +326,17 @@ mod tests {
             ("SK-".to_owned() + &good[3..], MalformedKey::Prefix),
             (good[3..].to_owned(), MalformedKey::Prefix),
             (format!("Bearer {good}"), MalformedKey::Prefix),
-            (format!(" {good}"), MalformedKey::Character { position: 1 }),
-            (format!("{good} "), MalformedKey::Character { position: 54 }),
+            (format!(" {good}"), MalformedKey::Whitespace { position: 1 }),
+            (
+                format!("{good} "),
+                MalformedKey::Whitespace { position: 54 },
+            ),
             (
                 format!("{good}\n"),
-                MalformedKey::Character { position: 54 },
+                MalformedKey::Whitespace { position: 54 },
             ),
+            (format!("\"{good}\""), MalformedKey::Quoted),
+            (format!("'{good}'"), MalformedKey::Quoted),
             (
                 format!("{}-{}", &good[..10], &good[11..]),
                 MalformedKey::Character { position: 11 },

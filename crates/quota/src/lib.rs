@@ -122,6 +122,18 @@ impl QuotaBackend {
         }
     }
 
+    /// Checks the backend can decide: always for the in-process one; Redis answering `PING`
+    /// (on a connection that authenticated and selected its database) for the other.
+    ///
+    /// # Errors
+    /// [`QuotaError::Unavailable`] with Redis's cause.
+    pub async fn ping(&self) -> Result<(), QuotaError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(r) => r.ping().await,
+        }
+    }
+
     /// Which backend this is, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

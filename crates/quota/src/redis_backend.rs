@@ -67,6 +67,21 @@ impl RedisBackend {
         })
     }
 
+    /// `PING` within the response timeout.
+    pub(crate) async fn ping(&self) -> Result<(), QuotaError> {
+        let mut connection = self.connection.clone();
+        let pong: Result<Result<String, _>, _> = tokio::time::timeout(
+            self.response_timeout * 2,
+            redis::cmd("PING").query_async(&mut connection),
+        )
+        .await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(QuotaError::Unavailable(Box::new(e))),
+            Err(elapsed) => Err(QuotaError::Unavailable(Box::new(elapsed))),
+        }
+    }
+
     pub(crate) async fn decide(
         &self,
         subject: &str,

@@ -34,37 +34,52 @@ impl KeyStore {
     ) -> Result<KeyRecord, StoreError> {
         let txn = self.begin_serialised_write().await?;
         if let Some(max) = max_per_user {
-            if self.backend() == DatabaseBackend::Postgres {
-                // Serialises creates for one (workspace, user) across every process; released at
-                // commit or rollback.
-                let lock = format!("{}\u{1f}{}", key.workspace, key.user);
-                txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-                    DatabaseBackend::Postgres,
-                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    [lock.into()],
-                ))
+            self.make_room(&txn, &key.workspace, &key.user, max, now)
                 .await?;
-            }
-            let live = Entity::find()
-                .filter(Column::WorkspaceId.eq(key.workspace.as_str()))
-                .filter(Column::UserId.eq(key.user.as_str()))
-                .filter(Column::DeletedAt.is_null())
-                .filter(
-                    Condition::any()
-                        .add(Column::ExpiresAt.is_null())
-                        .add(Column::ExpiresAt.gt(time::to_micros(now))),
-                )
-                .count(&txn)
-                .await?;
-            if live >= u64::from(max) {
-                return Err(StoreError::TooManyKeys { max });
-            }
         }
         let model = Entity::insert(new_row(&key, now))
             .exec_with_returning(&txn)
             .await?;
         txn.commit().await?;
         record_from_model(model)
+    }
+
+    /// Refuses one more live key for (`workspace`, `user`) when they hold `max` already, inside
+    /// the caller's serialised transaction so concurrent creates cannot overshoot.
+    async fn make_room(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        workspace: &stanna_keys::WorkspaceId,
+        user: &stanna_keys::UserId,
+        max: u32,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        if self.backend() == DatabaseBackend::Postgres {
+            // Serialises creates for one (workspace, user) across every process; released at
+            // commit or rollback.
+            let lock = format!("{workspace}\u{1f}{user}");
+            txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                [lock.into()],
+            ))
+            .await?;
+        }
+        let live = Entity::find()
+            .filter(Column::WorkspaceId.eq(workspace.as_str()))
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::DeletedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(Column::ExpiresAt.is_null())
+                    .add(Column::ExpiresAt.gt(time::to_micros(now))),
+            )
+            .count(txn)
+            .await?;
+        if live >= u64::from(max) {
+            return Err(StoreError::TooManyKeys { max });
+        }
+        Ok(())
     }
 
     /// Reads one key in `scope`.
@@ -185,8 +200,13 @@ impl KeyStore {
     /// key's workspace, owner, name and limits (and its expiry, if still ahead), and the old key
     /// expires at `old_expires_at` (or earlier, if it already did). Returns `(new, old)`.
     ///
+    /// An expired key can be rotated (its replacement has no expiry and counts against
+    /// `max_per_user`); a key rotated already cannot.
+    ///
     /// # Errors
-    /// [`StoreError::NotFound`] if `old` is not visible in `scope` or has already expired.
+    /// [`StoreError::NotFound`] if `old` is not visible in `scope`,
+    /// [`StoreError::AlreadyRotated`], or [`StoreError::TooManyKeys`] for an expired key of a user
+    /// at the maximum.
     #[tracing::instrument(target = "stanna_span", name = "store.rotate", skip_all, fields(db.system = self.backend_name()))]
     pub async fn rotate(
         &self,
@@ -194,6 +214,7 @@ impl KeyStore {
         old: &KeyId,
         new: NewKeySecret,
         old_expires_at: SystemTime,
+        max_per_user: Option<u32>,
         now: SystemTime,
     ) -> Result<(KeyRecord, KeyRecord), StoreError> {
         let txn = self.begin_serialised_write().await?;
@@ -208,13 +229,18 @@ impl KeyStore {
             .as_deref()
             .and_then(|id| KeyId::parse(id).ok());
         let current = record_from_model(current)?;
-        if current.is_expired(now) {
-            return Err(StoreError::NotFound);
-        }
         // One successor per key: rotating a key that is already being retired would make a
         // second successor inheriting the first rotation's grace expiry (a new key that dies).
         if let Some(replaced_by) = successor {
             return Err(StoreError::AlreadyRotated { replaced_by });
+        }
+        // An expired key can be rotated: its replacement is a live key more (so it counts against
+        // the maximum, as a creation would) and has no expiry (the one that passed is not carried
+        // over). A live key's replacement takes the old key's place and its expiry, if any.
+        let expired = current.is_expired(now);
+        if expired && let Some(max) = max_per_user {
+            self.make_room(&txn, &current.workspace, &current.user, max, now)
+                .await?;
         }
         let retire_at = current
             .expires_at
@@ -237,7 +263,7 @@ impl KeyStore {
             workspace: current.workspace.clone(),
             user: current.user.clone(),
             name: current.name.clone(),
-            expires_at: current.expires_at,
+            expires_at: if expired { None } else { current.expires_at },
             rate_limits: current.rate_limits,
         };
         let mut row = new_row(&replacement, now);

@@ -70,15 +70,20 @@ impl KeyStore {
     }
 
     async fn connect_once(url: &str) -> Result<Self, StoreError> {
+        // `sqlite://stanna.db` creates the file as `?mode=rwc` does; a URL that says `mode=`
+        // (e.g. `ro`) is taken at its word.
+        let create = !url.contains("mode=");
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
-            .map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
+            .map_sqlx_sqlite_opts(move |o| {
+                let o = o
+                    .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(Duration::from_secs(10));
+                if create { o.create_if_missing(true) } else { o }
             });
         let db = Database::connect(options).await?;
         migration::migrate(&db).await?;

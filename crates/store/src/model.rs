@@ -102,6 +102,8 @@ pub struct KeyRecord {
     pub expires_at: Option<SystemTime>,
     /// Per-window overrides.
     pub rate_limits: LimitOverrides,
+    /// The key that replaced this one by rotation, if it was rotated.
+    pub replaced_by: Option<KeyId>,
 }
 
 impl KeyRecord {
@@ -211,6 +213,11 @@ pub(crate) fn record_from_model(m: entity::Model) -> Result<KeyRecord, StoreErro
             burst: window(m.burst_limit, m.burst_period_ms)?,
             hourly: window(m.hourly_limit, m.hourly_period_ms)?,
         },
+        replaced_by: m
+            .replaced_by
+            .as_deref()
+            .map(|id| KeyId::parse(id).map_err(|_| corrupt("bad replaced_by")))
+            .transpose()?,
         created_at: time::from_micros(m.created_at),
         updated_at: time::from_micros(m.updated_at),
         last_used_at: m.last_used_at.map(time::from_micros),

@@ -69,6 +69,7 @@ on_both_backends!(
     deleting_twice_is_not_found,
     rotation_keeps_owner_name_and_limits_and_expires_the_old_key,
     max_keys_per_user_counts_live_keys_only,
+    an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum,
     concurrent_creates_never_overshoot_the_maximum,
     last_used_never_moves_backwards,
     the_database_never_holds_a_plaintext_key,
@@ -282,7 +283,9 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            store.rotate(&outsider, &id, secret(), t(1), t(1)).await,
+            store
+                .rotate(&outsider, &id, secret(), t(1), None, t(1))
+                .await,
             Err(StoreError::NotFound)
         ));
         let page = store
@@ -361,7 +364,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
         key_hash: "h2".into(),
     };
     let (new, retired) = store
-        .rotate(&scope("ws1", None), &old.key_id, secret, t(70), t(10))
+        .rotate(&scope("ws1", None), &old.key_id, secret, t(70), None, t(10))
         .await
         .unwrap();
     assert_eq!(new.key_id, next.key().key_id());
@@ -394,12 +397,12 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
         key_hash: "h".into(),
     };
     let again_result = store
-        .rotate(&scope("ws1", None), &old.key_id, twice, t(80), t(20))
+        .rotate(&scope("ws1", None), &old.key_id, twice, t(80), None, t(20))
         .await;
     assert!(
         matches!(again_result, Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id)
     );
-    // Once expired it cannot be rotated again.
+    // Once its grace has passed it is still the rotated-out key: only its replacement rotates.
     let again = NewKeySecret {
         key_id: GeneratedKey::generate().unwrap().key().key_id(),
         preview: "p".into(),
@@ -407,9 +410,58 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
     };
     assert!(matches!(
         store
-            .rotate(&scope("ws1", None), &old.key_id, again, t(80), t(75))
+            .rotate(&scope("ws1", None), &old.key_id, again, t(80), None, t(75))
             .await,
-        Err(StoreError::NotFound)
+        Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id
+    ));
+}
+
+/// A key past its own expiry (never rotated) can be rotated: its replacement has no expiry, and
+/// since it is one live key more, it counts against the maximum like a creation.
+async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store: KeyStore) {
+    let (mut key, _) = new_key("ws1", "alice", "lapsed");
+    key.expires_at = Some(t(50));
+    let lapsed = store.create(key, Some(2), t(0)).await.unwrap();
+    let secret = || NewKeySecret {
+        key_id: GeneratedKey::generate().unwrap().key().key_id(),
+        preview: "p".into(),
+        key_hash: "h".into(),
+    };
+    let (replacement, old) = store
+        .rotate(
+            &scope("ws1", None),
+            &lapsed.key_id,
+            secret(),
+            t(60),
+            Some(2),
+            t(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replacement.expires_at, None,
+        "the passed expiry is not carried over"
+    );
+    assert_eq!(replacement.name, lapsed.name);
+    assert_eq!(old.replaced_by, Some(replacement.key_id));
+    // At the maximum, an expired key's rotation is refused like a creation.
+    let (mut key, _) = new_key("ws1", "alice", "second");
+    key.expires_at = Some(t(70));
+    let second = store.create(key, Some(2), t(61)).await.unwrap();
+    let (key, _) = new_key("ws1", "alice", "third");
+    store.create(key, Some(2), t(62)).await.unwrap_err();
+    assert!(matches!(
+        store
+            .rotate(
+                &scope("ws1", None),
+                &second.key_id,
+                secret(),
+                t(80),
+                Some(1),
+                t(80)
+            )
+            .await,
+        Err(StoreError::TooManyKeys { max: 1 })
     ));
 }
 

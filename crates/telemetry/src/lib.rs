@@ -1,7 +1,7 @@
 //! Telemetry for every Stanna process, set up once: logs, traces, metrics.
 //!
-//! - [`init`]: tracing-subscriber (text by default, JSON with `STANNA_LOG_FORMAT=json`, level from
-//!   `RUST_LOG`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set, a
+//! - [`init`]: tracing-subscriber (text by default, JSON with `--log-format json` /
+//!   `STANNA_LOG_FORMAT=json`, level from `RUST_LOG`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set, a
 //!   tracing-opentelemetry layer exporting OTLP over gRPC. Service name from `OTEL_SERVICE_NAME`
 //!   or the process's own; sampler from `OTEL_TRACES_SAMPLER[_ARG]`; batch delay from
 //!   `OTEL_BSP_SCHEDULE_DELAY`. [`Telemetry::shutdown`] flushes what is buffered.
@@ -19,11 +19,13 @@
 //! hot path builds no span at all.
 
 mod error_chain;
+mod log_limit;
 pub mod metrics;
 pub mod propagation;
 pub mod sampling;
 
 pub use error_chain::ErrorChain;
+pub use log_limit::LogLimiter;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -57,9 +59,9 @@ macro_rules! request_span {
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    /// `STANNA_LOG_FORMAT` is neither `text` nor `json`.
-    #[error("STANNA_LOG_FORMAT must be \"text\" or \"json\", not {0:?}")]
-    LogFormat(String),
+    /// An `OTEL_*` variable holds something unusable; the message names it.
+    #[error("{0}")]
+    Setting(String),
     /// The OTLP exporter could not be built (a bad endpoint URL).
     #[error("OTLP exporter: {0}")]
     Exporter(String),
@@ -90,27 +92,50 @@ impl Telemetry {
     }
 }
 
-/// Whether the environment asks for OTLP export.
-fn otlp_requested() -> bool {
-    [
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable text (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Whether the environment asks for OTLP export, with the endpoint checked: an `http://` or
+/// `https://` URL with a host.
+fn otlp_requested() -> Result<bool, TelemetryError> {
+    let mut requested = false;
+    for name in [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+    ] {
+        let Ok(value) = std::env::var(name) else {
+            continue;
+        };
+        if value.trim().is_empty() {
+            continue;
+        }
+        let usable = url::Url::parse(value.trim()).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if !usable {
+            return Err(TelemetryError::Setting(format!(
+                "{name} must be an http:// or https:// URL such as http://127.0.0.1:4317, got {value:?}"
+            )));
+        }
+        requested = true;
+    }
+    Ok(requested)
 }
 
 /// Installs the global subscriber for the process named `service` (e.g. `stanna-gateway`).
 /// Must run inside a Tokio runtime (the OTLP exporter's gRPC channel lives on it).
 ///
 /// # Errors
-/// [`TelemetryError`] for a bad `STANNA_LOG_FORMAT`, an unusable OTLP endpoint, or a second call.
-pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
-    let json = match std::env::var("STANNA_LOG_FORMAT").as_deref() {
-        Ok("json") => true,
-        Ok("text") | Err(_) => false,
-        Ok(other) => return Err(TelemetryError::LogFormat(other.to_owned())),
-    };
+/// [`TelemetryError`] for an unusable OTLP endpoint or sampler, or a second call.
+pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, TelemetryError> {
+    let json = format == LogFormat::Json;
     // Logs: RUST_LOG (default info), never the request-path spans.
     let log_filter = || {
         EnvFilter::try_from_default_env()
@@ -135,7 +160,7 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
             .boxed()
     };
     propagation::install_propagator();
-    let (traces, provider) = if otlp_requested() {
+    let (traces, provider) = if otlp_requested()? {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
@@ -149,7 +174,7 @@ pub fn init(service: &'static str) -> Result<Telemetry, TelemetryError> {
         let resource = resource.build();
         // The ratio is applied by `sampling` before any span exists; whatever reaches the SDK is
         // meant to be exported.
-        sampling::configure_from_env();
+        sampling::configure_from_env().map_err(TelemetryError::Setting)?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)

@@ -42,30 +42,48 @@ static SAMPLING: OnceLock<Sampling> = OnceLock::new();
 
 /// Reads `OTEL_TRACES_SAMPLER[_ARG]`; from now on [`sampled`] decides. Called by `init` only when
 /// traces are exported.
-pub(crate) fn configure_from_env() {
+///
+/// # Errors
+/// A message naming the variable, for an unknown sampler or a ratio outside 0–1.
+pub(crate) fn configure_from_env() -> Result<(), String> {
     let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
     let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
-    let _ = SAMPLING.set(parse(&name, arg.as_deref()));
+    let _ = SAMPLING.set(parse(&name, arg.as_deref())?);
+    Ok(())
 }
 
-fn parse(name: &str, arg: Option<&str>) -> Sampling {
-    let ratio = || {
-        let r = arg
-            .and_then(|a| a.trim().parse::<f64>().ok())
+/// The samplers this process knows (the specification's names for head sampling).
+const SAMPLERS: &str = "always_on, always_off, traceidratio, parentbased_always_on, \
+                        parentbased_always_off, parentbased_traceidratio";
+
+fn parse(name: &str, arg: Option<&str>) -> Result<Sampling, String> {
+    let ratio = || match arg.map(str::trim) {
+        None | Some("") => Ok(Rule::Ratio(1.0)),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
             .filter(|r| (0.0..=1.0).contains(r))
-            .unwrap_or(1.0);
-        Rule::Ratio(r)
+            .map(Rule::Ratio)
+            .ok_or_else(|| {
+                format!(
+                    "OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1 such as 0.01, got {text:?}"
+                )
+            }),
     };
     let (rule, parent_based) = match name.trim() {
         "always_on" => (Rule::AlwaysOn, false),
         "always_off" => (Rule::AlwaysOff, false),
-        "traceidratio" => (ratio(), false),
+        "traceidratio" => (ratio()?, false),
+        "" | "parentbased_always_on" => (Rule::AlwaysOn, true),
         "parentbased_always_off" => (Rule::AlwaysOff, true),
-        "parentbased_traceidratio" => (ratio(), true),
-        // "parentbased_always_on", unset, or unknown: the specification's default.
-        _ => (Rule::AlwaysOn, true),
+        "parentbased_traceidratio" => (ratio()?, true),
+        other => {
+            return Err(format!(
+                "OTEL_TRACES_SAMPLER {other:?} is not a sampler this process knows: use one of {SAMPLERS}"
+            ));
+        }
     };
-    Sampling { rule, parent_based }
+    Ok(Sampling { rule, parent_based })
 }
 
 /// Whether a request carrying `headers` is traced by an internal server (parent-based rules follow
@@ -199,19 +217,33 @@ mod tests {
     fn the_standard_sampler_names_parse() {
         assert_eq!(
             parse("", None),
-            Sampling {
+            Ok(Sampling {
                 rule: Rule::AlwaysOn,
                 parent_based: true
-            }
+            })
         );
-        assert_eq!(parse("always_off", None).rule, Rule::AlwaysOff);
-        assert_eq!(parse("traceidratio", Some("0.01")).rule, Rule::Ratio(0.01));
-        assert!(parse("parentbased_traceidratio", Some("0.5")).parent_based);
-        assert_eq!(
-            parse("traceidratio", Some("2")).rule,
-            Rule::Ratio(1.0),
-            "out of range: 1"
+        let rule = |name, arg| parse(name, arg).unwrap().rule;
+        assert_eq!(rule("always_off", None), Rule::AlwaysOff);
+        assert_eq!(rule("traceidratio", Some("0.01")), Rule::Ratio(0.01));
+        assert_eq!(rule("traceidratio", None), Rule::Ratio(1.0));
+        assert!(
+            parse("parentbased_traceidratio", Some("0.5"))
+                .unwrap()
+                .parent_based
         );
+    }
+
+    #[test]
+    fn an_unknown_sampler_or_a_bad_ratio_is_refused_naming_the_variable() {
+        let unknown = parse("sometimes", None).unwrap_err();
+        assert!(
+            unknown.contains("OTEL_TRACES_SAMPLER") && unknown.contains("parentbased_always_on"),
+            "{unknown}"
+        );
+        for bad in ["2", "-0.1", "half"] {
+            let refused = parse("traceidratio", Some(bad)).unwrap_err();
+            assert!(refused.contains("OTEL_TRACES_SAMPLER_ARG"), "{refused}");
+        }
     }
 
     #[test]

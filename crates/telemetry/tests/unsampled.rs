@@ -30,7 +30,8 @@ fn spans_outside_a_sampled_request_are_not_built() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
-    let telemetry = stanna_telemetry::init("stanna-test").unwrap();
+    let telemetry =
+        stanna_telemetry::init("stanna-test", stanna_telemetry::LogFormat::Text).unwrap();
     assert!(telemetry.exporting());
     assert!(!stanna_telemetry::sampling::sampled_at_edge());
 

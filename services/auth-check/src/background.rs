@@ -20,7 +20,11 @@ pub fn spawn(verifier: &Verifier, config: &Config, tasks: &TaskTracker, stop: &C
             let poller = poller.clone();
             async move {
                 if let Err(err) = poller.poll_changes().await {
-                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "change poll failed; cached keys verify until the stale limit");
+                    static FAILED: stanna_telemetry::LogLimiter =
+                        stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+                    if let Some(held_back) = FAILED.allow() {
+                        tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), held_back, "change poll failed; cached keys verify until the stale limit");
+                    }
                 }
             }
         },

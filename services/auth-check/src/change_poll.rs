@@ -67,8 +67,14 @@ impl Verifier {
         let mut newest = watermark;
         let mut seen = 0;
         loop {
-            let changes = self.inner.store.changes_after(position, PAGE).await?;
-            self.store_answered(now);
+            let changes = match self.inner.store.changes_after(position, PAGE).await {
+                Ok(changes) => changes,
+                Err(err) => {
+                    self.store_failed(now);
+                    return Err(err);
+                }
+            };
+            self.store_answered();
             {
                 let mut recent = tracker.recent.lock().unwrap_or_else(|p| p.into_inner());
                 for change in &changes {

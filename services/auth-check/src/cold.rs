@@ -91,11 +91,16 @@ impl Verifier {
             .fetch_add(1, Ordering::Relaxed);
         match self.inner.store.find_by_key_id(&id).await {
             Ok(found) => {
-                self.store_answered(self.now());
+                self.store_answered();
                 Ok(found)
             }
             Err(err) => {
-                tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), key_id = %id, "store unreachable for an uncached key");
+                self.store_failed(self.now());
+                static UNREACHABLE: stanna_telemetry::LogLimiter =
+                    stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
+                if let Some(held_back) = UNREACHABLE.allow() {
+                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), key_id = %id, held_back, "store unreachable for an uncached key");
+                }
                 Err(Cold::Unavailable("the key store is unavailable"))
             }
         }

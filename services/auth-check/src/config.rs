@@ -18,12 +18,13 @@ pub struct Config {
         id = "auth_check_addr",
         long = "auth-check-addr",
         env = "STANNA_AUTH_CHECK_ADDR",
-        default_value = "127.0.0.1:50052"
+        default_value = "127.0.0.1:50052",
+        value_parser = stanna_config::listen_addr
     )]
     pub addr: SocketAddr,
 
     /// The Quota service (`http://host:50053`); unset: decide in this process.
-    #[arg(long, env = "STANNA_QUOTA_URL")]
+    #[arg(long, env = "STANNA_QUOTA_URL", value_parser = stanna_config::service_url)]
     pub quota_url: Option<String>,
 
     /// When the quota cannot decide: `open` allows (no rate-limit headers), `closed` refuses (503).
@@ -35,21 +36,27 @@ pub struct Config {
     )]
     pub quota_fail_mode: FailMode,
 
-    /// How often last-used times are written back (at most one write per key per interval).
-    #[arg(long, env = "STANNA_LAST_USED_FLUSH", default_value = "5s")]
+    /// How often last-used times are written back (at most one write per key per interval),
+    /// 100ms to 1h.
+    #[arg(long, env = "STANNA_LAST_USED_FLUSH", default_value = "5s",
+        value_parser = stanna_config::duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub last_used_flush: DurationArg,
 
-    /// How long cached keys keep verifying while the store is unreachable.
-    #[arg(long, env = "STANNA_STALE_IF_ERROR", default_value = "30s")]
+    /// How long cached keys keep verifying once the store stops answering, 0s (not at all) to
+    /// 1h.
+    #[arg(long, env = "STANNA_STALE_IF_ERROR", default_value = "30s",
+        value_parser = stanna_config::duration_in(Duration::ZERO, Duration::from_secs(3600)))]
     pub stale_if_error: DurationArg,
 
-    /// Verified keys kept in memory.
-    #[arg(long, env = "STANNA_VERIFY_CACHE_SIZE", default_value_t = 100_000)]
+    /// Verified keys kept in memory, 1 to 10 000 000.
+    #[arg(long, env = "STANNA_VERIFY_CACHE_SIZE", default_value_t = 100_000,
+        value_parser = stanna_config::count_in(1usize, 10_000_000))]
     pub verify_cache_size: usize,
 
-    /// How often the store is asked what changed (revocations reach this process within about
-    /// this interval plus a query).
-    #[arg(long, env = "STANNA_CHANGE_POLL_INTERVAL", default_value = "250ms")]
+    /// How often the store is asked what changed, 10ms to 30s (revocations reach this process
+    /// within about this interval plus a query: above 1s the one-second promise no longer holds).
+    #[arg(long, env = "STANNA_CHANGE_POLL_INTERVAL", default_value = "250ms",
+        value_parser = stanna_config::duration_in(Duration::from_millis(10), Duration::from_secs(30)))]
     pub change_poll_interval: DurationArg,
 }
 

@@ -38,6 +38,14 @@ pub use settings::{FailMode, HashCheck, Stats, VerifierSettings};
 pub use state::{KeyState, Verdict, VerifyCode, VerifyError};
 pub use verifier::{MAX_STATE_AGE, Verifier, VerifierBuilder};
 
+/// The gRPC service name health reports this service under.
+pub const SERVICE: &str = <AuthCheckServer<AuthCheckService> as tonic::server::NamedService>::NAME;
+
+/// AuthCheck over `verifier`, as routes to serve (health and reflection are added by the caller).
+pub fn routes(verifier: Verifier) -> Routes {
+    Routes::new(AuthCheckServer::new(AuthCheckService::new(verifier)))
+}
+
 /// Serves `verifier` on `listener` until `shutdown` completes, with health and reflection.
 ///
 /// # Errors
@@ -47,8 +55,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), stanna_grpc::ServeError> {
-    let routes = Routes::new(AuthCheckServer::new(AuthCheckService::new(verifier)));
     let (routes, _health) =
-        stanna_grpc::add_health_and_reflection::<AuthCheckServer<AuthCheckService>>(routes).await?;
+        stanna_grpc::with_health_and_reflection(routes(verifier), SERVICE).await?;
     stanna_grpc::serve(routes, listener, shutdown).await
 }

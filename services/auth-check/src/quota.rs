@@ -86,11 +86,16 @@ impl Verifier {
             }
             Err(_) => format!("quota did not answer within {timeout:?}"),
         };
+        // Every request fails alike while the quota is away: one line per 10 s, with the count.
+        static FAILED: stanna_telemetry::LogLimiter =
+            stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
         match self.inner.settings.fail_mode {
             FailMode::Open => {
                 self.inner.stats.fail_open.fetch_add(1, Ordering::Relaxed);
                 self.inner.metrics.failed_open();
-                tracing::warn!(reason = %failure, key_id = %state.key_id, "quota unavailable; allowing (fail-open)");
+                if let Some(held_back) = FAILED.allow() {
+                    tracing::warn!(reason = %failure, key_id = %state.key_id, held_back, "quota unavailable; allowing WITHOUT rate limits (fail-open)");
+                }
                 Ok(Verdict::about(
                     VerifyCode::Valid,
                     "ok (rate limits not checked: quota unavailable)",
@@ -98,7 +103,9 @@ impl Verifier {
                 ))
             }
             FailMode::Closed => {
-                tracing::warn!(reason = %failure, key_id = %state.key_id, "quota unavailable; refusing (fail-closed)");
+                if let Some(held_back) = FAILED.allow() {
+                    tracing::warn!(reason = %failure, key_id = %state.key_id, held_back, "quota unavailable; refusing (fail-closed)");
+                }
                 Err(VerifyError::Unavailable("the quota service is unavailable"))
             }
         }

@@ -28,6 +28,8 @@ pub struct KeyState {
     /// The effective windows, `burst` then `hourly`, ready for the quota (their names are
     /// borrowed, so a decision builds nothing for them).
     pub windows: [NamedWindow; 2],
+    /// The key that replaced this one by rotation, named when it is refused as expired.
+    pub replaced_by: Option<KeyId>,
 }
 
 impl KeyState {
@@ -45,6 +47,7 @@ impl KeyState {
                 name: Cow::Borrowed(name),
                 limit,
             }),
+            replaced_by: record.replaced_by,
         }
     }
 

@@ -55,9 +55,9 @@ pub(crate) struct Inner {
     pub(crate) failures: FailureBudget,
     pub(crate) argon2: Semaphore,
     pub(crate) last_used: LastUsed,
-    /// When the store last answered (a poll or a lookup), µs since the epoch; an atomic, not a
-    /// lock: every warm Verify reads it.
-    store_ok_at: AtomicU64,
+    /// Since when the store has failed to answer (a poll or a lookup), µs since the epoch; 0
+    /// while it answers. An atomic, not a lock: every warm Verify reads it.
+    store_failing_since: AtomicU64,
     pub(crate) stats: Stats,
     pub(crate) metrics: VerifyMetrics,
     clock: Clock,
@@ -114,7 +114,7 @@ impl VerifierBuilder {
                 changes: ChangeTracker::new(now),
                 failures: FailureBudget::default(),
                 last_used: LastUsed::default(),
-                store_ok_at: AtomicU64::new(micros_since_epoch(now)),
+                store_failing_since: AtomicU64::new(0),
                 stats: Stats::default(),
                 metrics: self.metrics.unwrap_or_else(VerifyMetrics::unregistered),
                 clock: self.clock,
@@ -209,11 +209,14 @@ impl Verifier {
             ));
         }
         if state.expires_at.is_some_and(|at| at <= now) {
-            return Ok(Verdict::about(
-                VerifyCode::Expired,
-                "the API key has expired",
-                state,
-            ));
+            let message = match state.replaced_by {
+                Some(replacement) => format!(
+                    "the API key was rotated out and its grace period has ended: use its replacement, key {replacement}"
+                )
+                .into(),
+                None => std::borrow::Cow::Borrowed("the API key has expired"),
+            };
+            return Ok(Verdict::about(VerifyCode::Expired, message, state));
         }
         if workspace.as_ref().is_some_and(|w| *w != state.workspace) {
             return Ok(Verdict::about(
@@ -304,21 +307,20 @@ impl Verifier {
     }
 
     /// A cached state, trusted while the store answers (the change poll keeps it current, so this
-    /// costs no store round trip); past [`MAX_STATE_AGE`] it is re-read; while the store is
-    /// unreachable it is served for at most `stale_if_error` after the store last answered.
+    /// costs no store round trip); past [`MAX_STATE_AGE`] it is re-read; once the store fails to
+    /// answer it is served for at most `stale_if_error` after that first failure.
     async fn fresh_state(
         &self,
         id: KeyId,
         entry: CacheEntry,
         now: SystemTime,
     ) -> Result<Result<Arc<KeyState>, Verdict>, VerifyError> {
-        let store_ok_at = from_micros_since_epoch(self.inner.store_ok_at.load(Ordering::Relaxed));
-        let store_silent_for = now.duration_since(store_ok_at).unwrap_or_default();
+        let within_stale_limit = self.within_stale_limit(now);
         let age = now.duration_since(entry.fetched_at).unwrap_or_default();
         if age <= MAX_STATE_AGE {
             // The change poll keeps cached states current while the store answers; once it has
-            // been silent past the stale limit, cached keys stop verifying.
-            if store_silent_for <= self.inner.settings.stale_if_error {
+            // been failing past the stale limit, cached keys stop verifying.
+            if within_stale_limit {
                 return Ok(Ok(entry.state));
             }
             return Err(VerifyError::Unavailable("the key store is unavailable"));
@@ -329,32 +331,63 @@ impl Verifier {
             .fetch_add(1, Ordering::Relaxed);
         match self.inner.store.find_by_key_id(&id).await {
             Ok(Some(record)) => {
-                self.store_answered(now);
+                self.store_answered();
                 let state = Arc::new(KeyState::from_record(&record, self.inner.settings.defaults));
                 self.inner.cache.update_state(&id, state.clone(), now);
                 Ok(Ok(state))
             }
             Ok(None) => {
-                self.store_answered(now);
+                self.store_answered();
                 self.inner.cache.remove(&id);
                 Ok(Err(Verdict::not_found()))
             }
-            Err(err) if store_silent_for <= self.inner.settings.stale_if_error => {
+            Err(err) if within_stale_limit => {
+                self.store_failed(now);
                 tracing::debug!(error = %stanna_telemetry::ErrorChain(&err), key_id = %id, "store unreachable; serving the cached key state");
                 Ok(Ok(entry.state))
             }
             Err(err) => {
-                tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), key_id = %id, "store unreachable past the stale limit");
+                self.store_failed(now);
+                static PAST_STALE: stanna_telemetry::LogLimiter =
+                    stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+                if let Some(held_back) = PAST_STALE.allow() {
+                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), key_id = %id, held_back, "store unreachable past the stale limit");
+                }
                 Err(VerifyError::Unavailable("the key store is unavailable"))
             }
         }
     }
 
-    /// Notes that the store answered at `at`.
-    pub(crate) fn store_answered(&self, at: SystemTime) {
-        self.inner
-            .store_ok_at
-            .fetch_max(micros_since_epoch(at), Ordering::Relaxed);
+    /// Notes that the store answered: it is not failing.
+    pub(crate) fn store_answered(&self) {
+        self.inner.store_failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Notes that the store failed to answer at `at` (only the first failure of an outage
+    /// counts: the stale limit runs from it).
+    pub(crate) fn store_failed(&self, at: SystemTime) {
+        let at = micros_since_epoch(at).max(1);
+        let _ = self.inner.store_failing_since.compare_exchange(
+            0,
+            at,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether cached keys may still verify at `now`: the store answers, or has been failing for
+    /// no longer than `stale_if_error`. A healthy store never makes a cached key wait, whatever
+    /// the stale limit and the poll interval.
+    fn within_stale_limit(&self, now: SystemTime) -> bool {
+        match self.inner.store_failing_since.load(Ordering::Relaxed) {
+            0 => true,
+            since => {
+                let failing_for = now
+                    .duration_since(from_micros_since_epoch(since))
+                    .unwrap_or_default();
+                failing_for <= self.inner.settings.stale_if_error
+            }
+        }
     }
 
     /// Writes pending last-used times.

@@ -160,7 +160,7 @@ impl Fixture {
         };
         let now = SystemTime::now();
         self.store
-            .rotate(&scope(), id, secret, now, now)
+            .rotate(&scope(), id, secret, now, None, now)
             .await
             .unwrap();
         generated.into_secret()

@@ -46,7 +46,7 @@ pub struct Caller {
 
 /// Paths served without a key.
 fn is_public(path: &str) -> bool {
-    path == "/healthz" || path == "/openapi.json"
+    path == "/healthz" || path == "/readyz" || path == "/openapi.json"
 }
 
 /// Middleware: verifies the caller or answers the denial.
@@ -83,6 +83,11 @@ pub async fn authenticate(
         Ok(verdict) => verdict,
         Err(error) => return error.into_response(),
     };
+    let identity = gateway
+        .inner
+        .access_log
+        .then(|| identity_of(&verdict))
+        .flatten();
     let mut response = match verdict.code() {
         pb::VerifyCode::Valid => {
             let windows = if request.uri().path() == "/v1/me" {
@@ -108,7 +113,7 @@ pub async fn authenticate(
         pb::VerifyCode::Malformed => ApiError::MalformedApiKey(verdict.message).into_response(),
         pb::VerifyCode::NotFound => ApiError::InvalidApiKey.into_response(),
         pb::VerifyCode::Inactive => ApiError::InactiveApiKey.into_response(),
-        pb::VerifyCode::Expired => ApiError::ExpiredApiKey.into_response(),
+        pb::VerifyCode::Expired => ApiError::ExpiredApiKey(verdict.message).into_response(),
         pb::VerifyCode::WorkspaceMismatch => ApiError::WorkspaceMismatch.into_response(),
         pb::VerifyCode::Unspecified => {
             tracing::error!("auth-check answered VERIFY_CODE_UNSPECIFIED");
@@ -119,7 +124,18 @@ pub async fn authenticate(
     if response.status() != http::StatusCode::SERVICE_UNAVAILABLE {
         rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());
     }
+    if let Some(identity) = identity {
+        response.extensions_mut().insert(identity);
+    }
     response
+}
+
+/// The verified key and its workspace, for the access log.
+fn identity_of(verdict: &pb::VerifyResponse) -> Option<crate::access_log::Identity> {
+    Some(crate::access_log::Identity {
+        key_id: stanna_keys::KeyId::parse(&verdict.key_id).ok()?,
+        workspace: WorkspaceId::parse(&verdict.workspace_id).ok()?,
+    })
 }
 
 /// Calls `Verify` within `STANNA_VERIFY_TIMEOUT`; a failure to get an answer is 503.
@@ -165,7 +181,12 @@ async fn verify(
             Err(ApiError::invalid(header, format!("{header}: {reason}")))
         }
         Err(status) => {
-            tracing::warn!(code = ?status.code(), message = status.message(), "Verify failed; answering 503");
+            // Under load every request fails alike while auth-check is away: one line per 10 s.
+            static FAILED: stanna_telemetry::LogLimiter =
+                stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
+            if let Some(held_back) = FAILED.allow() {
+                tracing::warn!(code = ?status.code(), message = status.message(), held_back, "Verify failed; answering 503");
+            }
             Err(ApiError::Unavailable)
         }
     }
@@ -195,23 +216,33 @@ fn remove_stanna_headers(headers: &mut HeaderMap) {
 pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
     // Every line of both headers counts: a second `Authorization: Bearer` line must neither slip
     // through to the upstream nor go unnoticed.
-    let mut found: Option<Vec<u8>> = None;
-    let mut ambiguous = false;
-    let mut note = |key: &[u8]| match &found {
-        Some(seen) if seen.as_slice() != key => ambiguous = true,
+    let mut found: Option<(Vec<u8>, Source)> = None;
+    let mut ambiguous = None;
+    let mut note = |key: &[u8], source: Source| match &found {
+        Some((seen, first)) if seen.as_slice() != key => {
+            ambiguous = Some(match (first, source) {
+                (Source::Bearer, Source::Bearer) => {
+                    "two Authorization: Bearer lines carry different keys; send one"
+                }
+                (Source::Header, Source::Header) => {
+                    "two X-API-Key headers carry different keys; send one"
+                }
+                _ => "Authorization and X-API-Key carry different keys; send one",
+            });
+        }
         Some(_) => {}
-        None => found = Some(key.to_vec()),
+        None => found = Some((key.to_vec(), source)),
     };
     let mut other_schemes = Vec::new();
     let had_authorization = headers.contains_key(header::AUTHORIZATION);
     for value in headers.get_all(header::AUTHORIZATION) {
         match bearer_token(value.as_bytes()) {
-            Some(token) => note(token),
+            Some(token) => note(token, Source::Bearer),
             None => other_schemes.push(value.clone()),
         }
     }
     for value in headers.get_all(&API_KEY_HEADER) {
-        note(trim(value.as_bytes()));
+        note(trim(value.as_bytes()), Source::Header);
     }
     if had_authorization {
         // Only the Bearer lines are ours; other schemes stay for the upstream.
@@ -221,22 +252,19 @@ pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
         }
     }
     headers.remove(&API_KEY_HEADER);
-    if ambiguous {
-        return Err(ApiError::AmbiguousApiKey);
+    if let Some(why) = ambiguous {
+        return Err(ApiError::AmbiguousApiKey(why));
     }
-    let Some(key) = found else {
-        // A key pasted into Authorization without its scheme: say so rather than "missing".
-        let bare_key = headers
+    let Some((key, _)) = found else {
+        // A key in the Authorization header, but not as a Bearer token: say how to send it
+        // rather than "missing".
+        let hint = headers
             .get_all(header::AUTHORIZATION)
             .iter()
-            .any(|v| trim(v.as_bytes()).starts_with(b"sk-"));
-        return Err(if bare_key {
-            ApiError::MalformedApiKey(
-                "the Authorization header must be \"Bearer sk-…\": the word Bearer and a space are missing"
-                    .into(),
-            )
-        } else {
-            ApiError::MissingApiKey
+            .find_map(|v| misplaced_key_hint(trim(v.as_bytes())));
+        return Err(match hint {
+            Some(hint) => ApiError::MalformedApiKey(hint.into()),
+            None => ApiError::MissingApiKey,
         });
     };
     if key.is_empty() {
@@ -245,6 +273,37 @@ pub fn take_credential(headers: &mut HeaderMap) -> Result<String, ApiError> {
     String::from_utf8(key).map_err(|_| {
         ApiError::MalformedApiKey("the key contains a character outside 0-9, A-Z and a-z".into())
     })
+}
+
+/// Which header a key came from.
+#[derive(Clone, Copy)]
+enum Source {
+    Bearer,
+    Header,
+}
+
+/// What to say of an `Authorization` value that holds a key without being `Bearer sk-…`: the
+/// key alone, another scheme (`Token sk-…`), or Basic with the key as the user name.
+fn misplaced_key_hint(value: &[u8]) -> Option<&'static str> {
+    use base64::Engine as _;
+    if value.starts_with(b"sk-") {
+        return Some(
+            "the Authorization header must be \"Bearer sk-…\": the word Bearer and a space are missing",
+        );
+    }
+    let (scheme, credential) = value.split_at(value.iter().position(|b| *b == b' ')?);
+    let credential = trim(credential);
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credential)
+            .ok()?;
+        return decoded.starts_with(b"sk-").then_some(
+            "the key was sent as a Basic user name: send \"Authorization: Bearer sk-…\" or \"X-API-Key: sk-…\"",
+        );
+    }
+    credential
+        .starts_with(b"sk-")
+        .then_some("the Authorization scheme must be Bearer: send \"Authorization: Bearer sk-…\"")
 }
 
 /// The token of a `Bearer` credential, or `None` for another scheme.
@@ -307,7 +366,10 @@ mod tests {
     #[test]
     fn two_different_keys_are_ambiguous_and_two_equal_ones_are_fine() {
         let mut h = headers(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-b")]);
-        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        assert!(matches!(
+            take_credential(&mut h),
+            Err(ApiError::AmbiguousApiKey(m)) if m.starts_with("Authorization and X-API-Key")
+        ));
         let mut h = headers(&[("authorization", "Bearer sk-a"), ("x-api-key", "sk-a")]);
         assert_eq!(take_credential(&mut h).unwrap(), "sk-a");
     }
@@ -324,12 +386,18 @@ mod tests {
         assert_eq!(left, ["Basic dTpw"], "only the other scheme stays");
         assert!(h.get("x-api-key").is_none());
         let mut h = headers(&[("x-api-key", "sk-a"), ("x-api-key", "sk-b")]);
-        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        assert!(matches!(
+            take_credential(&mut h),
+            Err(ApiError::AmbiguousApiKey(m)) if m.starts_with("two X-API-Key headers")
+        ));
         let mut h = headers(&[
             ("authorization", "Bearer sk-a"),
             ("authorization", "Bearer sk-b"),
         ]);
-        assert_eq!(take_credential(&mut h), Err(ApiError::AmbiguousApiKey));
+        assert!(matches!(
+            take_credential(&mut h),
+            Err(ApiError::AmbiguousApiKey(m)) if m.starts_with("two Authorization: Bearer")
+        ));
         assert!(
             h.get("authorization").is_none(),
             "no key travels on after a refusal"
@@ -346,13 +414,21 @@ mod tests {
     }
 
     #[test]
-    fn a_key_without_its_bearer_scheme_is_malformed_with_a_hint() {
-        let mut h = headers(&[("authorization", "sk-abc")]);
-        match take_credential(&mut h) {
-            Err(ApiError::MalformedApiKey(message)) => {
-                assert!(message.contains("Bearer"), "{message}")
+    fn a_key_sent_any_other_way_in_authorization_is_malformed_with_a_hint() {
+        // `sk-abc` as a Basic user name, base64("sk-abc:").
+        for (value, says) in [
+            ("sk-abc", "the word Bearer and a space are missing"),
+            ("Token sk-abc", "scheme must be Bearer"),
+            ("ApiKey sk-abc", "scheme must be Bearer"),
+            ("Basic c2stYWJjOg==", "Basic user name"),
+        ] {
+            let mut h = headers(&[("authorization", value)]);
+            match take_credential(&mut h) {
+                Err(ApiError::MalformedApiKey(message)) => {
+                    assert!(message.contains(says), "{value}: {message}")
+                }
+                other => panic!("{value}: {other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 

@@ -17,7 +17,8 @@ pub struct Config {
         id = "gateway_addr",
         long = "gateway-addr",
         env = "STANNA_GATEWAY_ADDR",
-        default_value = "0.0.0.0:8080"
+        default_value = "0.0.0.0:8080",
+        value_parser = stanna_config::listen_addr
     )]
     pub addr: SocketAddr,
 
@@ -29,22 +30,29 @@ pub struct Config {
     )]
     pub upstream_url: Option<UpstreamUrl>,
 
-    /// A Verify slower than this answers 503 `unavailable`.
-    #[arg(long, env = "STANNA_VERIFY_TIMEOUT", default_value = "2s")]
+    /// A Verify slower than this answers 503 `unavailable`, 10ms to 60s.
+    #[arg(long, env = "STANNA_VERIFY_TIMEOUT", default_value = "2s",
+        value_parser = stanna_config::duration_in(Duration::from_millis(10), Duration::from_secs(60)))]
     pub verify_timeout: DurationArg,
 
-    /// An upstream that has not started answering after this gets 504 `gateway_timeout`.
-    #[arg(long, env = "STANNA_UPSTREAM_TIMEOUT", default_value = "30s")]
+    /// An upstream that has not started answering after this gets 504 `gateway_timeout`, 100ms
+    /// to 1h.
+    #[arg(long, env = "STANNA_UPSTREAM_TIMEOUT", default_value = "30s",
+        value_parser = stanna_config::duration_in(Duration::from_millis(100), Duration::from_secs(3600)))]
     pub upstream_timeout: DurationArg,
 
     /// The AuthCheck service (`http://host:50052`); unset: the one in this process.
-    #[arg(long, env = "STANNA_AUTH_CHECK_URL")]
+    #[arg(long, env = "STANNA_AUTH_CHECK_URL", value_parser = stanna_config::service_url)]
     pub auth_check_url: Option<String>,
 
     /// The KeyRegistry service (`http://host:50051`) the REST layer calls; unset: the one in this
     /// process.
-    #[arg(long, env = "STANNA_REGISTRY_URL")]
+    #[arg(long, env = "STANNA_REGISTRY_URL", value_parser = stanna_config::service_url)]
     pub registry_url: Option<String>,
+
+    /// One access-log line per request at `info` (target `stanna::access`): `on` or `off`.
+    #[arg(long, env = "STANNA_ACCESS_LOG", value_enum, default_value = "on")]
+    pub access_log: Toggle,
 
     /// BENCHMARKS ONLY: forward every request without Verify or quota (a bare proxy), to measure
     /// what authentication costs. Never set it on a reachable port.
@@ -62,9 +70,19 @@ impl Config {
             upstream_timeout: DurationArg(Duration::from_secs(5)),
             auth_check_url: None,
             registry_url: None,
+            access_log: Toggle::On,
             bench_no_auth: false,
         }
     }
+}
+
+/// A feature switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// The upstream's base: `http://authority` plus an optional path prefix that every forwarded

@@ -77,12 +77,13 @@ pub enum ApiError {
     InvalidApiKey,
     /// The key is deactivated (`inactive_api_key`, 401).
     InactiveApiKey,
-    /// The key is past its `expires_at` (`expired_api_key`, 401).
-    ExpiredApiKey,
+    /// The key is past its `expires_at`, or was rotated out; the message says which and names
+    /// the replacement (`expired_api_key`, 401).
+    ExpiredApiKey(String),
     /// `X-Workspace-Id` names another workspace (`workspace_mismatch`, 403).
     WorkspaceMismatch,
-    /// `Authorization` and `X-API-Key` carry different keys (`ambiguous_api_key`, 400).
-    AmbiguousApiKey,
+    /// Two different keys were sent (`ambiguous_api_key`, 400); the message says where.
+    AmbiguousApiKey(&'static str),
     /// A window is exhausted, or the key id's failure budget is spent (`rate_limited`, 429).
     RateLimited {
         /// What the client is told.
@@ -140,21 +141,15 @@ impl ApiError {
                 "inactive_api_key",
                 "this API key is deactivated; reactivate it or use another key",
             ),
-            Self::ExpiredApiKey => (
-                StatusCode::UNAUTHORIZED,
-                "expired_api_key",
-                "this API key has expired",
-            ),
+            Self::ExpiredApiKey(message) => (StatusCode::UNAUTHORIZED, "expired_api_key", message),
             Self::WorkspaceMismatch => (
                 StatusCode::FORBIDDEN,
                 "workspace_mismatch",
                 "this API key belongs to another workspace than X-Workspace-Id names",
             ),
-            Self::AmbiguousApiKey => (
-                StatusCode::BAD_REQUEST,
-                "ambiguous_api_key",
-                "Authorization and X-API-Key carry different keys; send one",
-            ),
+            Self::AmbiguousApiKey(message) => {
+                (StatusCode::BAD_REQUEST, "ambiguous_api_key", message)
+            }
             Self::RateLimited { message, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
             }

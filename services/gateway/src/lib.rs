@@ -10,6 +10,7 @@
 //! [`Gateway`] is built over ready connections to auth-check and key-registry (in memory in the
 //! all-in-one process, gRPC in split mode): the composition root chooses.
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod rate_limit_headers;
+pub mod readiness;
 pub mod rest;
 
 use std::future::Future;
@@ -42,6 +44,7 @@ use utoipa_axum::routes;
 pub use config::{Config, UpstreamUrl};
 pub use error::ApiError;
 pub use metrics::GatewayMetrics;
+pub use readiness::Readiness;
 
 use crate::proxy::Upstream;
 
@@ -85,22 +88,37 @@ struct Inner {
     bench_no_auth: bool,
     /// Responses by status, upstream latency.
     metrics: GatewayMetrics,
+    /// What `/readyz` checks.
+    readiness: Readiness,
+    /// Whether each request gets an access-log line.
+    access_log: bool,
+}
+
+/// What the gateway is wired to: the composition root chooses each connection (in process or
+/// gRPC) and what readiness checks.
+pub struct Wiring {
+    /// How `Verify` is reached.
+    pub auth_check: AuthCheckConnection,
+    /// How the REST layer reaches KeyRegistry.
+    pub registry: stanna_grpc::Transport,
+    /// What `/readyz` checks besides the admin token (auth-check's and the registry's health).
+    pub readiness: Vec<(&'static str, stanna_grpc::Check)>,
+    /// Where this gateway counts.
+    pub metrics: GatewayMetrics,
 }
 
 impl Gateway {
-    /// A gateway calling auth-check (in this process or over a transport) and key-registry over
-    /// `registry` (in memory or gRPC), authenticating to the registry with `admin_token`, and
-    /// counting on `metrics`.
+    /// A gateway over `wiring`, authenticating to the registry with `admin_token`.
     ///
     /// # Errors
     /// [`StartError::AdminToken`] for a token that cannot be sent as metadata.
-    pub fn new(
-        config: &Config,
-        auth_check: impl Into<AuthCheckConnection>,
-        registry: stanna_grpc::Transport,
-        admin_token: &str,
-        metrics: GatewayMetrics,
-    ) -> Result<Self, StartError> {
+    pub fn new(config: &Config, wiring: Wiring, admin_token: &str) -> Result<Self, StartError> {
+        let Wiring {
+            auth_check,
+            registry,
+            readiness,
+            metrics,
+        } = wiring;
         let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
             .map_err(|_| StartError::AdminToken)?;
         if config.bench_no_auth {
@@ -110,7 +128,7 @@ impl Gateway {
         }
         Ok(Self {
             inner: Arc::new(Inner {
-                auth_check: auth_check.into(),
+                auth_check,
                 verify_timeout: config.verify_timeout.0,
                 registry: stanna_grpc::with_timeout(registry, REGISTRY_TIMEOUT),
                 admin_bearer: AdminBearer(bearer),
@@ -120,6 +138,8 @@ impl Gateway {
                     .map(|url| Upstream::new(url, config.upstream_timeout.0)),
                 bench_no_auth: config.bench_no_auth,
                 metrics,
+                readiness: Readiness::new(readiness),
+                access_log: config.access_log == config::Toggle::On,
             }),
         })
     }
@@ -132,8 +152,10 @@ impl Gateway {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(
                 ServiceBuilder::new()
-                    // Outermost, so the span and the per-status count cover everything, denials
-                    // included; the span continues the client's `traceparent`.
+                    // Outermost: one line per request with its final status and request id.
+                    .option_layer(self.inner.access_log.then_some(access_log::AccessLogLayer))
+                    // Around everything else, so the span and the per-status count cover it,
+                    // denials included; the span continues the client's `traceparent`.
                     .layer(
                         TraceLayer::new_for_http()
                             .make_span_with(request_span)
@@ -192,6 +214,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     use utoipa::OpenApi as _;
     OpenApiRouter::with_openapi(openapi::PublicApi::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(readiness::readyz))
         .routes(routes!(openapi_json))
         .merge(rest::routes())
 }

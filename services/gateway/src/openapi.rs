@@ -117,7 +117,7 @@ fn complete(api: utoipa::openapi::OpenApi) -> Value {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
-        let public = path == "/healthz" || path == "/openapi.json";
+        let public = path == "/healthz" || path == "/readyz" || path == "/openapi.json";
         for operation in item
             .as_object_mut()
             .into_iter()

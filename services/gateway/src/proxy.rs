@@ -33,6 +33,7 @@ const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// The pooled upstream client with its deadline.
 type UpstreamClient = tower::timeout::Timeout<Client<HttpConnector, Body>>;
@@ -96,11 +97,12 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     remove_hop_by_hop(headers);
     // The client sets Host from the upstream URI; the original travels as X-Forwarded-Host.
     headers.remove(header::HOST);
-    if let Some(host) = original_host {
-        headers.insert(FORWARDED_HOST, host);
-    }
     if let Some(ip) = peer {
         append_forwarded_for(headers, ip);
+        append_forwarded(headers, ip, original_host.as_ref());
+    }
+    if let Some(host) = original_host {
+        headers.insert(FORWARDED_HOST, host);
     }
     headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(caller) = caller {
@@ -140,11 +142,19 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) if err.is::<tower::timeout::error::Elapsed>() => {
-            tracing::warn!("upstream did not answer in time");
+            static SLOW: stanna_telemetry::LogLimiter =
+                stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+            if let Some(held_back) = SLOW.allow() {
+                tracing::warn!(held_back, "upstream did not answer in time");
+            }
             ApiError::GatewayTimeout.into_response()
         }
         Err(err) => {
-            tracing::warn!(error = %err, source = ?std::error::Error::source(&*err), "upstream request failed");
+            static FAILED: stanna_telemetry::LogLimiter =
+                stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+            if let Some(held_back) = FAILED.allow() {
+                tracing::warn!(error = %stanna_telemetry::ErrorChain(err.as_ref()), held_back, "upstream request failed");
+            }
             ApiError::BadGateway.into_response()
         }
     }
@@ -185,6 +195,37 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
     }
     if let Ok(value) = HeaderValue::from_maybe_shared(buf) {
         headers.insert(FORWARDED_FOR, value);
+    }
+}
+
+/// Appends this hop to RFC 7239 `Forwarded` as `X-Forwarded-For` is appended to: the client's own
+/// elements are kept, never trusted; ours is the last, `for=` the peer, `proto=http`, `host=` the
+/// host the client asked for.
+fn append_forwarded(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option<&HeaderValue>) {
+    let mut element = match ip {
+        std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
+    };
+    if let Some(host) = host.and_then(|h| h.to_str().ok())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        // A quoted string: a host with a port has a colon, which a token may not.
+        let _ = write!(element, ";host=\"{host}\"");
+    }
+    let mut value = String::new();
+    for line in headers.get_all(&FORWARDED) {
+        if let Ok(text) = line.to_str()
+            && !text.trim().is_empty()
+        {
+            value.push_str(text.trim());
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&element);
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(FORWARDED, value);
     }
 }
 
@@ -276,6 +317,28 @@ mod tests {
             remove_hop_by_hop(&mut h);
             assert_eq!(h.len(), 1, "{name} kept: {h:?}");
         }
+    }
+
+    #[test]
+    fn this_hop_is_appended_to_forwarded() {
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("api.example.com:8080");
+        append_forwarded(&mut h, [10, 0, 0, 1].into(), Some(&host));
+        assert_eq!(
+            h[&FORWARDED],
+            "for=10.0.0.1;proto=http;host=\"api.example.com:8080\""
+        );
+        h.insert(&FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+        h.append(
+            &FORWARDED,
+            HeaderValue::from_static("for=5.6.7.8;proto=https"),
+        );
+        append_forwarded(&mut h, "2001:db8::1".parse().unwrap(), None);
+        assert_eq!(
+            h[&FORWARDED],
+            "for=1.2.3.4, for=5.6.7.8;proto=https, for=\"[2001:db8::1]\";proto=http"
+        );
+        assert_eq!(h.get_all(&FORWARDED).iter().count(), 1);
     }
 
     #[test]

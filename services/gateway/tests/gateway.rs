@@ -101,14 +101,14 @@ async fn serve(answer: pb::VerifyResponse, registry: fn() -> Status) -> String {
         stanna_grpc::Connection::InProcess(std::sync::Arc::new(FakeAuthCheck { answer }));
     let registry =
         stanna_grpc::in_memory(KeyRegistryServer::new(FakeRegistry { status: registry }));
-    let gateway = Gateway::new(
-        &Config::for_tests(),
+    let wiring = stanna_gateway::Wiring {
         auth_check,
         registry,
-        "fake-admin-token-0123456789",
-        GatewayMetrics::unregistered(),
-    )
-    .unwrap();
+        readiness: Vec::new(),
+        metrics: GatewayMetrics::unregistered(),
+    };
+    let gateway =
+        Gateway::new(&Config::for_tests(), wiring, "fake-admin-token-0123456789").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(stanna_gateway::serve(

@@ -15,7 +15,8 @@ pub struct Config {
         id = "registry_addr",
         long = "registry-addr",
         env = "STANNA_REGISTRY_ADDR",
-        default_value = "127.0.0.1:50051"
+        default_value = "127.0.0.1:50051",
+        value_parser = stanna_config::listen_addr
     )]
     pub addr: SocketAddr,
 
@@ -24,8 +25,10 @@ pub struct Config {
     #[arg(long, env = "STANNA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
 
-    /// Keys one user may hold in one workspace (keys past their expiry do not count).
-    #[arg(long, env = "STANNA_MAX_KEYS_PER_USER", default_value_t = 100)]
+    /// Keys one user may hold in one workspace (keys past their expiry do not count), 1 to
+    /// 100 000.
+    #[arg(long, env = "STANNA_MAX_KEYS_PER_USER", default_value_t = 100,
+        value_parser = stanna_config::count_in(1u32, 100_000))]
     pub max_keys_per_user: u32,
 }
 

@@ -300,5 +300,6 @@ pub fn api_key(key: &KeyRecord, defaults: RateLimits) -> pb::ApiKey {
         last_used_at: key.last_used_at.map(Into::into),
         expires_at: key.expires_at.map(Into::into),
         rate_limits: stanna_proto::convert::rate_limits(limits),
+        replaced_by: key.replaced_by.map(|id| id.to_string()).unwrap_or_default(),
     }
 }

@@ -46,8 +46,18 @@ pub fn build(
     ))
 }
 
+/// The gRPC service name health reports this service under.
+pub const SERVICE: &str =
+    <KeyRegistryServer<grpc::KeyRegistryService> as tonic::server::NamedService>::NAME;
+
+/// The KeyRegistry behind `token`, as routes to serve (health and reflection are added beside it
+/// by the caller, and need no token).
+pub fn routes(registry: Registry, token: AdminToken) -> Routes {
+    Routes::new(grpc::authenticated_service(registry, token))
+}
+
 /// Serves `registry` on `listener` behind `token` until `shutdown` completes, with health and
-/// both reflection versions beside it (they need no token).
+/// both reflection versions beside it.
 ///
 /// # Errors
 /// [`stanna_grpc::ServeError`] if serving fails.
@@ -57,10 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), stanna_grpc::ServeError> {
-    let routes = Routes::new(grpc::authenticated_service(registry, token));
-    let (routes, _health) = stanna_grpc::add_health_and_reflection::<
-        KeyRegistryServer<grpc::KeyRegistryService>,
-    >(routes)
-    .await?;
+    let (routes, _health) =
+        stanna_grpc::with_health_and_reflection(routes(registry, token), SERVICE).await?;
     stanna_grpc::serve(routes, listener, shutdown).await
 }

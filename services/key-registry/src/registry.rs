@@ -226,12 +226,13 @@ impl Registry {
         Ok(())
     }
 
-    /// Replaces a key by a new one (same name, owner and limits); the old one keeps working for
-    /// `grace` (zero: it stops at once) and stays listed with its expiry.
+    /// Replaces a key by a new one (same name, owner, limits and status); the old one keeps
+    /// working for `grace` (zero: it stops at once) and stays listed with its expiry. An expired
+    /// key can be rotated too: its replacement has no expiry.
     ///
     /// # Errors
     /// `InvalidArgument` for a grace period over 30 days; `NotFound` if the key is not visible in
-    /// `scope` or already expired.
+    /// `scope`; `AlreadyRotated`; `TooManyKeys` for an expired key of a user at the maximum.
     pub async fn rotate_key(
         &self,
         scope: &Scope,
@@ -257,7 +258,14 @@ impl Registry {
             match self
                 .inner
                 .store
-                .rotate(scope, key_id, secret, now + grace, now)
+                .rotate(
+                    scope,
+                    key_id,
+                    secret,
+                    now + grace,
+                    Some(self.inner.max_keys_per_user),
+                    now,
+                )
                 .await
             {
                 Ok((key, old)) => {

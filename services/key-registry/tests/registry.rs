@@ -407,7 +407,8 @@ async fn rotation_without_grace_expires_the_old_key_at_once() {
         key_id: old.id.clone(),
         ..Default::default()
     };
-    server.client.rotate_key(authed(request)).await.unwrap();
+    let rotated = server.client.rotate_key(authed(request)).await.unwrap();
+    let new_id = rotated.into_inner().key.unwrap().id;
     let old_now = server.get("ws1", "alice", &old.id).await.unwrap();
     assert!(
         seconds(&old_now.expires_at) <= now_seconds(),
@@ -418,15 +419,21 @@ async fn rotation_without_grace_expires_the_old_key_at_once() {
         key_id: old.id.clone(),
         ..Default::default()
     };
+    let status = server.client.rotate_key(authed(again)).await.unwrap_err();
     assert_eq!(
-        server
-            .client
-            .rotate_key(authed(again))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound,
-        "an expired key cannot be rotated again"
+        status.code(),
+        Code::FailedPrecondition,
+        "a rotated-out key cannot be rotated again: {status:?}"
+    );
+    let (kind, subject, _) =
+        stanna_grpc::status::precondition_violation(&status).expect("a PreconditionFailure");
+    assert_eq!(
+        (kind.as_str(), subject.as_str()),
+        ("ALREADY_ROTATED", "key_id")
+    );
+    assert_eq!(
+        old_now.replaced_by, new_id,
+        "the rotated-out key names its replacement"
     );
 }
 

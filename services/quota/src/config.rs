@@ -14,12 +14,13 @@ pub struct Config {
         id = "quota_addr",
         long = "quota-addr",
         env = "STANNA_QUOTA_ADDR",
-        default_value = "127.0.0.1:50053"
+        default_value = "127.0.0.1:50053",
+        value_parser = stanna_config::listen_addr
     )]
     pub addr: SocketAddr,
 
     /// Redis for limits shared by several processes (`redis://host:6379`); unset: in process.
-    #[arg(long, env = "STANNA_REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = "STANNA_REDIS_URL", hide_env_values = true, value_parser = stanna_config::redis_url)]
     pub redis_url: Option<String>,
 }
 

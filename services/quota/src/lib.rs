@@ -40,6 +40,14 @@ impl QuotaService {
         Self { backend, metrics }
     }
 
+    /// Whether decisions can be made now (Redis reachable, when it decides).
+    ///
+    /// # Errors
+    /// [`QuotaError::Unavailable`] with the cause.
+    pub async fn ping(&self) -> Result<(), QuotaError> {
+        self.backend.ping().await
+    }
+
     /// Which backend decides (`in-process` or `redis`), for logs.
     pub fn backend_kind(&self) -> &'static str {
         self.backend.kind()
@@ -130,6 +138,14 @@ impl Quota for QuotaService {
     }
 }
 
+/// The gRPC service name health reports this service under.
+pub const SERVICE: &str = <QuotaServer<QuotaService> as tonic::server::NamedService>::NAME;
+
+/// The Quota service as routes to serve (health and reflection are added by the caller).
+pub fn routes(service: QuotaService) -> Routes {
+    Routes::new(QuotaServer::new(service))
+}
+
 /// Serves `service` on `listener` until `shutdown` completes, with health and reflection.
 ///
 /// # Errors
@@ -139,8 +155,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), stanna_grpc::ServeError> {
-    let routes = Routes::new(QuotaServer::new(service));
     let (routes, _health) =
-        stanna_grpc::add_health_and_reflection::<QuotaServer<QuotaService>>(routes).await?;
+        stanna_grpc::with_health_and_reflection(routes(service), SERVICE).await?;
     stanna_grpc::serve(routes, listener, shutdown).await
 }

@@ -4,16 +4,31 @@
 use rand::RngExt;
 use stanna_key_registry::AdminToken;
 
-/// A fresh admin token for this run, printed once with the `export` line that keeps it.
-pub fn generate_and_print() -> AdminToken {
+/// A fresh admin token for this run, printed once with the `export` line that keeps it (one JSON
+/// object under `STANNA_LOG_FORMAT=json`, so a log collector reads it as one record).
+pub fn generate_and_print(format: stanna_telemetry::LogFormat) -> AdminToken {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
     let token: String = (0..32)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect();
-    println!("STANNA_ADMIN_TOKEN is not set, so this run generated one (shown once):");
-    println!("  export STANNA_ADMIN_TOKEN={token}");
-    println!("Set it before starting stanna to keep the same token across restarts.");
+    match format {
+        stanna_telemetry::LogFormat::Text => {
+            println!("STANNA_ADMIN_TOKEN is not set, so this run generated one (shown once):");
+            println!("  export STANNA_ADMIN_TOKEN={token}");
+            println!("Set it before starting stanna to keep the same token across restarts.");
+        }
+        stanna_telemetry::LogFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "level": "WARN",
+                "fields": {
+                    "message": "STANNA_ADMIN_TOKEN is not set, so this run generated one (shown once); set it before starting stanna to keep the same token across restarts",
+                    "export": format!("export STANNA_ADMIN_TOKEN={token}"),
+                }
+            })
+        ),
+    }
     token
         .parse()
         .expect("32 base62 characters make a valid admin token")

@@ -1,6 +1,9 @@
-//! The command line: `stanna serve [SERVICE]` and `stanna healthcheck ADDR`.
+//! The command line: `stanna serve [SERVICE]` and `stanna healthcheck ADDR`, and how a refused
+//! setting is explained: naming the `STANNA_*` variable that was set (or the flag), with the
+//! allowed range or form, and never the value of a secret.
 
-use clap::{Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
 use stanna::Settings;
 
 /// Stanna Keys: API keys for a workspace product — create, verify, rate-limit.
@@ -17,12 +20,79 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system in one process (default), or one service alone.
     Serve(Box<Settings>),
-    /// Check a service: gRPC health at host:port, or GET http://host:port/healthz for the gateway;
-    /// exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
+    /// Check a service: gRPC health at host:port, or GET http://host:port/healthz (`--ready`:
+    /// /readyz) of the gateway; exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
     Healthcheck {
-        /// host:port of a Stanna gRPC service, or an http:// URL of the gateway.
+        /// host:port of a Stanna gRPC service, or an http:// or https:// URL of the gateway.
         addr: String,
+        /// Ask whether the service can do its work (the gateway's /readyz), not only whether it
+        /// runs.
+        #[arg(long)]
+        ready: bool,
     },
+}
+
+/// Parses the process's arguments and variables; exits with status 2 and a sentence for what is
+/// refused.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match explain(&err, std::env::args().collect()) {
+            Some(message) => {
+                eprintln!("error: {message}");
+                std::process::exit(2);
+            }
+            None => err.exit(),
+        },
+    }
+}
+
+/// A refused value, said in terms of what the operator set. `None` for other clap errors (usage,
+/// `--help`), which clap prints itself.
+fn explain(err: &clap::Error, args: Vec<String>) -> Option<String> {
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?.to_owned();
+    let command = Cli::command();
+    let found = command
+        .get_subcommands()
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long.as_str()))?;
+    let env = found.get_env().and_then(|e| e.to_str()).map(str::to_owned);
+    let secret = found.is_hide_env_values_set();
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => Some(value.clone()),
+        _ => None,
+    };
+    let reason = match (
+        std::error::Error::source(err),
+        err.get(ContextKind::ValidValue),
+    ) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("must be one of {}", valid.join(", "))
+        }
+        _ => "is not a valid value".to_owned(),
+    };
+    let on_command_line = args
+        .iter()
+        .any(|a| *a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let setting = match &env {
+        Some(name) if !on_command_line => format!("{name} (--{long})"),
+        Some(name) => format!("--{long} (or {name})"),
+        None => format!("--{long}"),
+    };
+    Some(match value {
+        Some(value) if !secret => format!("{setting}={value} is refused: {reason}"),
+        _ => format!("{setting} is refused (its value is not shown): {reason}"),
+    })
 }
 
 #[cfg(test)]
@@ -32,5 +102,46 @@ mod tests {
     #[test]
     fn every_flag_and_variable_is_unique() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_and_a_variable() {
+        let command = super::Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "service" || id == "help" || id == "bench_no_auth" {
+                continue;
+            }
+            assert!(arg.get_long().is_some(), "{id} has no flag");
+            let env = arg.get_env().and_then(|e| e.to_str());
+            assert!(
+                env.is_some_and(|e| e.starts_with("STANNA_")),
+                "{id} has no STANNA_* variable"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_value_names_the_flag_and_never_repeats_a_secret() {
+        let refused = |args: &[&str]| {
+            let args: Vec<String> = std::iter::once("stanna")
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect();
+            let err = <super::Cli as clap::Parser>::try_parse_from(&args).unwrap_err();
+            super::explain(&err, args).expect("explained")
+        };
+        let poll = refused(&["serve", "--change-poll-interval", "0s"]);
+        assert!(
+            poll.starts_with("--change-poll-interval (or STANNA_CHANGE_POLL_INTERVAL)=0s")
+                && poll.contains("from 10ms to 30s"),
+            "{poll}"
+        );
+        let token = refused(&["serve", "--admin-token", "short-secret"]);
+        assert!(!token.contains("short-secret"), "{token}");
+        assert!(token.contains("at least 16 characters"), "{token}");
+        let format = refused(&["serve", "--log-format", "yaml"]);
+        assert!(format.contains("text, json"), "{format}");
     }
 }

@@ -1,62 +1,139 @@
-//! `stanna healthcheck ADDR`: asks a service's `grpc.health.v1.Health/Check` (host:port), or the
-//! gateway's `GET /healthz` (an `http://` URL), so container images need no separate probe binary.
+//! `stanna healthcheck ADDR`: asks a service's `grpc.health.v1.Health/Check` (`host:port`), or the
+//! gateway's `GET /healthz` — `/readyz` with `--ready` — at an `http://` or `https://` URL, so
+//! container images need no separate probe. Pointed at the wrong kind of port, it says so.
 
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// How long the whole check may take.
+const DEADLINE: Duration = Duration::from_secs(3);
+
 /// Exits 0 when the server at `addr` answers SERVING (gRPC) or 200 (HTTP) within 3 s; errors
-/// otherwise.
-pub async fn check(addr: &str) -> anyhow::Result<()> {
-    if let Some(rest) = addr.strip_prefix("http://") {
-        return check_http(rest).await;
+/// otherwise, in words.
+///
+/// # Errors
+/// What the server answered, or why there was no answer.
+pub async fn check(addr: &str, ready: bool) -> anyhow::Result<()> {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        return check_http(addr, ready).await;
     }
+    anyhow::ensure!(
+        !addr.contains("://"),
+        "{addr}: give host:port for a gRPC service, or an http:// or https:// URL for the gateway"
+    );
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(3));
-    let mut client = HealthClient::new(endpoint.connect().await?);
-    let status = client
+        .connect_timeout(DEADLINE)
+        .timeout(DEADLINE);
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "{addr}: no gRPC service answers there ({})",
+            stanna_telemetry::ErrorChain(&e)
+        )
+    })?;
+    let answer = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: String::new(),
         })
-        .await?
-        .into_inner()
-        .status();
+        .await;
+    let status = match answer {
+        Ok(response) => response.into_inner().status(),
+        Err(status)
+            if status.code() == tonic::Code::Unimplemented || status.message().contains("http") =>
+        {
+            anyhow::bail!(
+                "{addr} does not serve gRPC health: is it the gateway's HTTP port? use `stanna healthcheck http://{addr}`"
+            )
+        }
+        Err(status) => anyhow::bail!("{addr}: health check failed: {}", status.message()),
+    };
     anyhow::ensure!(
         status == ServingStatus::Serving,
-        "{addr} reports {status:?}"
+        "{addr} reports {status:?} (its store or Redis is unreachable, or it is stopping)"
     );
     println!("{addr}: SERVING");
     Ok(())
 }
 
-/// `GET /healthz` over plain HTTP/1.1 (`host:port[/path]`, default path `/healthz`).
-async fn check_http(target: &str) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (host, path) = match target.find('/') {
-        Some(slash) => (&target[..slash], &target[slash..]),
-        None => (target, "/healthz"),
-    };
+/// `GET /healthz` (or `/readyz`) over HTTP/1.1, in the clear or over TLS (the system's roots).
+async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
+    let mut url = url::Url::parse(target).map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
+    if url.path() == "/" {
+        url.set_path(if ready { "/readyz" } else { "/healthz" });
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("{target}: no host"))?
+        .to_owned();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| anyhow::anyhow!("{target}: no port"))?;
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(host).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = vec![0; 64];
-        let n = stream.read(&mut head).await?;
-        head.truncate(n);
-        anyhow::Ok(head)
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let request = http::Request::get(url.path())
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .header(http::header::CONNECTION, "close")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let response = if url.scheme() == "https" {
+            let tls = tls_connector()?
+                .connect(rustls_pki_types::ServerName::try_from(host.clone())?, tcp)
+                .await?;
+            send(hyper_util::rt::TokioIo::new(tls), request).await?
+        } else {
+            send(hyper_util::rt::TokioIo::new(tcp), request).await?
+        };
+        anyhow::Ok(response)
     };
-    let head = tokio::time::timeout(Duration::from_secs(3), exchange)
+    let (status, body) = tokio::time::timeout(DEADLINE, exchange)
         .await
-        .map_err(|_| anyhow::anyhow!("http://{target} did not answer within 3 s"))??;
-    let status_line = String::from_utf8_lossy(&head);
-    let status_line = status_line.lines().next().unwrap_or("");
-    anyhow::ensure!(
-        status_line.starts_with("HTTP/1.1 200") || status_line.starts_with("HTTP/1.0 200"),
-        "http://{target} answered {status_line:?}"
-    );
-    println!("http://{target}: 200");
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))?
+        .map_err(|e| {
+            let cause = stanna_telemetry::ErrorChain(e.as_ref()).to_string();
+            if cause.contains("connection closed") || cause.contains("invalid HTTP") {
+                anyhow::anyhow!(
+                    "{url}: no HTTP/1.1 answer: is it a gRPC port? use `stanna healthcheck {host}:{port}` ({cause})"
+                )
+            } else {
+                anyhow::anyhow!("{url}: {cause}")
+            }
+        })?;
+    anyhow::ensure!(status == 200, "{url} answered {status}: {body}");
+    println!("{url}: 200");
     Ok(())
+}
+
+/// One request on a fresh HTTP/1.1 connection over `io`; its status and body.
+async fn send<T>(
+    io: T,
+    request: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> anyhow::Result<(u16, String)>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// TLS with the system's trusted roots.
+fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }

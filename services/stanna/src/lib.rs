@@ -7,6 +7,7 @@
 //! (docs/architecture.md).
 
 pub mod admin_token;
+pub mod health;
 pub mod listeners;
 pub mod redact;
 mod serve;

@@ -8,7 +8,6 @@
 mod cli;
 mod healthcheck;
 
-use clap::Parser;
 use stanna::{Listeners, Overrides, System};
 
 /// mimalloc instead of glibc malloc: measured in docs/gateway.md ("Allocator").
@@ -16,29 +15,34 @@ use stanna::{Listeners, Overrides, System};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         cli::Command::Serve(settings) => {
             // Inside the runtime: the OTLP exporter's channel lives on it.
-            let telemetry =
-                runtime.block_on(async { stanna_telemetry::init(settings.service_name()) })?;
+            let telemetry = runtime.block_on(async {
+                stanna_telemetry::init(settings.service_name(), settings.log_format)
+            })?;
             let served = runtime.block_on(serve(*settings));
             telemetry.shutdown();
             served
         }
-        cli::Command::Healthcheck { addr } => runtime.block_on(healthcheck::check(&addr)),
+        cli::Command::Healthcheck { addr, ready } => {
+            runtime.block_on(healthcheck::check(&addr, ready))
+        }
     }
 }
 
 async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
-    let shutdown = stanna::shutdown::signal()?;
+    let signals = stanna::shutdown::Signals::new()?;
     if settings.service.is_none() && settings.registry.admin_token.is_none() {
-        settings.registry.admin_token = Some(stanna::admin_token::generate_and_print());
+        settings.registry.admin_token =
+            Some(stanna::admin_token::generate_and_print(settings.log_format));
     }
     let listeners = Listeners::bind(&settings).await?;
     let system = System::build(settings, Overrides::default()).await?;
-    system.serve(listeners, shutdown).await?;
+    let (shutdown, hurry) = signals.first_and_second();
+    system.serve_until(listeners, shutdown, hurry).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! ([`Settings::for_tests`]).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::ValueEnum;
 
@@ -29,8 +30,18 @@ pub struct Settings {
     /// Prometheus `/metrics` listener of this process (port 0: any free port, logged). Default:
     /// 127.0.0.1:9464 for the all-in-one process; alone: gateway 9464, registry 9465,
     /// auth-check 9466, quota 9467.
-    #[arg(long, env = "STANNA_METRICS_ADDR")]
+    #[arg(long, env = "STANNA_METRICS_ADDR", value_parser = stanna_config::listen_addr)]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// How log lines are written: `text` (readable) or `json` (one object per line).
+    #[arg(long, env = "STANNA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: stanna_telemetry::LogFormat,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish before the process
+    /// exits anyway, 0s to 10m (a second signal exits at once).
+    #[arg(long, env = "STANNA_SHUTDOWN_GRACE", default_value = "10s",
+        value_parser = stanna_config::duration_in(Duration::ZERO, Duration::from_secs(600)))]
+    pub shutdown_grace: stanna_config::DurationArg,
 
     /// Settings shared by the services (store, default limits, argon2).
     #[command(flatten)]
@@ -60,6 +71,8 @@ impl Settings {
         Self {
             service: None,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            log_format: stanna_telemetry::LogFormat::Text,
+            shutdown_grace: stanna_config::DurationArg(Duration::from_secs(10)),
             shared: stanna_config::SharedConfig::for_tests(database_url),
             registry: stanna_key_registry::Config::for_tests(admin_token),
             auth_check: stanna_auth_check::Config::for_tests(),

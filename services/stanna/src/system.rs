@@ -17,6 +17,7 @@ use stanna_quota_service::{QuotaMetrics, QuotaService};
 use stanna_store::KeyStore;
 use stanna_telemetry::metrics::Registry as MetricsRegistry;
 
+use crate::health::{self, Monitored};
 use crate::settings::{ServiceName, Settings};
 
 /// What a test replaces in the graph; everything unset is built from the settings.
@@ -66,6 +67,10 @@ pub struct System {
     pub(crate) quota: Option<QuotaService>,
     pub(crate) gateway: Option<Gateway>,
     pub(crate) metrics: MetricsRegistry,
+    /// Each service's health, re-checked while serving (`health.rs`).
+    pub(crate) health: Vec<Monitored>,
+    /// Calls of this process's gRPC servers, by method and code.
+    pub(crate) grpc_metrics: stanna_grpc::GrpcMetrics,
 }
 
 impl System {
@@ -76,11 +81,21 @@ impl System {
     /// of a gateway run alone), a store that cannot be opened, or an unusable setting.
     pub async fn build(settings: Settings, overrides: Overrides) -> Result<Self, BuildError> {
         let mut metrics = stanna_telemetry::metrics::new_registry();
-        let all_in_one = settings.service.is_none();
+        let grpc_metrics = stanna_grpc::GrpcMetrics::register(&mut metrics);
+        // Checked together, with the variables named (each is in range on its own).
+        settings
+            .shared
+            .checked_hash_params()
+            .map_err(BuildError::Setting)?;
         let needs_store =
             settings.runs(ServiceName::Registry) || settings.runs(ServiceName::AuthCheck);
         let store = if needs_store {
-            Some(KeyStore::connect(&settings.shared.database_url).await?)
+            let store = KeyStore::connect(&settings.shared.database_url).await?;
+            tracing::info!(
+                database = %crate::redact::url(&settings.shared.database_url),
+                "store opened"
+            );
+            Some(store)
         } else {
             None
         };
@@ -88,6 +103,7 @@ impl System {
             .clock
             .clone()
             .unwrap_or_else(stanna_keys::system_clock);
+        let mut health = Vec::new();
 
         let registry = match &store {
             Some(store) if settings.runs(ServiceName::Registry) => {
@@ -98,6 +114,10 @@ impl System {
                     store.clone(),
                     clock.clone(),
                 )?;
+                health.push(Monitored::new(
+                    stanna_key_registry::SERVICE,
+                    vec![("store", health::store(store.clone()))],
+                ));
                 Some((core, token))
             }
             _ => None,
@@ -106,20 +126,40 @@ impl System {
         let quota = if settings.runs(ServiceName::Quota)
             || (settings.runs(ServiceName::AuthCheck) && settings.auth_check.quota_url.is_none())
         {
-            Some(QuotaService::new(
+            let service = QuotaService::new(
                 settings.quota.backend()?,
                 QuotaMetrics::register(&mut metrics),
-            ))
+            );
+            check_redis(&settings, &service).await?;
+            let checks = if settings.quota.redis_url.is_some() {
+                vec![("redis", health::quota(service.clone()))]
+            } else {
+                Vec::new()
+            };
+            health.push(Monitored::new(stanna_quota_service::SERVICE, checks));
+            Some(service)
         } else {
             None
         };
 
         let verifier = match &store {
             Some(store) if settings.runs(ServiceName::AuthCheck) => {
+                let mut checks = vec![("store", health::store(store.clone()))];
                 let connection = match (overrides.quota, &settings.auth_check.quota_url, &quota) {
                     (Some(connection), _, _) => connection,
-                    (None, Some(url), _) => stanna_grpc::lazy_channel(url)?.into(),
+                    (None, Some(url), _) => {
+                        let channel = stanna_grpc::lazy_channel(url)?;
+                        checks.push((
+                            "quota",
+                            health::remote(channel.clone(), stanna_quota_service::SERVICE),
+                        ));
+                        channel.into()
+                    }
                     (None, None, Some(local)) => {
+                        checks.push((
+                            "quota",
+                            health::following(status_of(&health, stanna_quota_service::SERVICE)),
+                        ));
                         QuotaConnection::InProcess(Arc::new(local.clone()))
                     }
                     (None, None, None) => unreachable!("a local quota is built when no URL is set"),
@@ -134,6 +174,12 @@ impl System {
                 if let Some(check) = overrides.hash_check {
                     builder = builder.hash_check(check);
                 }
+                if settings.auth_check.change_poll_interval.0 > std::time::Duration::from_secs(1) {
+                    tracing::warn!(
+                        "STANNA_CHANGE_POLL_INTERVAL is over 1s: deleted and deactivated keys may keep working for that long"
+                    );
+                }
+                health.push(Monitored::new(stanna_auth_check::SERVICE, checks));
                 Some(builder.build())
             }
             _ => None,
@@ -141,14 +187,26 @@ impl System {
 
         let gateway = if settings.runs(ServiceName::Gateway) {
             let token = admin_token(&settings)?;
+            let mut readiness = Vec::new();
             let auth_check = match (
                 overrides.auth_check,
                 &settings.gateway.auth_check_url,
                 &verifier,
             ) {
                 (Some(connection), _, _) => connection,
-                (None, Some(url), _) => stanna_grpc::lazy_channel(url)?.into(),
+                (None, Some(url), _) => {
+                    let channel = stanna_grpc::lazy_channel(url)?;
+                    readiness.push((
+                        "auth-check",
+                        health::remote(channel.clone(), stanna_auth_check::SERVICE),
+                    ));
+                    channel.into()
+                }
                 (None, None, Some(verifier)) => {
+                    readiness.push((
+                        "auth-check",
+                        health::following(status_of(&health, stanna_auth_check::SERVICE)),
+                    ));
                     let service: Arc<dyn stanna_proto::keys::v1::auth_check_server::AuthCheck> =
                         Arc::new(AuthCheckService::new(verifier.clone()));
                     stanna_grpc::Connection::InProcess(service)
@@ -161,30 +219,37 @@ impl System {
                 &registry,
             ) {
                 (Some(transport), _, _) => transport,
-                (None, Some(url), _) => stanna_grpc::lazy_channel(url)?,
-                (None, None, Some((core, token))) => in_memory_registry(core, token),
+                (None, Some(url), _) => {
+                    let channel = stanna_grpc::lazy_channel(url)?;
+                    readiness.push((
+                        "key-registry",
+                        health::remote(channel.clone(), stanna_key_registry::SERVICE),
+                    ));
+                    channel
+                }
+                (None, None, Some((core, token))) => {
+                    readiness.push((
+                        "key-registry",
+                        health::following(status_of(&health, stanna_key_registry::SERVICE)),
+                    ));
+                    in_memory_registry(core, token)
+                }
                 (None, None, None) => return Err(missing_url("STANNA_REGISTRY_URL", 50051)),
             };
-            Some(Gateway::new(
-                &settings.gateway,
+            let wiring = stanna_gateway::Wiring {
                 auth_check,
-                registry_transport,
-                token.expose(),
-                GatewayMetrics::register(&mut metrics),
-            )?)
+                registry: registry_transport,
+                readiness,
+                metrics: GatewayMetrics::register(&mut metrics),
+            };
+            let gateway = Gateway::new(&settings.gateway, wiring, token.expose())?;
+            if settings.gateway.registry_url.is_some() {
+                check_registry_token(&gateway).await?;
+            }
+            Some(gateway)
         } else {
             None
         };
-        if all_in_one
-            || settings.runs(ServiceName::Registry)
-            || settings.runs(ServiceName::AuthCheck)
-        {
-            tracing::info!(
-                database = %crate::redact::url(&settings.shared.database_url),
-                quota = quota.as_ref().map_or("remote", QuotaService::backend_kind),
-                "store opened"
-            );
-        }
         Ok(Self {
             settings,
             store,
@@ -193,6 +258,8 @@ impl System {
             quota,
             gateway,
             metrics,
+            health,
+            grpc_metrics,
         })
     }
 
@@ -232,4 +299,58 @@ fn missing_url(name: &str, port: u16) -> BuildError {
     BuildError::Setting(format!(
         "{name} is required when the gateway runs alone (e.g. http://127.0.0.1:{port})"
     ))
+}
+
+/// The status of the monitored `service` (built earlier in [`System::build`]).
+fn status_of(health: &[Monitored], service: &str) -> health::Status {
+    health
+        .iter()
+        .find(|m| m.service == service)
+        .map(Monitored::status)
+        .expect("the service is built before what depends on it")
+}
+
+/// Redis reached (PING, on a connection that authenticated and selected its database) before
+/// serving: a wrong host, port or password would otherwise turn every request into "allowed, no
+/// limits". Unreachable, the process starts only in fail-open mode, saying so loudly (the health
+/// monitor repeats it while it lasts, and readiness reports it).
+async fn check_redis(settings: &Settings, quota: &QuotaService) -> Result<(), BuildError> {
+    let Some(url) = &settings.quota.redis_url else {
+        return Ok(());
+    };
+    let Err(err) = quota.ping().await else {
+        return Ok(());
+    };
+    let cause = stanna_telemetry::ErrorChain(&err).to_string();
+    let at = crate::redact::url(url);
+    match settings.auth_check.quota_fail_mode {
+        stanna_auth_check::FailMode::Closed => Err(BuildError::Setting(format!(
+            "STANNA_REDIS_URL ({at}) cannot be reached: {cause}; with STANNA_QUOTA_FAIL_MODE=closed nothing could be admitted, so this process does not start"
+        ))),
+        stanna_auth_check::FailMode::Open => {
+            tracing::warn!(
+                redis = %at,
+                error = %cause,
+                "Redis cannot be reached: starting anyway because STANNA_QUOTA_FAIL_MODE=open — every request is ALLOWED WITHOUT RATE LIMITS until it answers; readiness reports not ready meanwhile"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A gateway run alone refuses to start when the registry refuses its admin token (it would
+/// answer every REST call 503); a registry not reachable yet is left to readiness.
+async fn check_registry_token(gateway: &Gateway) -> Result<(), BuildError> {
+    match gateway.registry_accepts_token().await {
+        Err(why) if why.contains("admin token") => {
+            Err(BuildError::Setting(format!("STANNA_REGISTRY_URL: {why}")))
+        }
+        Err(why) => {
+            tracing::warn!(
+                "{why}; starting anyway (readiness reports it until the registry answers)"
+            );
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }

@@ -48,7 +48,7 @@ pub fn routes() -> OpenApiRouter<Gateway> {
 }
 
 /// A client for the registry with the admin token on every call.
-fn registry(
+pub(crate) fn registry(
     gateway: &Gateway,
 ) -> KeyRegistryClient<
     tonic::service::interceptor::InterceptedService<stanna_grpc::Transport, crate::AdminBearer>,
@@ -94,11 +94,28 @@ fn from_registry(status: tonic::Status) -> ApiError {
             })
         }
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            tracing::warn!(code = ?status.code(), message = status.message(), "key-registry unavailable");
+            static UNAVAILABLE: stanna_telemetry::LogLimiter =
+                stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
+            if let Some(held_back) = UNAVAILABLE.allow() {
+                tracing::warn!(code = ?status.code(), message = status.message(), held_back, "key-registry unavailable");
+            }
+            ApiError::Unavailable
+        }
+        tonic::Code::Unauthenticated => {
+            // The gateway's admin token differs from the registry's: a misconfiguration of this
+            // deployment, not the caller's fault, and it ends when the tokens agree (`/readyz`
+            // says so meanwhile).
+            static REFUSED: stanna_telemetry::LogLimiter =
+                stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
+            if let Some(held_back) = REFUSED.allow() {
+                tracing::error!(
+                    held_back,
+                    "the key-registry refuses this gateway's admin token: give both the same STANNA_ADMIN_TOKEN"
+                );
+            }
             ApiError::Unavailable
         }
         code => {
-            // UNAUTHENTICATED here means the gateway's admin token differs from the registry's.
             tracing::error!(
                 ?code,
                 message = status.message(),

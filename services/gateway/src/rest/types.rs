@@ -114,6 +114,10 @@ pub struct ApiKeyJson {
     pub expires_at: Option<Timestamp>,
     /// Its effective limits: `burst` then `hourly`.
     pub rate_limits: Vec<RateLimitJson>,
+    /// The key that replaced this one by rotation (`/v1/keys/{replacedBy}`); absent if it was
+    /// not rotated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 impl From<&pb::ApiKey> for ApiKeyJson {
@@ -139,6 +143,7 @@ impl From<&pb::ApiKey> for ApiKeyJson {
                     period: Duration::of(l.period),
                 })
                 .collect(),
+            replaced_by: Some(key.replaced_by.clone()).filter(|id| !id.is_empty()),
         }
     }
 }

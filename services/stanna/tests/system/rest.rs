@@ -516,6 +516,7 @@ async fn the_served_openapi_document_describes_what_the_server_answers() {
             "delete /v1/keys/{id}",
             "get /healthz",
             "get /openapi.json",
+            "get /readyz",
             "get /v1/keys",
             "get /v1/keys/{id}",
             "get /v1/me",
@@ -609,5 +610,11 @@ async fn the_served_openapi_document_describes_what_the_server_answers() {
         &stack
             .call(Method::GET, "/healthz", &[], Body::empty())
             .await,
+    );
+    documented(
+        &doc,
+        "/readyz",
+        "get",
+        &stack.call(Method::GET, "/readyz", &[], Body::empty()).await,
     );
 }
