@@ -18,14 +18,23 @@ pub fn invalid_argument(field: &str, reason: &str) -> Status {
 }
 
 /// The field and reason of an `INVALID_ARGUMENT` made by [`invalid_argument`] (the first
-/// violation), or `None` when the status carries no BadRequest detail.
+/// violation). A status without the BadRequest detail — from a service of the release before
+/// typed details, during a rolling upgrade — is read from its message's leading field path
+/// (`expires_at: …`), which that release always wrote; `None` if it has none either.
 pub fn field_violation(status: &Status) -> Option<(String, String)> {
-    let violation = status
-        .get_details_bad_request()?
-        .field_violations
-        .into_iter()
-        .next()?;
-    Some((violation.field, violation.description))
+    if let Some(violation) = status
+        .get_details_bad_request()
+        .and_then(|details| details.field_violations.into_iter().next())
+    {
+        return Some((violation.field, violation.description));
+    }
+    if status.code() != Code::InvalidArgument {
+        return None;
+    }
+    let (field, reason) = status.message().split_once(": ")?;
+    let path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
+    let starts_well = field.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    (starts_well && field.chars().all(path)).then(|| (field.to_owned(), reason.to_owned()))
 }
 
 /// `FAILED_PRECONDITION`: the request is valid but `subject`'s state forbids it; `kind` is a
@@ -61,7 +70,18 @@ mod tests {
             field_violation(&status),
             Some(("rate_limits[1].period".into(), "is required".into()))
         );
-        assert_eq!(field_violation(&Status::invalid_argument("x: y")), None);
+        assert_eq!(
+            field_violation(&Status::invalid_argument(
+                "rate_limits[0].limit: must be positive"
+            )),
+            Some(("rate_limits[0].limit".into(), "must be positive".into())),
+            "a detail-less status of the previous release is read from its message"
+        );
+        assert_eq!(
+            field_violation(&Status::invalid_argument("the request is odd: really")),
+            None
+        );
+        assert_eq!(field_violation(&Status::not_found("key_id: gone")), None);
     }
 
     #[test]

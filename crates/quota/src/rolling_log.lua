@@ -212,10 +212,15 @@ elseif consume then
   -- A refusal charges nothing, but it must not let the state expire while a window still counts
   -- its admissions: after a window grew (a new shape, or a longer period with the same limit) the
   -- stored expiry follows the old, shorter windows. Keep the state for the longest window.
+  -- The state was rebuilt for a new shape: keep the stored one as it is (a process still on the
+  -- old, larger limits must keep seeing every admission it counted) and only make it last,
+  -- never shortening what it has.
   if state then
-    expires_at = now + 2 * longest
-    local header = header_bytes()
-    redis.call('SET', key, header .. string.sub(state, #header + 1), 'PX', 2 * longest)
+    local ttl = redis.call('PTTL', key)
+    if ttl >= 0 and ttl < 2 * longest then
+      redis.call('SETRANGE', key, 8, struct.pack('<d', now + 2 * longest))
+      redis.call('PEXPIRE', key, 2 * longest)
+    end
   elseif expires_at - now < longest then
     expires_at = now + 2 * longest
     redis.call('SETRANGE', key, 0, struct.pack('<ddI4', base, expires_at, n))

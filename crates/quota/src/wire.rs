@@ -121,16 +121,17 @@ pub fn status_from_error(err: QuotaError) -> tonic::Status {
     }
 }
 
-/// What a caller of the Quota service makes of a failed call: the service's BadRequest back as
-/// [`QuotaError::InvalidArgument`], anything else (unreachable, `UNAVAILABLE`, a deadline) as
-/// [`QuotaError::Unavailable`].
+/// What a caller of the Quota service makes of a failed call: `INVALID_ARGUMENT` back as
+/// [`QuotaError::InvalidArgument`] (with its field, `request` if it names none — never an
+/// outage, which fail-open would let through), anything else (unreachable, `UNAVAILABLE`, a
+/// deadline) as [`QuotaError::Unavailable`].
 pub fn error_from_status(status: tonic::Status) -> QuotaError {
-    match stanna_grpc::status::field_violation(&status) {
-        Some((field, reason)) if status.code() == tonic::Code::InvalidArgument => {
-            QuotaError::InvalidArgument { field, reason }
-        }
-        _ => QuotaError::Unavailable(Box::new(status)),
+    if status.code() != tonic::Code::InvalidArgument {
+        return QuotaError::Unavailable(Box::new(status));
     }
+    let (field, reason) = stanna_grpc::status::field_violation(&status)
+        .unwrap_or_else(|| ("request".to_owned(), status.message().to_owned()));
+    QuotaError::InvalidArgument { field, reason }
 }
 
 #[cfg(test)]

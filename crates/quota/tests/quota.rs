@@ -508,6 +508,40 @@ async fn a_refusal_after_a_window_grew_keeps_the_state_while_the_window_counts_i
     assert_eq!(later.windows[0].remaining, 0);
 }
 
+/// Two quota processes that disagree on a key's limit (the change-poll lag after an override, a
+/// rolling deploy): a refusal under the smaller limit must not cut the larger one's record. 4
+/// admitted under 5 per 10 s, refused under 2 per 10 s; back under 5, exactly one more fits.
+#[tokio::test]
+async fn a_refusal_under_a_smaller_limit_keeps_what_the_larger_one_counted() {
+    let Some(url) = stanna_testkit::redis_url(
+        "a_refusal_under_a_smaller_limit_keeps_what_the_larger_one_counted",
+    ) else {
+        return;
+    };
+    // A fresh backend per decision: no local over-limit cache answers for Redis.
+    let s = subject();
+    let decide = |limit: u32| {
+        let (url, s) = (url.clone(), s.clone());
+        async move {
+            let b = QuotaBackend::Redis(
+                RedisBackend::connect_lazy(&RedisBackendConfig::new(url)).unwrap(),
+            );
+            let w = [window("hourly", limit, Duration::from_secs(10))];
+            b.decide(&s, 1, &w, Mode::Consume, None).await.unwrap()
+        }
+    };
+    for _ in 0..4 {
+        assert!(decide(5).await.allowed);
+    }
+    assert!(!decide(2).await.allowed, "4 admitted is over 2");
+    assert!(decide(5).await.allowed, "the fifth of five");
+    let sixth = decide(5).await;
+    assert!(
+        !sixth.allowed,
+        "five admitted in 10 s: the refusal under 2 must not have dropped three of them"
+    );
+}
+
 /// The Lua script against the Rust reference, decision by decision, on a random workload:
 /// time jumps small and large, costs 1 to 3, peeks, and limits that change under way. The script
 /// is called directly (the backend's local over-limit cache would answer some refusals itself).

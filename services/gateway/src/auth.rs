@@ -185,7 +185,7 @@ async fn verify(
             static FAILED: stanna_telemetry::LogLimiter =
                 stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
             if let Some(held_back) = FAILED.allow() {
-                tracing::warn!(code = ?status.code(), message = status.message(), held_back, "Verify failed; answering 503");
+                tracing::warn!(code = ?status.code(), error = %stanna_telemetry::ErrorChain(&status), held_back, "Verify failed; answering 503");
             }
             Err(ApiError::Unavailable)
         }

@@ -36,6 +36,7 @@ pub struct ErrorDetail<'a> {
     pub message: &'a str,
     /// For `invalid_request`: the body field, parameter or header at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<&'a str>,
     /// This request's id, also in `X-Request-Id`: quote it when reporting a problem.
     pub request_id: &'a str,

@@ -111,6 +111,13 @@ fn complete(api: utoipa::openapi::OpenApi) -> Value {
             json!({"description": description, "schema": {"type": kind}}),
         );
     }
+    headers.insert(
+        "XRequestId".to_owned(),
+        json!({
+            "description": "The request's id (the caller's own `X-Request-Id` if it sent one, else a new one): quote it when reporting a problem; it is in the access log and the traces.",
+            "schema": {"type": "string"},
+        }),
+    );
     components["headers"] = Value::Object(headers);
     doc["security"] = json!([{"bearer": []}, {"apiKey": []}]);
     let Some(paths) = doc["paths"].as_object_mut() else {
@@ -123,6 +130,19 @@ fn complete(api: utoipa::openapi::OpenApi) -> Value {
             .into_iter()
             .flat_map(|m| m.values_mut())
         {
+            // Every answer carries its request id, whatever the route or status.
+            let responses = operation["responses"].as_object_mut().into_iter().flatten();
+            for (_, response) in responses {
+                if let Some(Value::Object(headers)) = response
+                    .as_object_mut()
+                    .map(|r| r.entry("headers").or_insert_with(|| json!({})))
+                {
+                    headers.insert(
+                        "X-Request-Id".to_owned(),
+                        json!({"$ref": "#/components/headers/XRequestId"}),
+                    );
+                }
+            }
             if public {
                 operation["security"] = json!([]);
                 continue;

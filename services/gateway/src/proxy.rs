@@ -83,7 +83,7 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     let uri: Uri = match upstream.url.join(path_and_query) {
         Ok(uri) => uri,
         Err(err) => {
-            tracing::error!(error = %err, "cannot build the upstream URI");
+            tracing::error!(error = %stanna_telemetry::ErrorChain(&err), "cannot build the upstream URI");
             return ApiError::Internal.into_response();
         }
     };

@@ -60,14 +60,15 @@ pub fn following(status: Status) -> Check {
 }
 
 /// Re-checks every service every [`CHECK_EVERY`] until `stop`, publishing each status and
-/// setting its gRPC health; a failing dependency is logged at most every 10 s.
+/// setting its gRPC health; a failing dependency is logged at most every 10 s. At `stop` (the
+/// drain begins) every service reports NOT_SERVING, so load balancers send no new calls.
 pub async fn monitor(services: Vec<Monitored>, stop: CancellationToken) {
     static DOWN: LogLimiter = LogLimiter::new(Duration::from_secs(10));
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
         for service in &services {
@@ -86,22 +87,30 @@ pub async fn monitor(services: Vec<Monitored>, stop: CancellationToken) {
             {
                 tracing::warn!(service = service.service, held_back, "not serving: {why}");
             }
-            let status = if outcome.is_ok() {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            if let Some(reporter) = &service.reporter {
-                reporter.set_service_status(service.service, status).await;
-                reporter.set_service_status("", status).await;
-            }
-            service.status.send_if_modified(|current| {
-                let changed = *current != outcome;
-                *current = outcome.clone();
-                changed
-            });
+            publish(service, outcome).await;
         }
     }
+    for service in &services {
+        publish(service, Err("shutting down".to_owned())).await;
+    }
+}
+
+/// Sets `service`'s status and gRPC health (its own name and the overall `""`).
+async fn publish(service: &Monitored, outcome: Result<(), String>) {
+    let status = if outcome.is_ok() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    if let Some(reporter) = &service.reporter {
+        reporter.set_service_status(service.service, status).await;
+        reporter.set_service_status("", status).await;
+    }
+    service.status.send_if_modified(|current| {
+        let changed = *current != outcome;
+        *current = outcome;
+        changed
+    });
 }
 
 /// A check of the key store.

@@ -38,6 +38,9 @@ pub enum ServeError {
     /// A listener the system needs was not given.
     #[error("no listener for {0}")]
     NoListener(&'static str),
+    /// A server task panicked (the panic's message).
+    #[error("a server task ended abnormally: {0}")]
+    Panicked(String),
 }
 
 impl System {
@@ -55,27 +58,54 @@ impl System {
     }
 
     /// Serves every service on its listener until `shutdown` completes (or a server fails), then
-    /// stops in one order: stop accepting and let in-flight calls finish — for at most
-    /// `STANNA_SHUTDOWN_GRACE`, or until `hurry` (a second signal) — stop the background loops,
-    /// write the last-used times once more, close the database (SQLite folds its write-ahead log
-    /// back into the file).
+    /// stops in one order: report NOT_SERVING (gRPC health and `/readyz`), stop accepting and let
+    /// in-flight calls finish — for at most `STANNA_SHUTDOWN_GRACE`, or until `hurry` (a second
+    /// signal) — and only then stop the background loops and `/metrics` (so change polls and
+    /// last-used flushes keep running while calls drain), write the last-used times once more,
+    /// and close the database (SQLite folds its write-ahead log back into the file).
     ///
     /// # Errors
-    /// [`ServeError`] for a missing listener or a server that failed.
+    /// [`ServeError`] for a missing listener (checked before anything starts), a server that
+    /// failed or panicked.
     pub async fn serve_until(
         mut self,
         mut listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send,
         hurry: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let stop = CancellationToken::new();
+        // Every listener first: a missing one refuses before any task exists.
+        let registry = self
+            .registry
+            .clone()
+            .map(|core| needed(&mut listeners.registry, "key-registry").map(|l| (core, l)))
+            .transpose()?;
+        let auth_check = self
+            .verifier
+            .clone()
+            .map(|verifier| needed(&mut listeners.auth_check, "auth-check").map(|l| (verifier, l)))
+            .transpose()?;
+        let quota = self
+            .quota
+            .clone()
+            .filter(|_| self.settings.runs(ServiceName::Quota))
+            .map(|quota| needed(&mut listeners.quota, "quota").map(|l| (quota, l)))
+            .transpose()?;
+        let gateway = self
+            .gateway
+            .clone()
+            .map(|gateway| needed(&mut listeners.gateway, "gateway").map(|l| (gateway, l)))
+            .transpose()?;
+
+        // Two stops: the servers (and their health) first, the background work after they drained.
+        let stop_servers = CancellationToken::new();
+        let stop_background = CancellationToken::new();
         let background = TaskTracker::new();
 
         // First, so its address is logged before any service says it is listening.
         if let Some(listener) = listeners.metrics.take() {
             log_listening("metrics", &listener);
             let registry = Arc::new(std::mem::take(&mut self.metrics));
-            let stopped = stop.clone().cancelled_owned();
+            let stopped = stop_background.clone().cancelled_owned();
             background.spawn(async move {
                 if let Err(err) =
                     stanna_telemetry::metrics::serve(listener, registry, stopped).await
@@ -87,94 +117,90 @@ impl System {
 
         let mut servers = Servers {
             set: JoinSet::new(),
-            stop: &stop,
+            stop: &stop_servers,
             health: &mut self.health,
             metrics: self.grpc_metrics.clone(),
         };
-        if let Some((core, token)) = self.registry.clone() {
-            let routes = stanna_key_registry::routes(core, token);
-            servers
-                .start_grpc(
-                    stanna_key_registry::SERVICE,
-                    "key-registry",
-                    routes,
-                    &mut listeners.registry,
-                )
-                .await?;
+        let started = async {
+            if let Some(((core, token), listener)) = registry {
+                let routes = stanna_key_registry::routes(core, token);
+                servers
+                    .start_grpc(
+                        stanna_key_registry::SERVICE,
+                        "key-registry",
+                        routes,
+                        listener,
+                    )
+                    .await?;
+            }
+            if let Some((verifier, listener)) = auth_check {
+                stanna_auth_check::background::spawn(
+                    &verifier,
+                    &self.settings.auth_check,
+                    &background,
+                    &stop_background,
+                );
+                let routes = stanna_auth_check::routes(verifier);
+                servers
+                    .start_grpc(stanna_auth_check::SERVICE, "auth-check", routes, listener)
+                    .await?;
+            }
+            if let Some((quota, listener)) = quota {
+                let routes = stanna_quota_service::routes(quota);
+                servers
+                    .start_grpc(stanna_quota_service::SERVICE, "quota", routes, listener)
+                    .await?;
+            }
+            if let Some((gateway, listener)) = gateway {
+                log_listening("gateway", &listener);
+                let stopped = stop_servers.clone().cancelled_owned();
+                servers.set.spawn(async move {
+                    stanna_gateway::serve(gateway, listener, stopped)
+                        .await
+                        .map_err(|source| ServeError::Http {
+                            service: "gateway",
+                            source,
+                        })
+                });
+            }
+            Ok(())
         }
-        if let Some(verifier) = self.verifier.clone() {
-            stanna_auth_check::background::spawn(
-                &verifier,
-                &self.settings.auth_check,
-                &background,
-                &stop,
-            );
-            let routes = stanna_auth_check::routes(verifier);
-            servers
-                .start_grpc(
-                    stanna_auth_check::SERVICE,
-                    "auth-check",
-                    routes,
-                    &mut listeners.auth_check,
-                )
-                .await?;
-        }
-        if let Some(quota) = self
-            .quota
-            .clone()
-            .filter(|_| self.settings.runs(ServiceName::Quota))
-        {
-            let routes = stanna_quota_service::routes(quota);
-            servers
-                .start_grpc(
-                    stanna_quota_service::SERVICE,
-                    "quota",
-                    routes,
-                    &mut listeners.quota,
-                )
-                .await?;
-        }
-        if let Some(gateway) = self.gateway.clone() {
-            let listener = listeners
-                .gateway
-                .take()
-                .ok_or(ServeError::NoListener("gateway"))?;
-            log_listening("gateway", &listener);
-            let stopped = stop.clone().cancelled_owned();
-            servers.set.spawn(async move {
-                stanna_gateway::serve(gateway, listener, stopped)
-                    .await
-                    .map_err(|source| ServeError::Http {
-                        service: "gateway",
-                        source,
-                    })
-            });
-        }
+        .await;
         let mut servers = servers.set;
-        background.spawn(crate::health::monitor(
+        // The monitor stops with the servers: it reports NOT_SERVING as the drain begins.
+        let health = tokio::spawn(crate::health::monitor(
             std::mem::take(&mut self.health),
-            stop.clone(),
+            stop_servers.clone(),
         ));
 
-        // Until a shutdown is asked for, or a server stops by itself (it failed).
-        let mut result = Ok(());
-        tokio::pin!(shutdown);
-        tokio::select! {
-            () = &mut shutdown => {}
-            Some(ended) = servers.join_next() => result = flatten(ended),
+        // Until a shutdown is asked for, or a server stops by itself (it failed). A server that
+        // could not start goes straight to the stop, so nothing already running is left behind.
+        let mut result = started;
+        if result.is_ok() {
+            tokio::pin!(shutdown);
+            tokio::select! {
+                () = &mut shutdown => {}
+                Some(ended) = servers.join_next() => result = flatten(ended),
+            }
         }
-        stop.cancel();
+        stop_servers.cancel();
         let grace = self.settings.shutdown_grace.0;
         let drained = async {
+            let mut failed = None;
             while let Some(ended) = servers.join_next().await {
                 if let Err(err) = flatten(ended) {
                     tracing::error!(error = %ErrorChain(&err), "a server failed while stopping");
-                    result = Err(err);
+                    failed = Some(err);
                 }
             }
+            failed
         };
         tokio::select! {
-            () = drained => {}
+            failed = drained => {
+                if let Some(err) = failed {
+                    result = result.and(Err(err));
+                }
+            }
             () = tokio::time::sleep(grace) => {
                 tracing::warn!("requests still in flight after STANNA_SHUTDOWN_GRACE ({grace:?}): closing them");
             }
@@ -183,6 +209,8 @@ impl System {
                 return result;
             }
         }
+        let _ = health.await;
+        stop_background.cancel();
         background.close();
         background.wait().await;
         if let Some(verifier) = &self.verifier
@@ -199,16 +227,22 @@ impl System {
     }
 }
 
-/// A server task's outcome (a panic is logged and treated as a clean stop of that task).
+/// The listener of a service this process runs.
+fn needed(
+    listener: &mut Option<tokio::net::TcpListener>,
+    service: &'static str,
+) -> Result<tokio::net::TcpListener, ServeError> {
+    listener.take().ok_or(ServeError::NoListener(service))
+}
+
+/// A server task's outcome; a panic is a failure of that server (a supervisor restarting on
+/// failure must see it).
 fn flatten(
     ended: Result<Result<(), ServeError>, tokio::task::JoinError>,
 ) -> Result<(), ServeError> {
     match ended {
         Ok(result) => result,
-        Err(err) => {
-            tracing::error!(error = %ErrorChain(&err), "a server task ended abnormally");
-            Ok(())
-        }
+        Err(err) => Err(ServeError::Panicked(err.to_string())),
     }
 }
 
@@ -229,9 +263,8 @@ impl Servers<'_> {
         service: &'static str,
         label: &'static str,
         routes: tonic::service::Routes,
-        listener: &mut Option<tokio::net::TcpListener>,
+        listener: tokio::net::TcpListener,
     ) -> Result<(), ServeError> {
-        let listener = listener.take().ok_or(ServeError::NoListener(label))?;
         let failed = |source| ServeError::Grpc {
             service: label,
             source,

@@ -131,6 +131,14 @@ impl System {
                 QuotaMetrics::register(&mut metrics),
             );
             check_redis(&settings, &service).await?;
+            match &settings.quota.redis_url {
+                Some(url) => {
+                    tracing::info!(redis = %crate::redact::url(url), "quota decides in Redis")
+                }
+                None => tracing::info!(
+                    "quota decides in this process (limits are not shared with other processes; set STANNA_REDIS_URL to share them)"
+                ),
+            }
             let checks = if settings.quota.redis_url.is_some() {
                 vec![("redis", health::quota(service.clone()))]
             } else {

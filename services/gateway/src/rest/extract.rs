@@ -120,7 +120,7 @@ fn canonical_fields<T: DeserializeOwned>(
         } else {
             let camel = lower_camel_case(&key);
             if !fields.contains(&camel.as_str()) {
-                return Err(refused_field(&key));
+                return Err(refused_field(&key, fields));
             }
             camel
         };
@@ -137,26 +137,54 @@ fn canonical_fields<T: DeserializeOwned>(
 
 /// Deserializes the checked object, naming the field whose value is refused.
 fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+    let object = Value::Object(object);
+    serde_path_to_error::deserialize(&object).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." {
             "body".to_owned()
         } else {
             field
         };
-        let reason = e.into_inner().to_string();
+        let reason = reworded(&e.into_inner().to_string(), object.get(&field));
         ApiError::invalid(field.clone(), format!("{field}: {reason}"))
     })
 }
 
-/// A field the route does not take: named, with why.
-fn refused_field(field: &str) -> ApiError {
+/// serde's `invalid type: integer `5`, expected a string` in the API's words: `must be a
+/// string, got a number` (the value is not echoed: it may be long, or a secret pasted by
+/// mistake). Other reasons — the types' own, already worded so — pass unchanged.
+fn reworded(reason: &str, value: Option<&Value>) -> String {
+    let Some((_, expected)) = reason
+        .strip_prefix("invalid type: ")
+        .or_else(|| reason.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.split_once(", expected "))
+    else {
+        return reason.to_owned();
+    };
+    let expected = expected.strip_prefix("must be ").unwrap_or(expected);
+    let got = match value {
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "an array",
+        Some(Value::Object(_)) => "an object",
+        None => return format!("must be {expected}"),
+    };
+    format!("must be {expected}, got {got}")
+}
+
+/// A field the route does not take: named, with why (and, for a mistyped one, the fields the
+/// route does take).
+fn refused_field(field: &str, known: &[&str]) -> ApiError {
     let why = match lower_camel_case(field).as_str() {
-        "rateLimits" => "keys made over the API get the default rate limits; an admin sets others",
-        "workspaceId" | "userId" => {
-            "the workspace and user are those of the API key making the request"
+        "rateLimits" => {
+            "keys made over the API get the default rate limits; an admin sets others".to_owned()
         }
-        _ => "unknown field",
+        "workspaceId" | "userId" => {
+            "the workspace and user are those of the API key making the request".to_owned()
+        }
+        _ => format!("unknown field (known: {})", known.join(", ")),
     };
     ApiError::invalid(field, format!("{field}: {why}"))
 }
@@ -265,6 +293,29 @@ mod tests {
         assert_eq!(
             field_of::<RotateKeyBody>(r#"{"gracePeriod":"1h"}"#),
             "gracePeriod"
+        );
+    }
+
+    fn message_of<T: RestBody + std::fmt::Debug>(body: &str) -> String {
+        match parse_body::<T>(body.as_bytes()) {
+            Err(ApiError::InvalidRequest { message, .. }) => message,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_are_worded_for_people_without_echoing_the_value() {
+        assert_eq!(
+            message_of::<CreateKeyBody>(r#"{"name":5}"#),
+            "name: must be a string, got a number"
+        );
+        assert_eq!(
+            message_of::<UpdateKeyBody>(r#"{"status":true}"#),
+            r#"status: must be "KEY_STATUS_ACTIVE" or "KEY_STATUS_INACTIVE", got a boolean"#
+        );
+        assert_eq!(
+            message_of::<CreateKeyBody>(r#"{"colour":"red"}"#),
+            "colour: unknown field (known: name, expiresAt)"
         );
     }
 

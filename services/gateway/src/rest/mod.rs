@@ -43,8 +43,26 @@ pub fn routes() -> OpenApiRouter<Gateway> {
         ))
         .routes(routes!(handlers::rotate_key))
         .routes(routes!(handlers::me))
-        // Read by the body extractor: a body over it is 413 before or while it is read.
+        // Read by the body extractor: a body over it is 413 while it is read.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Every REST route, also those that read no body: a Content-Length over the limit is
+        // refused before anything runs (tower-http's bare 413, tagged so the error layer writes
+        // our JSON). Only the REST routes: the upstream's own 413s pass through untouched.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        // Outside the limit (the last `.layer` is the outermost), so it sees the limit's 413.
+        .layer(axum::middleware::map_response(tag_body_limit))
+}
+
+/// Marks tower-http's bare 413 as [`ApiError::PayloadTooLarge`].
+async fn tag_body_limit(response: axum::response::Response) -> axum::response::Response {
+    if response.status() == http::StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ApiError>().is_none()
+    {
+        return axum::response::IntoResponse::into_response(ApiError::PayloadTooLarge);
+    }
+    response
 }
 
 /// A client for the registry with the admin token on every call.
@@ -97,7 +115,7 @@ fn from_registry(status: tonic::Status) -> ApiError {
             static UNAVAILABLE: stanna_telemetry::LogLimiter =
                 stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
             if let Some(held_back) = UNAVAILABLE.allow() {
-                tracing::warn!(code = ?status.code(), message = status.message(), held_back, "key-registry unavailable");
+                tracing::warn!(code = ?status.code(), error = %stanna_telemetry::ErrorChain(&status), held_back, "key-registry unavailable");
             }
             ApiError::Unavailable
         }
@@ -162,5 +180,17 @@ mod tests {
             "rotate AbC instead",
         ));
         assert_eq!(rotated, ApiError::Conflict("id: rotate AbC instead".into()));
+    }
+
+    #[test]
+    fn a_registry_of_the_previous_release_still_names_the_field() {
+        // No BadRequest detail (a rolling upgrade): the message's leading field path.
+        let error = from_registry(tonic::Status::invalid_argument(
+            "expires_at: must be in the future",
+        ));
+        assert_eq!(
+            error,
+            ApiError::invalid("expiresAt", "expiresAt: must be in the future")
+        );
     }
 }

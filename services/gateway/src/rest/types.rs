@@ -77,11 +77,21 @@ impl<'de> Deserialize<'de> for KeyStatusJson {
 #[schema(as = RateLimit)]
 pub struct RateLimitJson {
     /// `burst` or `hourly`.
+    #[schema(schema_with = window_name)]
     pub name: String,
     /// Requests admitted per `period`.
     pub limit: u32,
     /// The window's length.
     pub period: Duration,
+}
+
+/// The schema of a window's name: one of the product's two windows.
+fn window_name() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["burst", "hourly"]))
+        .description(Some("`burst` or `hourly`."))
+        .build()
 }
 
 /// An API key as every caller sees it after creation: metadata and a masked preview, never the
@@ -108,15 +118,18 @@ pub struct ApiKeyJson {
     pub updated_at: Timestamp,
     /// When it was last used successfully; absent if never.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_used_at: Option<Timestamp>,
     /// When it stops verifying; absent if never (set on a rotated-out key).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub expires_at: Option<Timestamp>,
     /// Its effective limits: `burst` then `hourly`.
     pub rate_limits: Vec<RateLimitJson>,
     /// The key that replaced this one by rotation (`/v1/keys/{replacedBy}`); absent if it was
     /// not rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub replaced_by: Option<String>,
 }
 
@@ -151,7 +164,8 @@ impl From<&pb::ApiKey> for ApiKeyJson {
 /// A key just made (or the replacement a rotation made) and its secret.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = CreatedKey)]
+// The name of the hand-written document this one replaced: generated clients keep their types.
+#[schema(as = KeyWithSecret)]
 pub struct CreatedKeyJson {
     /// The key's metadata, as later calls show it.
     pub key: ApiKeyJson,
@@ -162,12 +176,13 @@ pub struct CreatedKeyJson {
 /// One page of keys, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[schema(as = KeyList)]
+#[schema(as = KeyPage)]
 pub struct KeyListJson {
     /// The keys.
     pub keys: Vec<ApiKeyJson>,
     /// Pass as `pageToken` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub next_page_token: Option<String>,
 }
 
@@ -177,6 +192,7 @@ pub struct KeyListJson {
 #[schema(as = Window)]
 pub struct WindowJson {
     /// `burst` or `hourly`.
+    #[schema(schema_with = window_name)]
     pub name: String,
     /// The window's limit.
     pub limit: u32,
@@ -223,7 +239,7 @@ pub struct MeJson {
 #[schema(as = CreateKeyRequest)]
 pub struct CreateKeyBody {
     /// 1–100 characters after trimming, no control characters.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// When the key stops verifying; must be in the future.
     #[serde(default)]

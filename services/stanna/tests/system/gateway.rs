@@ -664,9 +664,10 @@ impl pb::auth_check_server::AuthCheck for SlowAuthCheck {
 #[tokio::test]
 async fn a_verify_slower_than_the_verify_timeout_is_503_over_grpc_and_in_process() {
     let connections: [stanna_gateway::AuthCheckConnection; 2] = [
-        // Over an in-memory gRPC transport: the transport's deadline cuts it off.
+        // The gateway's one deadline (STANNA_VERIFY_TIMEOUT) covers both connections: over a
+        // gRPC transport, as a split deployment calls auth-check ...
         stanna_grpc::in_memory(pb::auth_check_server::AuthCheckServer::new(SlowAuthCheck)).into(),
-        // Called in process, as `stanna serve` does: the gateway's own timeout cuts it off.
+        // ... and called in process, as `stanna serve` does.
         stanna_grpc::Connection::InProcess(std::sync::Arc::new(SlowAuthCheck)),
     ];
     for connection in connections {
@@ -737,4 +738,79 @@ async fn http2_without_tls_is_served() {
         .unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), 200);
+}
+
+/// The shutdown order: in-flight calls drain first, and while they do the background work goes
+/// on — a key deleted during the drain is refused by the change poll, and `/metrics` answers —
+/// then the system stops cleanly. (One stop for everything would end the poll and `/metrics` at
+/// the signal, and the deleted key would keep verifying from the cache.)
+#[tokio::test]
+async fn during_the_drain_the_change_poll_and_metrics_keep_running() {
+    let upstream = Upstream::start().await;
+    let mut stack = Stack::start_with(Options {
+        upstream: Some(upstream.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (secret, key) = stack.create_key(WS, USER).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Body>();
+    let request = http::Request::get(format!("{}/download", stack.url))
+        .header("authorization", format!("Bearer {secret}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(
+        first.is_data(),
+        "the first chunk arrived: the call is in flight"
+    );
+
+    stack.begin_stop();
+    stack
+        .admin()
+        .delete_key(pb::DeleteKeyRequest {
+            workspace_id: WS.into(),
+            user_id: String::new(),
+            key_id: key.id,
+        })
+        .await
+        .unwrap();
+    let verifier = stack.verifier.clone();
+    eventually(
+        Duration::from_secs(5),
+        "the change poll refusing the key deleted during the drain",
+        || async {
+            let verdict = verifier.verify(&secret, "", 1).await.unwrap();
+            verdict.code != stanna_auth_check::VerifyCode::Valid
+        },
+    )
+    .await;
+    let metrics = client
+        .request(
+            http::Request::get(&stack.metrics_url)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .expect("/metrics answers during the drain");
+    assert_eq!(metrics.status(), 200);
+
+    upstream.download_may_continue.notify_one();
+    let mut len = first.into_data().unwrap().len();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame
+            .expect("the in-flight download is not cut")
+            .into_data()
+        {
+            len += data.len();
+        }
+    }
+    assert_eq!(len, crate::stack::TEN_MIB, "the drained call completed");
+    tokio::time::timeout(Duration::from_secs(10), stack.stopped())
+        .await
+        .expect("the system stops once the call drained")
+        .expect("and stops cleanly");
 }

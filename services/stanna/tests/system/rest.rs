@@ -356,6 +356,17 @@ async fn a_body_over_64_kib_is_413_and_a_wrong_method_405() {
         .json_with_key(Method::POST, "/v1/keys", &caller, &huge)
         .await
         .assert_error(413, "payload_too_large");
+    // Also on a route that reads no body: refused from its Content-Length, before the handler.
+    let bearer = format!("Bearer {caller}");
+    stack
+        .call(
+            Method::GET,
+            "/v1/me",
+            &[("authorization", &bearer)],
+            huge.clone(),
+        )
+        .await
+        .assert_error(413, "payload_too_large");
     let wrong = stack
         .json_with_key(Method::PUT, "/v1/keys", &caller, "{}")
         .await;

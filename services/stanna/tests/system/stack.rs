@@ -70,8 +70,11 @@ pub struct Stack {
     pub clock: ShiftedClock,
     /// The auth-check core (to serve it on a socket of the test's choosing).
     pub verifier: Verifier,
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub metrics_url: String,
     admin: Admin,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<Result<(), stanna::ServeError>>>,
     _dir: TempDir,
 }
 
@@ -106,27 +109,38 @@ impl Stack {
         };
         let listeners = Listeners::bind(&settings).await.unwrap();
         let url = format!("http://{}", listeners.gateway_addr().unwrap());
+        let metrics_url = format!("http://{}/metrics", listeners.metrics_addr().unwrap());
         let system = System::build(settings, overrides).await.unwrap();
         let verifier = system.verifier().unwrap().clone();
         let registry = system.registry_transport().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            system
-                .serve(listeners, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let serving = tokio::spawn(system.serve(listeners, async {
+            let _ = stopped.await;
+        }));
         let admin = KeyRegistryClient::with_interceptor(registry, with_admin_token as fn(_) -> _);
         Self {
             url,
             clock,
             verifier,
+            metrics_url,
             admin,
-            _stop: stop,
+            stop: Some(stop),
+            serving: Some(serving),
             _dir: dir,
         }
+    }
+
+    /// Asks the system to stop (what SIGTERM does); [`Stack::stopped`] waits for it.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until the system stopped; its outcome.
+    pub async fn stopped(&mut self) -> Result<(), stanna::ServeError> {
+        let serving = self.serving.take().expect("not waited for before");
+        serving.await.expect("serve did not panic")
     }
 
     /// The admin's registry client (what grpcurl would do).
