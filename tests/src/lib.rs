@@ -165,6 +165,63 @@ pub fn grpcurl(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// `stanna ARGS` in `dir` with `env` over a clean `STANNA_*` environment (the developer's own
+/// settings never leak in), text logs, any free metrics port, output piped.
+fn stanna_command(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(stanna_binary());
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("STANNA_") || key.starts_with("OTEL_") || key == "RUST_BACKTRACE" {
+            command.env_remove(key);
+        }
+    }
+    // Several processes run at once: each takes any free metrics port (logged) unless told.
+    command
+        .env("STANNA_LOG_FORMAT", "text")
+        .env("STANNA_METRICS_ADDR", "127.0.0.1:0")
+        .env("NO_COLOR", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs `stanna ARGS` expecting it to exit by itself within 30 s (a refused setting); its exit
+/// code and everything it printed.
+///
+/// # Panics
+/// If it is still running after 30 s: it started, which the caller said it must not.
+pub fn run_to_exit(dir: &Path, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let mut child = stanna_command(dir, args, env)
+        .spawn()
+        .expect("spawn stanna");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("poll child").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "stanna {args:?} with {env:?} kept running instead of refusing to start:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), printed)
+}
+
 /// A running `stanna` process; killed on drop. Its output is collected for assertions and shown
 /// when a test fails.
 pub struct Stanna {
@@ -178,28 +235,9 @@ impl Stanna {
     /// # Panics
     /// If it exits or does not get ready within 60 s.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, String)], ready: &str) -> Self {
-        let mut command = Command::new(stanna_binary());
-        command
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // A clean environment for STANNA_* so the developer's own settings never leak in.
-        for (key, _) in std::env::vars() {
-            if key.starts_with("STANNA_") {
-                command.env_remove(key);
-            }
-        }
-        // Several processes run at once: each takes any free metrics port (logged) unless told.
-        command
-            .env("STANNA_LOG_FORMAT", "text")
-            .env("STANNA_METRICS_ADDR", "127.0.0.1:0")
-            .env("NO_COLOR", "1");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn stanna");
+        let mut child = stanna_command(dir, args, env)
+            .spawn()
+            .expect("spawn stanna");
         let output = std::sync::Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         for stream in [
@@ -239,19 +277,32 @@ impl Stanna {
         self.output.lock().unwrap().join("\n")
     }
 
+    /// Sends it `signal` (`TERM`, `INT`, …) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits up to `cap` for it to exit; its exit status, or `None` if still running.
+    pub fn wait_for_exit(&mut self, cap: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + cap;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops it with SIGTERM and waits up to 10 s for a clean exit; returns whether it exited 0.
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        self.signal("TERM");
+        self.wait_for_exit(Duration::from_secs(10))
+            .is_some_and(|status| status.success())
     }
 }
 

@@ -139,9 +139,7 @@ pub fn database_url(text: &str) -> Result<String, String> {
             .ok_or_else(|| {
                 "is not a PostgreSQL URL such as postgres://user@host:5432/db".to_owned()
             }),
-        _ => Err(format!(
-            "must be {forms} (the value is not shown: it may hold a password)"
-        )),
+        _ => Err(format!("must be {forms}")),
     }
 }
 
@@ -156,9 +154,7 @@ pub fn redis_url(text: &str) -> Result<String, String> {
         "redis" => {}
         "rediss" => return Err("rediss:// (TLS) is not supported yet: use redis://".to_owned()),
         _ => {
-            return Err(format!(
-                "must be {form} (the value is not shown: it may hold a password)"
-            ));
+            return Err(format!("must be {form}"));
         }
     }
     if url.host_str().is_none_or(str::is_empty) {

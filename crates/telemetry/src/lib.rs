@@ -160,7 +160,9 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
             .boxed()
     };
     propagation::install_propagator();
-    let (traces, provider) = if otlp_requested()? {
+    let export = otlp_requested()?;
+    sampling::configure_from_env(export).map_err(TelemetryError::Setting)?;
+    let (traces, provider) = if export {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
@@ -174,7 +176,6 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
         let resource = resource.build();
         // The ratio is applied by `sampling` before any span exists; whatever reaches the SDK is
         // meant to be exported.
-        sampling::configure_from_env().map_err(TelemetryError::Setting)?;
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(resource)

@@ -40,15 +40,19 @@ struct Sampling {
 
 static SAMPLING: OnceLock<Sampling> = OnceLock::new();
 
-/// Reads `OTEL_TRACES_SAMPLER[_ARG]`; from now on [`sampled`] decides. Called by `init` only when
-/// traces are exported.
+/// Reads `OTEL_TRACES_SAMPLER[_ARG]`; when `export` (traces are exported), from now on
+/// [`sampled`] decides. Checked also when nothing is exported, so a mistyped sampler is refused
+/// at start rather than found when tracing is switched on.
 ///
 /// # Errors
 /// A message naming the variable, for an unknown sampler or a ratio outside 0–1.
-pub(crate) fn configure_from_env() -> Result<(), String> {
+pub(crate) fn configure_from_env(export: bool) -> Result<(), String> {
     let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
     let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
-    let _ = SAMPLING.set(parse(&name, arg.as_deref())?);
+    let sampling = parse(&name, arg.as_deref())?;
+    if export {
+        let _ = SAMPLING.set(sampling);
+    }
     Ok(())
 }
 

@@ -316,7 +316,41 @@ async fn a_malformed_key_makes_no_store_call() {
         let verdict = f.verifier.verify(&bad, "", 1).await.unwrap();
         assert_eq!(verdict.code, VerifyCode::Malformed, "{}", verdict.message);
     }
+    // A pasted key with a leading space or quotes is told so, not "wrong prefix".
+    for (bad, says) in [
+        (format!(" {key}"), "character 1 of the key is whitespace"),
+        (format!("\"{key}\""), "quote"),
+    ] {
+        let verdict = f.verifier.verify(&bad, "", 1).await.unwrap();
+        assert_eq!(verdict.code, VerifyCode::Malformed, "{}", verdict.message);
+        assert!(
+            verdict.message.contains(says),
+            "{says:?} in {:?}",
+            verdict.message
+        );
+    }
     assert_eq!(f.lookups(), 0, "no store lookups for malformed keys");
+}
+
+/// A cost above the key's smallest limit (burst, 100) can never be admitted: a bad request
+/// naming `cost`, answered without a quota call (not UNAVAILABLE, which fail-open would then
+/// have ignored), and charging nothing — the whole burst is still there after it.
+#[tokio::test]
+async fn a_cost_no_window_could_admit_is_invalid_argument_and_charges_nothing() {
+    let f = fixture().await;
+    let (key, _) = f.key().await;
+    let err = f.verifier.verify(&key, "", 101).await.unwrap_err();
+    match &err {
+        VerifyError::InvalidArgument { field, reason } => {
+            assert_eq!(*field, "cost");
+            assert!(reason.contains("burst limit of 100"), "{reason}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    let verdict = f.verifier.verify(&key, "", 100).await.unwrap();
+    assert_eq!(verdict.code, VerifyCode::Valid, "{}", verdict.message);
+    let verdict = f.verifier.verify(&key, "", 1).await.unwrap();
+    assert_eq!(verdict.code, VerifyCode::RateLimited, "{}", verdict.message);
 }
 
 #[tokio::test]

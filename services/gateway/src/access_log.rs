@@ -97,7 +97,8 @@ where
                 method = %this.method,
                 path = this.uri.path(),
                 status = response.status().as_u16(),
-                latency_ms = this.started.elapsed().as_secs_f64() * 1000.0,
+                // Whole microseconds, as milliseconds: `0.409`, not `0.40927800000000003`.
+                latency_ms = this.started.elapsed().as_micros() as f64 / 1000.0,
                 request_id,
                 key_id = identity.map(|i| tracing::field::display(i.key_id)),
                 workspace_id = identity.map(|i| tracing::field::display(&i.workspace)),

@@ -159,6 +159,10 @@ impl Gateway {
                     .layer(
                         TraceLayer::new_for_http()
                             .make_span_with(request_span)
+                            // tower-http would log every 5xx at ERROR, one line per request
+                            // while a dependency is down; the access log has the status, and
+                            // the cause is logged once, rate-limited, where it is known.
+                            .on_failure(())
                             .on_response({
                                 let metrics = self.inner.metrics.clone();
                                 move |response: &http::Response<_>,

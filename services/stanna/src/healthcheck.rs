@@ -41,8 +41,15 @@ pub async fn check(addr: &str, ready: bool) -> anyhow::Result<()> {
         .await;
     let status = match answer {
         Ok(response) => response.into_inner().status(),
+        // An HTTP server (the gateway) answers with a status and a body that are not gRPC:
+        // tonic names the HTTP status, or trips on the body's first byte as a compression flag.
         Err(status)
-            if status.code() == tonic::Code::Unimplemented || status.message().contains("http") =>
+            if status.code() == tonic::Code::Unimplemented || {
+                let message = status.message().to_ascii_lowercase();
+                message.contains("http")
+                    || message.contains("compression flag")
+                    || message.contains("with status")
+            } =>
         {
             anyhow::bail!(
                 "{addr} does not serve gRPC health: is it the gateway's HTTP port? use `stanna healthcheck http://{addr}`"
@@ -92,7 +99,11 @@ async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))?
         .map_err(|e| {
             let cause = stanna_telemetry::ErrorChain(e.as_ref()).to_string();
-            if cause.contains("connection closed") || cause.contains("invalid HTTP") {
+            // A gRPC (HTTP/2-only) server closes the connection or answers with HTTP/2 frames.
+            if cause.contains("connection closed")
+                || cause.contains("invalid HTTP")
+                || cause.contains("unexpected message")
+            {
                 anyhow::anyhow!(
                     "{url}: no HTTP/1.1 answer: is it a gRPC port? use `stanna healthcheck {host}:{port}` ({cause})"
                 )

@@ -14,7 +14,31 @@ use stanna::{Listeners, Overrides, System};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole cause chain on one line, never a backtrace (RUST_BACKTRACE is for
+            // panics): what an operator reads is what went wrong and which setting to change.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// 2 for a setting refused at start (as clap does for a value it refuses), 1 for anything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let refused = matches!(
+        err.downcast_ref::<stanna::BuildError>(),
+        Some(stanna::BuildError::Setting(_))
+    ) || matches!(
+        err.downcast_ref::<stanna_telemetry::TelemetryError>(),
+        Some(stanna_telemetry::TelemetryError::Setting(_))
+    );
+    if refused { 2 } else { 1 }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
@@ -36,6 +60,8 @@ fn main() -> anyhow::Result<()> {
 async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let signals = stanna::shutdown::Signals::new()?;
+    // Before a token is generated and shown: a run that is refused shows none.
+    settings.check().map_err(stanna::BuildError::Setting)?;
     if settings.service.is_none() && settings.registry.admin_token.is_none() {
         settings.registry.admin_token =
             Some(stanna::admin_token::generate_and_print(settings.log_format));

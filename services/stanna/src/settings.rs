@@ -65,6 +65,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The rules between settings (each value is in range on its own, checked as it is parsed):
+    /// today the argon2 memory against its lanes. Checked before anything starts.
+    ///
+    /// # Errors
+    /// What is wrong, naming the variables.
+    pub fn check(&self) -> Result<(), String> {
+        self.shared.checked_hash_params().map(|_| ())
+    }
+
     /// Settings for an in-process test of the whole system: the store at `database_url`, every
     /// listener on an ephemeral loopback port, `admin_token`, cheap argon2, the shipped timings.
     pub fn for_tests(database_url: impl Into<String>, admin_token: &str) -> Self {

@@ -83,10 +83,7 @@ impl System {
         let mut metrics = stanna_telemetry::metrics::new_registry();
         let grpc_metrics = stanna_grpc::GrpcMetrics::register(&mut metrics);
         // Checked together, with the variables named (each is in range on its own).
-        settings
-            .shared
-            .checked_hash_params()
-            .map_err(BuildError::Setting)?;
+        settings.check().map_err(BuildError::Setting)?;
         let needs_store =
             settings.runs(ServiceName::Registry) || settings.runs(ServiceName::AuthCheck);
         let store = if needs_store {

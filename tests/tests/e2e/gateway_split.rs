@@ -5,10 +5,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use crate::http::{HttpClient, get};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use stanna_e2e::{Stanna, free_port, grpcurl, grpcurl_json, stanna_binary};
 use stanna_proto::keys::v1 as pb;
@@ -68,24 +66,6 @@ fn start_gateway(dir: &TempDir, port: u16, auth_port: u16, registry_port: u16) -
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
         ],
         "gateway listening on",
-    )
-}
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
-/// `GET url` with the key; returns status and the headers we look at.
-async fn get(client: &HttpClient, url: &str, key: &str) -> (u16, http::HeaderMap, Bytes) {
-    let request = http::Request::get(url)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Empty::new())
-        .unwrap();
-    let response = client.request(request).await.expect("HTTP request");
-    let status = response.status().as_u16();
-    let (parts, body) = response.into_parts();
-    (
-        status,
-        parts.headers,
-        body.collect().await.unwrap().to_bytes(),
     )
 }
 

@@ -5,6 +5,8 @@
 mod admin_with_grpcurl;
 mod compose;
 mod gateway_split;
+mod http;
+mod operability;
 mod readme_public_api;
 mod split_mode;
 mod store_outage;

@@ -551,6 +551,41 @@ async fn no_plaintext_key_in_logs_spans_or_metrics_and_metrics_move() {
             "stanna_quota_decisions_total{outcome=\"allowed\"}"
         ) >= 3.0
     );
+    // Each process exports its own families only, and its gRPC server's calls by method.
+    let has = |text: &str, family: &str| text.lines().any(|l| l.starts_with(family));
+    for family in [
+        "stanna_gateway_requests_total",
+        "stanna_verify_total",
+        "stanna_argon2",
+    ] {
+        assert!(
+            !has(&quota_metrics, family),
+            "{family} at the quota:\n{quota_metrics}"
+        );
+    }
+    for family in [
+        "stanna_gateway_requests_total",
+        "stanna_quota_decisions_total",
+    ] {
+        assert!(
+            !has(&auth_metrics, family),
+            "{family} at auth-check:\n{auth_metrics}"
+        );
+    }
+    for family in [
+        "stanna_verify_total",
+        "stanna_quota_decisions_total",
+        "stanna_grpc_",
+    ] {
+        assert!(!has(&after, family), "{family} at the gateway:\n{after}");
+    }
+    assert!(
+        count(
+            &quota_metrics,
+            "stanna_grpc_requests_total{method=\"/stanna.keys.v1.Quota/Consume\",code=\"OK\"}"
+        ) >= 3.0,
+        "{quota_metrics}"
+    );
 
     // One last request with a trace id of our choosing; once its spans from the gateway and
     // auth-check have arrived, everything exported before it has too (each exporter sends in

@@ -375,6 +375,7 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
                     ("x-stanna-admin", "true"),
                     ("x-forwarded-for", "203.0.113.9"),
                     ("x-forwarded-for", "198.51.100.7"),
+                    ("forwarded", "for=203.0.113.9"),
                     ("x-real-ip", "10.9.9.9"),
                     ("connection", "keep-alive, x-drop-me"),
                     ("x-drop-me", "hop"),
@@ -416,6 +417,14 @@ async fn the_upstream_gets_the_identity_and_never_the_credential() {
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["203.0.113.9, 198.51.100.7, 127.0.0.1"],
             "every line kept, the peer appended, one line"
+        );
+        let forwarded = h.get_all("forwarded").iter().collect::<Vec<_>>();
+        assert_eq!(forwarded.len(), 1, "one Forwarded line: {forwarded:?}");
+        let forwarded = forwarded[0].to_str().unwrap();
+        assert!(
+            forwarded.starts_with("for=203.0.113.9, for=127.0.0.1;proto=http;host=\"127.0.0.1:")
+                && forwarded.ends_with('"'),
+            "the client's RFC 7239 element kept, ours appended with the original host: {forwarded}"
         );
         assert_eq!(h["x-real-ip"], "127.0.0.1", "a client's X-Real-IP replaced");
         assert_eq!(h["x-forwarded-proto"], "http");

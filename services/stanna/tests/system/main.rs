@@ -5,5 +5,6 @@
 
 mod composition;
 mod gateway;
+mod operability;
 mod rest;
 mod stack;

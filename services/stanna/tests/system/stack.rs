@@ -39,6 +39,8 @@ pub struct Options {
     /// Replaces the gateway's in-memory connection to the registry (the admin client keeps the
     /// real one).
     pub registry: Option<stanna_grpc::Transport>,
+    /// Any other setting, changed before the system is built.
+    pub tune: Option<fn(&mut Settings)>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             auth_check: None,
             quota: None,
             registry: None,
+            tune: None,
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct Stack {
     pub verifier: Verifier,
     /// `http://127.0.0.1:PORT/metrics`.
     pub metrics_url: String,
+    /// `http://127.0.0.1:PORT` of the registry's gRPC listener.
+    pub registry_url: String,
     admin: Admin,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<Result<(), stanna::ServeError>>>,
@@ -99,6 +104,9 @@ impl Stack {
         settings.gateway.upstream_url = options.upstream.map(|u| u.parse().unwrap());
         settings.gateway.verify_timeout = stanna_config::DurationArg(options.verify_timeout);
         settings.gateway.upstream_timeout = stanna_config::DurationArg(options.upstream_timeout);
+        if let Some(tune) = options.tune {
+            tune(&mut settings);
+        }
         let clock = ShiftedClock::new();
         let overrides = Overrides {
             clock: Some(clock.as_clock()),
@@ -110,6 +118,7 @@ impl Stack {
         let listeners = Listeners::bind(&settings).await.unwrap();
         let url = format!("http://{}", listeners.gateway_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", listeners.metrics_addr().unwrap());
+        let registry_url = format!("http://{}", listeners.registry_addr().unwrap());
         let system = System::build(settings, overrides).await.unwrap();
         let verifier = system.verifier().unwrap().clone();
         let registry = system.registry_transport().unwrap();
@@ -123,6 +132,7 @@ impl Stack {
             clock,
             verifier,
             metrics_url,
+            registry_url,
             admin,
             stop: Some(stop),
             serving: Some(serving),
