@@ -5,7 +5,6 @@
 //! hyper-util's pooled client behind tower's timeout, which bounds the time until the upstream's
 //! response head (a long download is not cut off).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -98,8 +97,7 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
     // The client sets Host from the upstream URI; the original travels as X-Forwarded-Host.
     headers.remove(header::HOST);
     if let Some(ip) = peer {
-        append_forwarded_for(headers, ip);
-        append_forwarded(headers, ip, original_host.as_ref());
+        append_forwarding(headers, ip, original_host.as_ref());
     }
     if let Some(host) = original_host {
         headers.insert(FORWARDED_HOST, host);
@@ -173,59 +171,69 @@ fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
     }
 }
 
-/// Appends the peer to `X-Forwarded-For` (the client's own entries, from every line, are kept,
-/// never trusted) and sets `X-Real-IP` to the peer (a client-sent one is replaced).
-fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    // Both values in one buffer: X-Real-IP is the tail of X-Forwarded-For.
-    let mut buf = BytesMut::with_capacity(64);
-    for line in headers.get_all(&FORWARDED_FOR) {
+/// Appends this hop to `X-Forwarded-For` and to RFC 7239 `Forwarded` (the client's own entries,
+/// from every line, are kept, never trusted) and sets `X-Real-IP` to the peer (a client-sent one
+/// is replaced). Our `Forwarded` element is the last: `for=` the peer, `proto=http`, `host=` the
+/// host the client asked for.
+///
+/// The three values are slices of one buffer and the peer is formatted once: this runs on every
+/// proxied request (a `String` per header cost ≈ 2 300 instructions per request under callgrind).
+fn append_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option<&HeaderValue>) {
+    let mut peer = [0u8; 48];
+    let peer_len = {
+        let mut cursor = std::io::Cursor::new(&mut peer[..]);
+        // An IPv6 address is at most 45 characters: this cannot fail.
+        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+        usize::try_from(cursor.position()).unwrap_or(0)
+    };
+    let peer = &peer[..peer_len];
+    let mut buf = BytesMut::with_capacity(160);
+    append_lines(&mut buf, headers, &FORWARDED_FOR);
+    let real_ip = buf.len();
+    buf.extend_from_slice(peer);
+    let forwarded_for = buf.len();
+    append_lines(&mut buf, headers, &FORWARDED);
+    if ip.is_ipv6() {
+        // An IPv6 node is quoted and bracketed (RFC 7239 §6).
+        buf.extend_from_slice(b"for=\"[");
+        buf.extend_from_slice(peer);
+        buf.extend_from_slice(b"]\"");
+    } else {
+        buf.extend_from_slice(b"for=");
+        buf.extend_from_slice(peer);
+    }
+    buf.extend_from_slice(b";proto=http");
+    if let Some(host) = host.map(HeaderValue::as_bytes)
+        && host
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\')
+    {
+        // A quoted string: a host with a port has a colon, which a token may not.
+        buf.extend_from_slice(b";host=\"");
+        buf.extend_from_slice(host);
+        buf.extend_from_slice(b"\"");
+    }
+    let buf = buf.freeze();
+    for (name, range) in [
+        (REAL_IP, real_ip..forwarded_for),
+        (FORWARDED_FOR, 0..forwarded_for),
+        (FORWARDED, forwarded_for..buf.len()),
+    ] {
+        if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(range)) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The client's non-empty `name` lines, trimmed, each followed by `, `.
+fn append_lines(buf: &mut BytesMut, headers: &HeaderMap, name: &HeaderName) {
+    for line in headers.get_all(name) {
         if let Ok(text) = line.to_str()
             && !text.trim().is_empty()
         {
             buf.extend_from_slice(text.trim().as_bytes());
             buf.extend_from_slice(b", ");
         }
-    }
-    let peer = buf.len();
-    // Writing into a BytesMut cannot fail.
-    let _ = write!(buf, "{ip}");
-    let buf = buf.freeze();
-    if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(peer..)) {
-        headers.insert(REAL_IP, value);
-    }
-    if let Ok(value) = HeaderValue::from_maybe_shared(buf) {
-        headers.insert(FORWARDED_FOR, value);
-    }
-}
-
-/// Appends this hop to RFC 7239 `Forwarded` as `X-Forwarded-For` is appended to: the client's own
-/// elements are kept, never trusted; ours is the last, `for=` the peer, `proto=http`, `host=` the
-/// host the client asked for.
-fn append_forwarded(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option<&HeaderValue>) {
-    let mut element = match ip {
-        std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
-        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
-    };
-    if let Some(host) = host.and_then(|h| h.to_str().ok())
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        // A quoted string: a host with a port has a colon, which a token may not.
-        let _ = write!(element, ";host=\"{host}\"");
-    }
-    let mut value = String::new();
-    for line in headers.get_all(&FORWARDED) {
-        if let Ok(text) = line.to_str()
-            && !text.trim().is_empty()
-        {
-            value.push_str(text.trim());
-            value.push_str(", ");
-        }
-    }
-    value.push_str(&element);
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(FORWARDED, value);
     }
 }
 
@@ -323,7 +331,7 @@ mod tests {
     fn this_hop_is_appended_to_forwarded() {
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("api.example.com:8080");
-        append_forwarded(&mut h, [10, 0, 0, 1].into(), Some(&host));
+        append_forwarding(&mut h, [10, 0, 0, 1].into(), Some(&host));
         assert_eq!(
             h[&FORWARDED],
             "for=10.0.0.1;proto=http;host=\"api.example.com:8080\""
@@ -333,23 +341,29 @@ mod tests {
             &FORWARDED,
             HeaderValue::from_static("for=5.6.7.8;proto=https"),
         );
-        append_forwarded(&mut h, "2001:db8::1".parse().unwrap(), None);
+        append_forwarding(&mut h, "2001:db8::1".parse().unwrap(), None);
         assert_eq!(
             h[&FORWARDED],
             "for=1.2.3.4, for=5.6.7.8;proto=https, for=\"[2001:db8::1]\";proto=http"
         );
         assert_eq!(h.get_all(&FORWARDED).iter().count(), 1);
+        assert_eq!(h[&REAL_IP], "2001:db8::1", "X-Real-IP unbracketed");
+        // A host that cannot be a quoted string is left out rather than breaking the element.
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("evil\"host");
+        append_forwarding(&mut h, [10, 0, 0, 1].into(), Some(&host));
+        assert_eq!(h[&FORWARDED], "for=10.0.0.1;proto=http");
     }
 
     #[test]
     fn the_peer_is_appended_to_x_forwarded_for() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, [10, 0, 0, 1].into());
+        append_forwarding(&mut h, [10, 0, 0, 1].into(), None);
         assert_eq!(h[&FORWARDED_FOR], "10.0.0.1");
         h.insert(&FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.append(&FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
         h.insert(&REAL_IP, HeaderValue::from_static("6.6.6.6"));
-        append_forwarded_for(&mut h, [10, 0, 0, 1].into());
+        append_forwarding(&mut h, [10, 0, 0, 1].into(), None);
         assert_eq!(h[&FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.1");
         assert_eq!(h.get_all(&FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&REAL_IP], "10.0.0.1");
