@@ -72,7 +72,9 @@ impl KeyStore {
     async fn connect_once(url: &str) -> Result<Self, StoreError> {
         // `sqlite://stanna.db` creates the file as `?mode=rwc` does; a URL that says `mode=`
         // (e.g. `ro`) is taken at its word.
-        let create = !url.contains("mode=");
+        let create = !url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .sqlx_logging(false)

@@ -265,7 +265,8 @@ impl MakeRequestId for RandomRequestId {
 }
 
 /// Removes a client-sent `X-Request-Id` that is empty, longer than 128 characters or holds
-/// anything but letters, digits and `-_.:`, so what we log and echo stays plain.
+/// anything but letters, digits and `-_.:`, so what we log and echo stays plain — or that holds
+/// `sk-`: a key pasted into the wrong header must not reach the access log.
 async fn drop_unusable_request_id(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -276,6 +277,7 @@ async fn drop_unusable_request_id(
             && b.len() <= 128
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            && !b.windows(3).any(|w| w.eq_ignore_ascii_case(b"sk-"))
     });
     if !usable {
         request.headers_mut().remove(&REQUEST_ID);

@@ -179,6 +179,8 @@ fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
 /// The three values are slices of one buffer and the peer is formatted once: this runs on every
 /// proxied request (a `String` per header cost ≈ 2 300 instructions per request under callgrind).
 fn append_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option<&HeaderValue>) {
+    // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: name it as IPv4.
+    let ip = ip.to_canonical();
     let mut peer = [0u8; 48];
     let peer_len = {
         let mut cursor = std::io::Cursor::new(&mut peer[..]);
@@ -204,6 +206,7 @@ fn append_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option
     }
     buf.extend_from_slice(b";proto=http");
     if let Some(host) = host.map(HeaderValue::as_bytes)
+        && !host.is_empty()
         && host
             .iter()
             .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\')
@@ -225,16 +228,32 @@ fn append_forwarding(headers: &mut HeaderMap, ip: std::net::IpAddr, host: Option
     }
 }
 
-/// The client's non-empty `name` lines, trimmed, each followed by `, `.
+/// The client's non-empty `name` lines, trimmed, each followed by `, `. A line with an
+/// unterminated quoted string is dropped: it would swallow the element we append after it.
 fn append_lines(buf: &mut BytesMut, headers: &HeaderMap, name: &HeaderName) {
     for line in headers.get_all(name) {
         if let Ok(text) = line.to_str()
             && !text.trim().is_empty()
+            && quotes_balanced(text.as_bytes())
         {
             buf.extend_from_slice(text.trim().as_bytes());
             buf.extend_from_slice(b", ");
         }
     }
+}
+
+/// Whether every quoted string in `text` is closed (a backslash escapes the next byte).
+fn quotes_balanced(text: &[u8]) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for &b in text {
+        match (escaped, b) {
+            (true, _) => escaped = false,
+            (false, b'\\') if quoted => escaped = true,
+            (false, b'"') => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including any the `Connection` header
@@ -348,6 +367,14 @@ mod tests {
         );
         assert_eq!(h.get_all(&FORWARDED).iter().count(), 1);
         assert_eq!(h[&REAL_IP], "2001:db8::1", "X-Real-IP unbracketed");
+        // A client's unterminated quote cannot swallow our element; a mapped IPv4 peer is IPv4.
+        let mut h = HeaderMap::new();
+        h.insert(&FORWARDED, HeaderValue::from_static("for=\"x"));
+        h.insert(&FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        append_forwarding(&mut h, "::ffff:10.0.0.1".parse().unwrap(), None);
+        assert_eq!(h[&FORWARDED], "for=10.0.0.1;proto=http");
+        assert_eq!(h[&FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
+        assert!(quotes_balanced(br#"for="[2001:db8::1]";host="a\"b""#));
         // A host that cannot be a quoted string is left out rather than breaking the element.
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("evil\"host");

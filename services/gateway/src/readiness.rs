@@ -66,20 +66,40 @@ impl Gateway {
         {
             return reasons.clone();
         }
-        let mut reasons = Vec::new();
-        for (name, check) in &readiness.checks {
-            let checked = tokio::time::timeout(FRESH_FOR, check())
-                .await
-                .unwrap_or_else(|_| Err("did not answer within 1 s".to_owned()));
-            if let Err(why) = checked {
-                reasons.push(format!("{name}: {why}"));
+        // All at once under one deadline, so a probe with a 3 s timeout always gets the reasons.
+        let mut checks = tokio::task::JoinSet::new();
+        for (index, (name, check)) in readiness.checks.iter().enumerate() {
+            let (name, checked) = (*name, check());
+            checks.spawn(async move {
+                let why = match tokio::time::timeout(FRESH_FOR, checked).await {
+                    Ok(Ok(())) => return (index, None),
+                    Ok(Err(why)) => why,
+                    Err(_) => "did not answer within 1 s".to_owned(),
+                };
+                (index, Some(format!("{name}: {why}")))
+            });
+        }
+        let gateway = self.clone();
+        let last = readiness.checks.len();
+        checks.spawn(async move {
+            let why = match tokio::time::timeout(FRESH_FOR, gateway.registry_accepts_token()).await
+            {
+                Ok(Ok(())) => return (last, None),
+                Ok(Err(why)) => why,
+                Err(_) => "did not answer within 1 s".to_owned(),
+            };
+            (last, Some(format!("key-registry: {why}")))
+        });
+        let mut found = Vec::new();
+        while let Some(done) = checks.join_next().await {
+            match done {
+                Ok((index, Some(why))) => found.push((index, why)),
+                Ok((_, None)) => {}
+                Err(err) => found.push((usize::MAX, format!("a readiness check failed: {err}"))),
             }
         }
-        match tokio::time::timeout(FRESH_FOR, self.registry_accepts_token()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => reasons.push(format!("key-registry: {why}")),
-            Err(_) => reasons.push("key-registry: did not answer within 1 s".to_owned()),
-        }
+        found.sort_by_key(|(index, _)| *index);
+        let reasons: Vec<String> = found.into_iter().map(|(_, why)| why).collect();
         *readiness.last.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), reasons.clone()));
         reasons

@@ -71,17 +71,19 @@ async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
     if url.path() == "/" {
         url.set_path(if ready { "/readyz" } else { "/healthz" });
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| anyhow::anyhow!("{target}: no host"))?
-        .to_owned();
+    // An IPv6 host is bracketed in the URL and the Host header, bare for connect and TLS.
+    let (host, authority) = match url.host() {
+        Some(url::Host::Ipv6(ip)) => (ip.to_string(), format!("[{ip}]")),
+        Some(host) => (host.to_string(), host.to_string()),
+        None => anyhow::bail!("{target}: no host"),
+    };
     let port = url
         .port_or_known_default()
         .ok_or_else(|| anyhow::anyhow!("{target}: no port"))?;
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
         let request = http::Request::get(url.path())
-            .header(http::header::HOST, format!("{host}:{port}"))
+            .header(http::header::HOST, format!("{authority}:{port}"))
             .header(http::header::CONNECTION, "close")
             .body(http_body_util::Empty::<bytes::Bytes>::new())?;
         let response = if url.scheme() == "https" {
@@ -105,7 +107,7 @@ async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
                 || cause.contains("unexpected message")
             {
                 anyhow::anyhow!(
-                    "{url}: no HTTP/1.1 answer: is it a gRPC port? use `stanna healthcheck {host}:{port}` ({cause})"
+                    "{url}: no HTTP/1.1 answer: is it a gRPC port? use `stanna healthcheck {authority}:{port}` ({cause})"
                 )
             } else {
                 anyhow::anyhow!("{url}: {cause}")
@@ -132,7 +134,8 @@ where
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// TLS with the system's trusted roots.
+/// TLS with the system's trusted roots — or, when `SSL_CERT_FILE` / `SSL_CERT_DIR` is set, with
+/// those instead (rustls-native-certs' rule, the same as OpenSSL's).
 fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {

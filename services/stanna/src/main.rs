@@ -60,14 +60,20 @@ fn run() -> anyhow::Result<()> {
 async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let signals = stanna::shutdown::Signals::new()?;
-    // Before a token is generated and shown: a run that is refused shows none.
     settings.check().map_err(stanna::BuildError::Setting)?;
-    if settings.service.is_none() && settings.registry.admin_token.is_none() {
-        settings.registry.admin_token =
-            Some(stanna::admin_token::generate_and_print(settings.log_format));
+    let generated = (settings.service.is_none() && settings.registry.admin_token.is_none())
+        .then(stanna::admin_token::generate);
+    if generated.is_some() {
+        settings.registry.admin_token.clone_from(&generated);
     }
+    let log_format = settings.log_format;
+    let system = System::build(settings.clone(), Overrides::default()).await?;
     let listeners = Listeners::bind(&settings).await?;
-    let system = System::build(settings, Overrides::default()).await?;
+    // Shown only now: a run refused at start (a setting, Redis, the store, a busy port) shows
+    // no token nobody could use.
+    if let Some(token) = &generated {
+        stanna::admin_token::print(token, log_format);
+    }
     let (shutdown, hurry) = signals.first_and_second();
     system.serve_until(listeners, shutdown, hurry).await?;
     Ok(())

@@ -203,6 +203,10 @@ impl System {
             }
             () = tokio::time::sleep(grace) => {
                 tracing::warn!("requests still in flight after STANNA_SHUTDOWN_GRACE ({grace:?}): closing them");
+                // Closed now, not when this function returns: their handlers would otherwise
+                // hold store connections through the flush and the close below.
+                servers.abort_all();
+                while servers.join_next().await.is_some() {}
             }
             () = hurry => {
                 tracing::warn!("a second signal: exiting now");

@@ -349,6 +349,18 @@ async fn a_plain_client_request_id_is_kept_and_a_strange_one_replaced() {
         )
         .await;
     assert_eq!(reply.header("x-request-id").len(), 32);
+    // A key pasted as the request id is replaced too: it would be logged and echoed.
+    let (secret, _) = stack.create_key(WS, USER).await;
+    let reply = stack
+        .call(
+            Method::GET,
+            "/v1/me",
+            &[("x-request-id", secret.as_str())],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(reply.header("x-request-id").len(), 32);
+    assert!(!String::from_utf8_lossy(&reply.body).contains(&secret));
 }
 
 // ---------------------------------------------------------------- the upstream
