@@ -65,6 +65,9 @@ pub async fn check(addr: &str, ready: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The context of a failed exchange on a plain connection that did connect.
+const NOT_HTTP1: &str = "no HTTP/1.1 answer";
+
 /// `GET /healthz` (or `/readyz`) over HTTP/1.1, in the clear or over TLS (the system's roots).
 async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
     let mut url = url::Url::parse(target).map_err(|e| anyhow::anyhow!("{target}: {e}"))?;
@@ -92,7 +95,12 @@ async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
                 .await?;
             send(hyper_util::rt::TokioIo::new(tls), request).await?
         } else {
-            send(hyper_util::rt::TokioIo::new(tcp), request).await?
+            // Connected, but no HTTP/1.1 exchange: the server speaks something else. A gRPC
+            // (HTTP/2-only) server closes, cancels or answers with HTTP/2 frames — which one
+            // depends on timing, so any failure past the connect is read as that.
+            send(hyper_util::rt::TokioIo::new(tcp), request)
+                .await
+                .map_err(|e| e.context(NOT_HTTP1))?
         };
         anyhow::Ok(response)
     };
@@ -100,17 +108,14 @@ async fn check_http(target: &str, ready: bool) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))?
         .map_err(|e| {
-            let cause = stanna_telemetry::ErrorChain(e.as_ref()).to_string();
-            // A gRPC (HTTP/2-only) server closes the connection or answers with HTTP/2 frames.
-            if cause.contains("connection closed")
-                || cause.contains("invalid HTTP")
-                || cause.contains("unexpected message")
-            {
+            if e.downcast_ref::<&str>() == Some(&NOT_HTTP1) {
+                let cause: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+                let cause = cause.join(": ");
                 anyhow::anyhow!(
                     "{url}: no HTTP/1.1 answer: is it a gRPC port? use `stanna healthcheck {authority}:{port}` ({cause})"
                 )
             } else {
-                anyhow::anyhow!("{url}: {cause}")
+                anyhow::anyhow!("{url}: {}", stanna_telemetry::ErrorChain(e.as_ref()))
             }
         })?;
     anyhow::ensure!(status == 200, "{url} answered {status}: {body}");
