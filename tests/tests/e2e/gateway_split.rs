@@ -9,8 +9,6 @@ use crate::http::{HttpClient, get};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use stanna_e2e::{Stanna, free_port, grpcurl, grpcurl_json, stanna_binary};
-use stanna_proto::keys::v1 as pb;
-use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
 use stanna_testkit::TempDir;
 
 const TOKEN: &str = "split-gateway-token-0123456789";
@@ -189,28 +187,7 @@ async fn two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_
         gateways.push(format!("http://127.0.0.1:{gateway_port}/v1/me"));
     }
 
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{registry_port}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut registry = KeyRegistryClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        Ok(r)
-    });
-    let created = registry
-        .create_key(pb::CreateKeyRequest {
-            workspace_id: format!("ws_{}", stanna_testkit::random_suffix()),
-            user_id: "alice".into(),
-            name: "Concurrent".into(),
-            expires_at: None,
-            rate_limits: Vec::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let created = crate::admin::create_key(registry_port, TOKEN, "Concurrent").await;
     let secret = created.secret;
 
     // 1000 requests at once over HTTP/2: a few connections carry them all, so the open-files

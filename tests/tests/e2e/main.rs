@@ -2,6 +2,7 @@
 //! users have (grpcurl, curl, Python, HTTP and gRPC clients), on PostgreSQL and Redis where the
 //! environment names them. One test binary, each story a module.
 
+mod admin;
 mod admin_with_grpcurl;
 mod compose;
 mod gateway_split;

@@ -8,8 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stanna_e2e::{Stanna, free_port, run_to_exit, stanna_binary};
-use stanna_proto::keys::v1 as pb;
-use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
 use stanna_testkit::TempDir;
 
 const TOKEN: &str = "operability-admin-token-0123456789";
@@ -91,28 +89,8 @@ async fn healthcheck_becomes(args: &[&str], want: bool, what: &str) -> String {
 
 /// Creates a key through the registry's gRPC port; its secret.
 async fn create_key(registry_port: u16) -> String {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{registry_port}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to the registry");
-    let mut registry = KeyRegistryClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        Ok(r)
-    });
-    registry
-        .create_key(pb::CreateKeyRequest {
-            workspace_id: format!("ws_{}", stanna_testkit::random_suffix()),
-            user_id: "alice".into(),
-            name: "Operability".into(),
-            expires_at: None,
-            rate_limits: Vec::new(),
-        })
+    crate::admin::create_key(registry_port, TOKEN, "Operability")
         .await
-        .expect("create a key")
-        .into_inner()
         .secret
 }
 
