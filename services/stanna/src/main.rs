@@ -66,13 +66,12 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     if generated.is_some() {
         settings.registry.admin_token.clone_from(&generated);
     }
-    let log_format = settings.log_format;
     let system = System::build(settings.clone(), Overrides::default()).await?;
     let listeners = Listeners::bind(&settings).await?;
     // Shown only now: a run refused at start (a setting, Redis, the store, a busy port) shows
     // no token nobody could use.
     if let Some(token) = &generated {
-        stanna::admin_token::print(token, log_format);
+        stanna::admin_token::print(token, settings.log_format);
     }
     let (shutdown, hurry) = signals.first_and_second();
     system.serve_until(listeners, shutdown, hurry).await?;
