@@ -121,6 +121,9 @@ pub fn grpcurl_json(
 
 pub use stanna_testkit::free_port;
 
+/// The session secret split-mode tests give every registry and gateway (they require one).
+pub const SESSION_SECRET: &str = "e2e-session-secret-of-at-least-32-bytes";
+
 /// The store a test's processes share: a PostgreSQL database of the test's own when
 /// `DATABASE_URL` is set (dropped when the test ends), else a SQLite file in the test's directory
 /// (said loudly: the PostgreSQL variant did not run).

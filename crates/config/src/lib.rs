@@ -3,12 +3,14 @@
 //! `--database-url`, not one per service.
 
 mod parse;
+pub mod session;
 
 use stanna_keys::{HashParams, RateLimits, WindowLimit};
 
 pub use parse::{
     DurationArg, count_in, database_url, duration_in, listen_addr, redis_url, service_url,
 };
+pub use session::{PublicUrl, SessionConfig, SessionSecret, public_url};
 
 /// The store, the default limits and the argon2 cost.
 #[derive(Debug, Clone, clap::Args)]

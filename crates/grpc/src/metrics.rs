@@ -16,13 +16,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use stanna_telemetry::metrics::{Registry, latency_buckets};
 
 /// Every method served here, by path.
-pub const METHODS: [&str; 13] = [
+pub const METHODS: [&str; 16] = [
     "/stanna.keys.v1.KeyRegistry/CreateKey",
     "/stanna.keys.v1.KeyRegistry/ListKeys",
     "/stanna.keys.v1.KeyRegistry/GetKey",
     "/stanna.keys.v1.KeyRegistry/UpdateKey",
     "/stanna.keys.v1.KeyRegistry/DeleteKey",
     "/stanna.keys.v1.KeyRegistry/RotateKey",
+    "/stanna.keys.v1.KeyRegistry/CreateSession",
+    "/stanna.keys.v1.KeyRegistry/DeleteSession",
+    "/stanna.keys.v1.KeyRegistry/RevokeSessions",
     "/stanna.keys.v1.AuthCheck/Verify",
     "/stanna.keys.v1.Quota/Consume",
     "/stanna.keys.v1.Quota/Peek",

@@ -14,6 +14,10 @@ pub enum DomainError {
     /// An identifier is empty, too long or has a character outside `[A-Za-z0-9_-]`.
     #[error("must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")]
     Identifier,
+    /// A user id is empty, longer than 255 characters, or holds whitespace or a character outside
+    /// printable ASCII.
+    #[error("must be 1 to 255 printable ASCII characters without spaces")]
+    UserId,
     /// A key id is not 12 base62 characters.
     #[error("must be a key id: 12 characters of 0-9, A-Z and a-z")]
     KeyId,
@@ -102,10 +106,41 @@ identifier!(
     /// A workspace: the tenant a key belongs to.
     WorkspaceId
 );
-identifier!(
-    /// A user inside a workspace: the owner of a key.
-    UserId
-);
+/// A user inside a workspace: the owner of a key. The product's own subject, so wider than a
+/// workspace id: 1–255 printable ASCII characters without whitespace (`auth0|123`,
+/// `alice@example.com`, `google-oauth2|1077…` all fit). The one rule for user ids, everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// The longest user id, in bytes (all ASCII).
+    pub const MAX_LEN: usize = 255;
+
+    /// Checks the rule: 1–255 of `!`..=`~`.
+    ///
+    /// # Errors
+    /// [`DomainError::UserId`] when the value breaks it.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        if value.is_empty()
+            || value.len() > Self::MAX_LEN
+            || !value.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(DomainError::UserId);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// A key's human-readable name, e.g. "Production Dashboard": trimmed, 1-100 characters, no control
 /// characters (they would break listings and logs).
@@ -316,7 +351,22 @@ mod tests {
     #[test]
     fn identifiers_accept_the_documented_alphabet_only() {
         assert!(WorkspaceId::parse("ws_Prod-01").is_ok());
-        assert!(UserId::parse(&"u".repeat(64)).is_ok());
+        for good in [
+            "u",
+            "auth0|123",
+            "alice@example.com",
+            "google-oauth2|10769",
+            &"u".repeat(255),
+        ] {
+            assert!(UserId::parse(good).is_ok(), "{good:?} refused");
+        }
+        for bad in ["", "a b", "a\tb", "\u{e9}", "a\u{7f}", &"u".repeat(256)] {
+            assert_eq!(
+                UserId::parse(bad),
+                Err(DomainError::UserId),
+                "{bad:?} accepted"
+            );
+        }
         for bad in ["", " ws", "ws/1", "ws.1", "wś", &"u".repeat(65)] {
             assert_eq!(
                 WorkspaceId::parse(bad),

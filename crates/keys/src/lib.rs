@@ -12,6 +12,7 @@
 //!   [`KeyName`], [`WindowLimit`]); [`KeyId`] has its own module, [`key_id`].
 //! - [`duration`]: the one text form of durations in settings and limits (`250ms`, `5s`).
 //! - [`time`]: the injected [`Clock`] and counts since the epoch.
+//! - [`session`]: dashboard session tokens and roles; [`login`]: the product's login token (JWT).
 
 mod base62;
 pub mod domain;
@@ -19,6 +20,8 @@ pub mod duration;
 pub mod format;
 pub mod hash;
 pub mod key_id;
+pub mod login;
+pub mod session;
 pub mod time;
 
 pub use domain::{DomainError, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId};
@@ -26,4 +29,5 @@ pub use duration::{DurationSyntax, DurationText, parse_duration};
 pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};
 pub use hash::{HashError, HashParams, KeyHasher};
 pub use key_id::KeyId;
+pub use session::{NewSession, PresentedSession, Role, SessionId};
 pub use time::{Clock, system_clock};

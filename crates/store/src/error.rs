@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A generated key id collided with an existing one (≈2⁻⁷¹ per pair; retry with a new key).
     #[error("key id already exists")]
     DuplicateKeyId,
+    /// The login token's `jti` was spent already: a login token works once.
+    #[error("this sign-in link was used already")]
+    LoginTokenUsed,
     /// The database cannot be reached (connection refused, pool timed out, …).
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),

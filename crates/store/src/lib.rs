@@ -10,7 +10,8 @@
 //! - [`error`]: [`StoreError`] and the classification of the driver's errors;
 //! - [`model`]: the types callers pass and get back;
 //! - `keys`: the queries; `change_feed`: what changed since a position ([`KeyChange`]);
-//! - [`entity`], [`migration`]: the table and its migrations.
+//! - [`sessions`]: dashboard sessions and spent login tokens;
+//! - [`entity`], [`migration`]: the tables and their migrations.
 
 mod change_feed;
 pub mod entity;
@@ -19,6 +20,7 @@ mod keys;
 pub mod migration;
 pub mod model;
 mod page_token;
+pub mod sessions;
 mod time;
 
 use std::time::Duration;
@@ -35,6 +37,7 @@ pub use model::{
     KeyChanges, KeyRecord, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest, Scope,
 };
 pub use page_token::{InvalidPageToken, PageToken};
+pub use sessions::{NewSessionRow, SessionRecord, SessionScope};
 
 /// The key repository. Cheap to clone (a pooled connection handle).
 #[derive(Debug, Clone)]

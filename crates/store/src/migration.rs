@@ -46,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateApiKeys),
             Box::new(SoftDeleteAndChangeFeed),
             Box::new(RotationLineage),
+            Box::new(SessionsAndWiderUserIds),
         ]
     }
 }
@@ -237,6 +238,151 @@ impl MigrationTrait for RotationLineage {
                     .drop_column(ApiKeys::ReplacedBy)
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// Dashboard sessions and spent login tokens (`sessions.rs`), and user ids widened to 255
+/// characters (the product's own subjects, e.g. `auth0|123`). SQLite ignores declared lengths,
+/// so only PostgreSQL's `varchar(64)` is altered.
+struct SessionsAndWiderUserIds;
+
+impl MigrationName for SessionsAndWiderUserIds {
+    fn name(&self) -> &str {
+        "m20261202_000004_sessions_and_wider_user_ids"
+    }
+}
+
+/// Column names of `sessions`.
+#[derive(DeriveIden)]
+enum Sessions {
+    Table,
+    SessionId,
+    TokenDigest,
+    WorkspaceId,
+    UserId,
+    Role,
+    DisplayName,
+    Email,
+    CreatedAt,
+    ExpiresAt,
+    RevokedAt,
+    UpdatedAt,
+}
+
+/// Column names of `login_tokens`.
+#[derive(DeriveIden)]
+enum LoginTokens {
+    Table,
+    Jti,
+    ExpiresAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SessionsAndWiderUserIds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DatabaseBackend::Postgres {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(ApiKeys::Table)
+                        .modify_column(ColumnDef::new(ApiKeys::UserId).string_len(255).not_null())
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(Sessions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Sessions::SessionId)
+                            .string_len(16)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Sessions::TokenDigest)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Sessions::WorkspaceId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Sessions::UserId).string_len(255).not_null())
+                    .col(ColumnDef::new(Sessions::Role).string_len(16).not_null())
+                    .col(ColumnDef::new(Sessions::DisplayName).string_len(400).null())
+                    .col(ColumnDef::new(Sessions::Email).string_len(1024).null())
+                    .col(ColumnDef::new(Sessions::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Sessions::ExpiresAt).big_integer().not_null())
+                    .col(ColumnDef::new(Sessions::RevokedAt).big_integer().null())
+                    .col(ColumnDef::new(Sessions::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        // The change feed's order, and revoking a user's or a workspace's sessions.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("sessions_updated")
+                    .table(Sessions::Table)
+                    .col(Sessions::UpdatedAt)
+                    .col(Sessions::SessionId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("sessions_workspace_user")
+                    .table(Sessions::Table)
+                    .col(Sessions::WorkspaceId)
+                    .col(Sessions::UserId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LoginTokens::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(LoginTokens::Jti)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(LoginTokens::ExpiresAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("login_tokens_expires")
+                    .table(LoginTokens::Table)
+                    .col(LoginTokens::ExpiresAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(LoginTokens::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Sessions::Table).to_owned())
             .await
     }
 }

@@ -567,10 +567,11 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
+    "m20261202_000004_sessions_and_wider_user_ids",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {

@@ -105,6 +105,14 @@ impl Verifier {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, at| *at >= horizon);
-        Ok(seen)
+        // Sessions: sign-outs and revocations, on the same interval.
+        let sessions = match self.poll_session_changes().await {
+            Ok(n) => n,
+            Err(err) => {
+                self.store_failed(now);
+                return Err(err);
+            }
+        };
+        Ok(seen + sessions)
     }
 }

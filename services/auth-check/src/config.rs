@@ -58,6 +58,23 @@ pub struct Config {
     #[arg(long, env = "STANNA_CHANGE_POLL_INTERVAL", default_value = "250ms",
         value_parser = stanna_config::duration_in(Duration::from_millis(10), Duration::from_secs(30)))]
     pub change_poll_interval: DurationArg,
+
+    /// A dashboard user's burst window across their sessions, `LIMIT/PERIOD` (generous: a page
+    /// makes a few calls per action).
+    #[arg(
+        long,
+        env = "STANNA_SESSION_RATE_LIMIT_BURST",
+        default_value = "600/60s"
+    )]
+    pub session_rate_limit_burst: stanna_keys::WindowLimit,
+
+    /// A dashboard user's long window across their sessions, `LIMIT/PERIOD`.
+    #[arg(
+        long,
+        env = "STANNA_SESSION_RATE_LIMIT_HOURLY",
+        default_value = "10000/3600s"
+    )]
+    pub session_rate_limit_hourly: stanna_keys::WindowLimit,
 }
 
 impl Config {
@@ -72,6 +89,8 @@ impl Config {
             stale_if_error: DurationArg(Duration::from_secs(30)),
             verify_cache_size: 100_000,
             change_poll_interval: DurationArg(Duration::from_millis(250)),
+            session_rate_limit_burst: "600/60s".parse().expect("valid"),
+            session_rate_limit_hourly: "10000/3600s".parse().expect("valid"),
         }
     }
 
@@ -79,6 +98,10 @@ impl Config {
     pub fn verifier_settings(&self, shared: &SharedConfig) -> VerifierSettings {
         VerifierSettings {
             defaults: shared.default_limits(),
+            session_limits: stanna_keys::RateLimits {
+                burst: self.session_rate_limit_burst,
+                hourly: self.session_rate_limit_hourly,
+            },
             cache_size: self.verify_cache_size,
             argon2_concurrency: shared.argon2_concurrency(),
             fail_mode: self.quota_fail_mode,

@@ -45,26 +45,37 @@ impl AuthCheck for AuthCheckService {
             otel.status_code = tracing::field::Empty,
         );
         let metrics = self.verifier.metrics();
-        let verdict = self
-            .verifier
-            .verify(&r.key, &r.workspace_id, r.cost)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| {
-                let (code, status) = match e {
-                    VerifyError::InvalidArgument { field, reason } => (
-                        "invalid_argument",
-                        stanna_grpc::status::invalid_argument(field, &reason),
-                    ),
-                    VerifyError::Unavailable(message) => {
-                        ("unavailable", Status::unavailable(message))
-                    }
-                };
-                span.record("code", code);
-                span.record("otel.status_code", "ERROR");
-                metrics.verified(code, started.elapsed());
-                status
-            })?;
+        let verdict = match (r.key.is_empty(), r.session.is_empty()) {
+            (false, false) => Err(VerifyError::InvalidArgument {
+                field: "session",
+                reason: "send either a key or a session, not both".to_owned(),
+            }),
+            (true, false) => {
+                self.verifier
+                    .verify_session(&r.session, &r.workspace_id, r.cost)
+                    .instrument(span.clone())
+                    .await
+            }
+            _ => {
+                self.verifier
+                    .verify(&r.key, &r.workspace_id, r.cost)
+                    .instrument(span.clone())
+                    .await
+            }
+        }
+        .map_err(|e| {
+            let (code, status) = match e {
+                VerifyError::InvalidArgument { field, reason } => (
+                    "invalid_argument",
+                    stanna_grpc::status::invalid_argument(field, &reason),
+                ),
+                VerifyError::Unavailable(message) => ("unavailable", Status::unavailable(message)),
+            };
+            span.record("code", code);
+            span.record("otel.status_code", "ERROR");
+            metrics.verified(code, started.elapsed());
+            status
+        })?;
         let code = verdict.code.label();
         span.record("code", code);
         metrics.verified(code, started.elapsed());
@@ -88,7 +99,17 @@ fn response_of(verdict: Verdict) -> pb::VerifyResponse {
             .and_then(|d| prost_types::Duration::try_from(d).ok()),
         ..Default::default()
     };
+    if let Some(session) = verdict.session {
+        response.credential = pb::Credential::Session as i32;
+        response.session_id = session.id.to_string();
+        response.workspace_id = session.workspace.to_string();
+        response.user_id = session.user.to_string();
+        response.role = session.role.as_str().to_owned();
+        response.display_name = session.name.clone().unwrap_or_default();
+        response.email = session.email.clone().unwrap_or_default();
+    }
     if let Some(key) = verdict.key {
+        response.credential = pb::Credential::ApiKey as i32;
         response.key_id = key.key_id.to_string();
         response.workspace_id = key.workspace.to_string();
         response.user_id = key.user.to_string();

@@ -61,22 +61,44 @@ impl Verifier {
         state: Arc<KeyState>,
         cost: u32,
     ) -> Result<Verdict, VerifyError> {
+        match self
+            .decide(
+                state.key_id.as_str(),
+                &state.windows,
+                cost,
+                state.key_id.as_str(),
+            )
+            .await?
+        {
+            Some(decision) => Ok(verdict_of(decision, state, cost)),
+            None => Ok(Verdict::about(
+                VerifyCode::Valid,
+                "ok (rate limits not checked: quota unavailable)",
+                state,
+            )),
+        }
+    }
+
+    /// One quota decision for `subject` with the fail mode applied: `Some(decision)`, or `None`
+    /// when the quota could not decide and the fail mode is open (counted and logged, naming
+    /// `credential_id`), or `UNAVAILABLE` when it is closed.
+    pub(crate) async fn decide(
+        &self,
+        subject: &str,
+        windows: &[NamedWindow],
+        cost: u32,
+        credential_id: &str,
+    ) -> Result<Option<Decision>, VerifyError> {
         let timeout = self.inner.settings.quota_timeout;
-        let subject = state.key_id;
-        let answer = tokio::time::timeout(
-            timeout,
-            self.inner
-                .quota
-                .consume(subject.as_str(), cost, &state.windows),
-        )
-        .await;
+        let answer =
+            tokio::time::timeout(timeout, self.inner.quota.consume(subject, cost, windows)).await;
         let failure = match answer {
-            Ok(Ok(decision)) => return Ok(verdict_of(decision, state, cost)),
+            Ok(Ok(decision)) => return Ok(Some(decision)),
             Ok(Err(QuotaError::InvalidArgument { field, reason })) => {
-                // The key's stored limits were refused (the cost was checked before): a bug or a
+                // The stored limits were refused (the cost was checked before): a bug or a
                 // corrupt row, not the caller's input. Logged here; the caller gets UNAVAILABLE
                 // without the internal text.
-                tracing::error!(field, reason, key_id = %state.key_id, "quota refused the key's limits");
+                tracing::error!(field, reason, credential_id, "quota refused the limits");
                 return Err(VerifyError::Unavailable(
                     "the key's rate limits could not be checked",
                 ));
@@ -94,17 +116,13 @@ impl Verifier {
                 self.inner.stats.fail_open.fetch_add(1, Ordering::Relaxed);
                 self.inner.metrics.failed_open();
                 if let Some(held_back) = FAILED.allow() {
-                    tracing::warn!(reason = %failure, key_id = %state.key_id, held_back, "quota unavailable; allowing WITHOUT rate limits (fail-open)");
+                    tracing::warn!(reason = %failure, credential_id, held_back, "quota unavailable; allowing WITHOUT rate limits (fail-open)");
                 }
-                Ok(Verdict::about(
-                    VerifyCode::Valid,
-                    "ok (rate limits not checked: quota unavailable)",
-                    state,
-                ))
+                Ok(None)
             }
             FailMode::Closed => {
                 if let Some(held_back) = FAILED.allow() {
-                    tracing::warn!(reason = %failure, key_id = %state.key_id, held_back, "quota unavailable; refusing (fail-closed)");
+                    tracing::warn!(reason = %failure, credential_id, held_back, "quota unavailable; refusing (fail-closed)");
                 }
                 Err(VerifyError::Unavailable("the quota service is unavailable"))
             }

@@ -47,6 +47,8 @@ pub struct Stats {
 pub struct VerifierSettings {
     /// Limits of keys without overrides.
     pub defaults: RateLimits,
+    /// The windows of a user's dashboard sessions (`STANNA_SESSION_RATE_LIMIT_*`).
+    pub session_limits: RateLimits,
     /// Keys kept in the cache.
     pub cache_size: usize,
     /// argon2 runs at once.

@@ -108,6 +108,8 @@ pub struct Verdict {
     pub message: Cow<'static, str>,
     /// The key's state when the key itself verified.
     pub key: Option<Arc<KeyState>>,
+    /// The session's state when a session verified (instead of a key).
+    pub session: Option<Arc<crate::session::SessionState>>,
     /// Windows, when a quota decision was made.
     pub windows: Vec<WindowState>,
     /// When refused for a limit or the failure budget.
@@ -121,6 +123,7 @@ impl Verdict {
             code,
             message: message.into(),
             key: None,
+            session: None,
             windows: Vec::new(),
             retry_after: None,
         }

@@ -31,6 +31,19 @@ use crate::settings::{HashCheck, Stats, VerifierSettings};
 use crate::single_flight::SingleFlight;
 use crate::state::{KeyState, Verdict, VerifyCode, VerifyError};
 
+/// The workspace a Verify asks for: none when empty, else a valid workspace id.
+pub(crate) fn asked_workspace(workspace: &str) -> Result<Option<WorkspaceId>, VerifyError> {
+    match workspace {
+        "" => Ok(None),
+        w => WorkspaceId::parse(w)
+            .map(Some)
+            .map_err(|e| VerifyError::InvalidArgument {
+                field: "workspace_id",
+                reason: e.to_string(),
+            }),
+    }
+}
+
 /// A cached state this old is re-read from the store even if no change was reported: a safety
 /// net should a change ever be missed (e.g. a registry clock far behind).
 pub const MAX_STATE_AGE: Duration = Duration::from_secs(60);
@@ -55,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) failures: FailureBudget,
     pub(crate) argon2: Semaphore,
     pub(crate) last_used: LastUsed,
+    /// The session cache and feed (`session.rs`).
+    pub(crate) sessions: crate::session::Sessions,
     /// Since when the store has failed to answer (a poll or a lookup), µs since the epoch; 0
     /// while it answers. An atomic, not a lock: every warm Verify reads it.
     store_failing_since: AtomicU64,
@@ -114,6 +129,7 @@ impl VerifierBuilder {
                 changes: ChangeTracker::new(now),
                 failures: FailureBudget::default(),
                 last_used: LastUsed::default(),
+                sessions: crate::session::Sessions::new(now),
                 store_failing_since: AtomicU64::new(0),
                 stats: Stats::default(),
                 metrics: self.metrics.unwrap_or_else(VerifyMetrics::unregistered),
@@ -186,15 +202,7 @@ impl Verifier {
             Ok(parsed) => parsed,
             Err(e) => return Ok(Verdict::denied(VerifyCode::Malformed, e.to_string())),
         };
-        let workspace = match workspace {
-            "" => None,
-            w => Some(
-                WorkspaceId::parse(w).map_err(|e| VerifyError::InvalidArgument {
-                    field: "workspace_id",
-                    reason: e.to_string(),
-                })?,
-            ),
-        };
+        let workspace = asked_workspace(workspace)?;
         let cost = cost.max(1);
         let state = match self.key_state(&presented).await? {
             Ok(state) => state,

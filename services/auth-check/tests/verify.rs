@@ -28,6 +28,7 @@ struct Fixture {
 fn settings() -> VerifierSettings {
     VerifierSettings {
         defaults: RateLimits::product_default(),
+        session_limits: stanna_keys::RateLimits::product_default(),
         cache_size: 1000,
         argon2_concurrency: 2,
         fail_mode: FailMode::Open,

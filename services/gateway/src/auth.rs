@@ -29,24 +29,74 @@ pub const WORKSPACE_HEADER: HeaderName = HeaderName::from_static("x-workspace-id
 /// The alternative to `Authorization: Bearer`.
 pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Who is calling: the verified key's identity, for the REST layer and the upstream headers.
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKind {
+    /// An API key.
+    ApiKey,
+    /// A dashboard session (the cookie), only ever on the key API.
+    Session {
+        /// The session's public id.
+        session_id: String,
+        /// Member or admin.
+        role: stanna_keys::Role,
+        /// The user's display name, if the product gave one.
+        display_name: String,
+        /// The user's email, if the product gave one.
+        email: String,
+        /// The `X-CSRF-Token` this session's state-changing calls must carry.
+        csrf_token: String,
+    },
+}
+
+impl CallerKind {
+    /// Whether this is a workspace admin's session (sees and manages every member's keys).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Self::Session {
+                role: stanna_keys::Role::Admin,
+                ..
+            }
+        )
+    }
+}
+
+/// Who is calling: the verified key's (or session's) identity, for the REST layer and the
+/// upstream headers.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// An API key or a session.
+    pub kind: CallerKind,
     /// The key's workspace.
     pub workspace_id: String,
     /// The key's owner.
     pub user_id: String,
-    /// The key's public id.
+    /// The key's public id (empty for a session).
     pub key_id: String,
-    /// The key's name.
+    /// The key's name (empty for a session).
     pub name: String,
     /// The windows after this request was counted; filled only for `/v1/me`, which shows them.
     pub windows: Vec<pb::Window>,
 }
 
-/// Paths served without a key.
+/// Paths served without a key (the dashboard's own routes check the session themselves).
 fn is_public(path: &str) -> bool {
-    path == "/healthz" || path == "/readyz" || path == "/openapi.json"
+    path == "/healthz"
+        || path == "/readyz"
+        || path == "/openapi.json"
+        || crate::dashboard::is_dashboard_path(path)
+}
+
+/// The key API: the only routes a dashboard session may call.
+pub fn is_key_api(path: &str) -> bool {
+    path == "/v1/me" || path == "/v1/keys" || path.starts_with("/v1/keys/")
+}
+
+/// What a request presented.
+enum Presented {
+    Key(String),
+    Session(String),
 }
 
 /// Middleware: verifies the caller or answers the denial.
@@ -68,8 +118,23 @@ pub async fn authenticate(
         }
         return next.run(request).await;
     }
-    let key = match take_credential(request.headers_mut()) {
-        Ok(key) => key,
+    // The session cookie never travels further, whatever the route: it is taken out here.
+    let session = gateway
+        .dashboard()
+        .and_then(|d| d.take_session_cookie(request.headers_mut()))
+        // Not a credential on the public listener when the dashboard has one of its own.
+        .filter(|_| gateway.dashboard_for(&request).is_some());
+    let presented = match take_credential(request.headers_mut()) {
+        Ok(key) => Presented::Key(key),
+        Err(ApiError::MissingApiKey) if session.is_some() && is_key_api(request.uri().path()) => {
+            let (Some(token), Some(dashboard)) = (session, gateway.dashboard()) else {
+                return ApiError::MissingApiKey.into_response();
+            };
+            if let Err(why) = dashboard.check_csrf(request.method(), request.headers(), &token) {
+                return ApiError::CsrfFailed(why).into_response();
+            }
+            Presented::Session(token)
+        }
         Err(error) => return error.into_response(),
     };
     let workspace_id = match request.headers().get(&WORKSPACE_HEADER) {
@@ -79,7 +144,12 @@ pub async fn authenticate(
             Err(error) => return error.into_response(),
         },
     };
-    let verdict = match verify(&gateway, key, workspace_id).await {
+    let is_session = matches!(presented, Presented::Session(_));
+    let csrf = match &presented {
+        Presented::Session(token) => crate::dashboard::csrf_token(token),
+        Presented::Key(_) => String::new(),
+    };
+    let verdict = match verify(&gateway, presented, workspace_id).await {
         Ok(verdict) => verdict,
         Err(error) => return error.into_response(),
     };
@@ -95,7 +165,19 @@ pub async fn authenticate(
             } else {
                 Vec::new()
             };
+            let kind = if verdict.credential() == pb::Credential::Session {
+                CallerKind::Session {
+                    session_id: verdict.session_id,
+                    role: stanna_keys::Role::parse(&verdict.role).unwrap_or_default(),
+                    display_name: verdict.display_name,
+                    email: verdict.email,
+                    csrf_token: csrf,
+                }
+            } else {
+                CallerKind::ApiKey
+            };
             request.extensions_mut().insert(Caller {
+                kind,
                 workspace_id: verdict.workspace_id,
                 user_id: verdict.user_id,
                 key_id: verdict.key_id,
@@ -109,6 +191,16 @@ pub async fn authenticate(
             retry_after: rate_limit_headers::duration(&verdict.retry_after),
         }
         .into_response(),
+        pb::VerifyCode::NotFound | pb::VerifyCode::Malformed if is_session => {
+            ApiError::InvalidSession(
+                "your dashboard session has ended or was signed out: sign in again",
+            )
+            .into_response()
+        }
+        pb::VerifyCode::Expired if is_session => {
+            ApiError::InvalidSession("your dashboard session has expired: sign in again")
+                .into_response()
+        }
         pb::VerifyCode::Missing => ApiError::MissingApiKey.into_response(),
         pb::VerifyCode::Malformed => ApiError::MalformedApiKey(verdict.message).into_response(),
         pb::VerifyCode::NotFound => ApiError::InvalidApiKey.into_response(),
@@ -138,14 +230,27 @@ fn identity_of(verdict: &pb::VerifyResponse) -> Option<crate::access_log::Identi
     })
 }
 
+/// Verifies a session token (for the dashboard's own pages: who is signed in now).
+pub(crate) async fn verify_session(
+    gateway: &Gateway,
+    token: String,
+) -> Result<pb::VerifyResponse, ApiError> {
+    verify(gateway, Presented::Session(token), String::new()).await
+}
+
 /// Calls `Verify` within `STANNA_VERIFY_TIMEOUT`; a failure to get an answer is 503.
 async fn verify(
     gateway: &Gateway,
-    key: String,
+    presented: Presented,
     workspace_id: String,
 ) -> Result<pb::VerifyResponse, ApiError> {
+    let (key, session) = match presented {
+        Presented::Key(key) => (key, String::new()),
+        Presented::Session(token) => (String::new(), token),
+    };
     let request = pb::VerifyRequest {
         key,
+        session,
         workspace_id,
         cost: 1,
     };

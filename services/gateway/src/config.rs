@@ -54,6 +54,17 @@ pub struct Config {
     #[arg(long, env = "STANNA_ACCESS_LOG", value_enum, default_value = "on")]
     pub access_log: Toggle,
 
+    /// A listener of its own for the dashboard and the key API (`host:port`); unset: both are on
+    /// the public listener. Set, the public listener neither serves the dashboard nor accepts the
+    /// session cookie, so pages of a product sharing the gateway's origin cannot use it.
+    #[arg(long, env = "STANNA_DASHBOARD_ADDR", value_parser = stanna_config::listen_addr)]
+    pub dashboard_addr: Option<SocketAddr>,
+
+    /// Origins allowed to embed the dashboard in a frame (CSP `frame-ancestors`, e.g.
+    /// `https://app.example.com`); unset: none may.
+    #[arg(long, env = "STANNA_DASHBOARD_FRAME_ANCESTORS", value_parser = frame_ancestors)]
+    pub dashboard_frame_ancestors: Option<String>,
+
     /// BENCHMARKS ONLY: forward every request without Verify or quota (a bare proxy), to measure
     /// what authentication costs. Never set it on a reachable port.
     #[arg(long, env = "STANNA_BENCH_NO_AUTH", hide = true)]
@@ -71,6 +82,8 @@ impl Config {
             auth_check_url: None,
             registry_url: None,
             access_log: Toggle::On,
+            dashboard_addr: None,
+            dashboard_frame_ancestors: None,
             bench_no_auth: false,
         }
     }
@@ -137,6 +150,28 @@ impl UpstreamUrl {
             .path_and_query(target)
             .build()
     }
+}
+
+/// `STANNA_DASHBOARD_FRAME_ANCESTORS`: space-separated `https://host[:port]` origins (or
+/// `'self'`), nothing that could end the CSP directive.
+///
+/// # Errors
+/// A sentence naming what is refused.
+pub fn frame_ancestors(text: &str) -> Result<String, String> {
+    let mut out = Vec::new();
+    for item in text.split_whitespace() {
+        if item == "'self'" {
+            out.push(item.to_owned());
+            continue;
+        }
+        let origin = stanna_config::public_url(item)
+            .map_err(|e| format!("each entry must be 'self' or an origin: {item:?} {e}"))?;
+        out.push(origin.origin);
+    }
+    if out.is_empty() {
+        return Err("must list at least one origin (leave it unset to allow none)".into());
+    }
+    Ok(out.join(" "))
 }
 
 #[cfg(test)]

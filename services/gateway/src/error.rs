@@ -54,6 +54,8 @@ pub enum ErrorCode {
     ExpiredApiKey,
     WorkspaceMismatch,
     AmbiguousApiKey,
+    InvalidSession,
+    CsrfFailed,
     RateLimited,
     InvalidRequest,
     PayloadTooLarge,
@@ -85,6 +87,13 @@ pub enum ApiError {
     WorkspaceMismatch,
     /// Two different keys were sent (`ambiguous_api_key`, 400); the message says where.
     AmbiguousApiKey(&'static str),
+    /// The dashboard session cookie is unknown, signed out, revoked or past its end
+    /// (`invalid_session`, 401): sign in again.
+    InvalidSession(&'static str),
+    /// A state-changing call made with the session cookie lacks `Content-Type:
+    /// application/json`, a same-origin `Origin` / `Sec-Fetch-Site`, or the session's
+    /// `X-CSRF-Token` (`csrf_failed`, 403); the message says which.
+    CsrfFailed(&'static str),
     /// A window is exhausted, or the key id's failure budget is spent (`rate_limited`, 429).
     RateLimited {
         /// What the client is told.
@@ -151,6 +160,8 @@ impl ApiError {
             Self::AmbiguousApiKey(message) => {
                 (StatusCode::BAD_REQUEST, "ambiguous_api_key", message)
             }
+            Self::InvalidSession(message) => (StatusCode::UNAUTHORIZED, "invalid_session", message),
+            Self::CsrfFailed(message) => (StatusCode::FORBIDDEN, "csrf_failed", message),
             Self::RateLimited { message, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
             }
@@ -240,7 +251,7 @@ impl ApiError {
         );
         if status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3.1: no error attribute when the request carried no credential at all.
-            let challenge = if matches!(self, Self::MissingApiKey) {
+            let challenge = if matches!(self, Self::MissingApiKey | Self::InvalidSession(_)) {
                 "Bearer realm=\"stanna\""
             } else {
                 "Bearer realm=\"stanna\", error=\"invalid_token\""

@@ -13,6 +13,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
@@ -92,7 +93,16 @@ struct Inner {
     readiness: Readiness,
     /// Whether each request gets an access-log line.
     access_log: bool,
+    /// Settings → API Keys and its sign-in; `None` when sign-in is not configured.
+    dashboard: Option<dashboard::Dashboard>,
+    /// Whether the dashboard has a listener of its own (`STANNA_DASHBOARD_ADDR`): the public one
+    /// then neither serves it nor accepts its cookie.
+    dashboard_apart: bool,
 }
+
+/// Which listener a request came in on, when the dashboard has one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DashboardListener;
 
 /// What the gateway is wired to: the composition root chooses each connection (in process or
 /// gRPC) and what readiness checks.
@@ -105,6 +115,8 @@ pub struct Wiring {
     pub readiness: Vec<(&'static str, stanna_grpc::Check)>,
     /// Where this gateway counts.
     pub metrics: GatewayMetrics,
+    /// Dashboard sign-in (the login-token verifier and the public URL); `None`: no dashboard.
+    pub sign_in: Option<dashboard::SignIn>,
 }
 
 impl Gateway {
@@ -118,6 +130,7 @@ impl Gateway {
             registry,
             readiness,
             metrics,
+            sign_in,
         } = wiring;
         let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
             .map_err(|_| StartError::AdminToken)?;
@@ -140,16 +153,64 @@ impl Gateway {
                 metrics,
                 readiness: Readiness::new(readiness),
                 access_log: config.access_log == config::Toggle::On,
+                dashboard_apart: config.dashboard_addr.is_some(),
+                dashboard: sign_in.map(|sign_in| {
+                    dashboard::Dashboard::new(sign_in, config.dashboard_frame_ancestors.as_deref())
+                }),
             }),
         })
+    }
+
+    /// The dashboard, when sign-in is configured.
+    pub fn dashboard(&self) -> Option<&dashboard::Dashboard> {
+        self.inner.dashboard.as_ref()
+    }
+
+    /// The dashboard for a request that came in on `request`'s listener: `None` on the public
+    /// listener when the dashboard has one of its own.
+    pub(crate) fn dashboard_for<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Option<&dashboard::Dashboard> {
+        if self.inner.dashboard_apart && request.extensions().get::<DashboardListener>().is_none() {
+            return None;
+        }
+        self.dashboard()
+    }
+
+    /// The service of the dashboard's own listener (`STANNA_DASHBOARD_ADDR`): the dashboard, the
+    /// key API and `/healthz`, nothing proxied.
+    pub fn dashboard_router(&self) -> Router {
+        let (routes, _) = routes().split_for_parts();
+        self.with_layers(
+            routes
+                .merge(dashboard::routes())
+                .fallback(|request: axum::extract::Request| async move {
+                    ApiError::NotFound(format!(
+                        "no route for {} {} on the dashboard listener",
+                        request.method(),
+                        request.uri().path()
+                    ))
+                })
+                .method_not_allowed_fallback(method_not_allowed),
+        )
+        .layer(axum::Extension(DashboardListener))
     }
 
     /// The HTTP service: routes and the layers every request passes through.
     pub fn router(&self) -> Router {
         let (routes, _) = routes().split_for_parts();
+        self.with_layers(
+            routes
+                .merge(dashboard::routes())
+                .fallback(proxy::forward)
+                .method_not_allowed_fallback(method_not_allowed),
+        )
+    }
+
+    /// `routes` inside the layers every request passes through.
+    fn with_layers(&self, routes: Router<Gateway>) -> Router {
         routes
-            .fallback(proxy::forward)
-            .method_not_allowed_fallback(method_not_allowed)
             .layer(
                 ServiceBuilder::new()
                     // Outermost: one line per request with its final status and request id.
@@ -311,6 +372,18 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// Serves the dashboard's own listener (`STANNA_DASHBOARD_ADDR`) like [`serve`].
+///
+/// # Errors
+/// An I/O error if serving fails.
+pub async fn serve_dashboard(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_router(gateway.dashboard_router(), listener, shutdown).await
+}
+
 /// Serves `gateway` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets
 /// in-flight requests finish.
 ///
@@ -321,15 +394,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(gateway.router(), listener, shutdown).await
+}
+
+async fn serve_router(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(
         listener,
-        gateway
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;

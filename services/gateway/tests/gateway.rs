@@ -65,6 +65,24 @@ impl KeyRegistry for FakeRegistry {
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         Err((self.status)())
     }
+    async fn create_session(
+        &self,
+        _: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        Err((self.status)())
+    }
+    async fn delete_session(
+        &self,
+        _: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        Err((self.status)())
+    }
+    async fn revoke_sessions(
+        &self,
+        _: Request<pb::RevokeSessionsRequest>,
+    ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
+        Err((self.status)())
+    }
 }
 
 /// A verdict admitting the caller, with the product's two windows.
@@ -91,7 +109,8 @@ fn valid() -> pb::VerifyResponse {
         user_id: "u".into(),
         name: "n".into(),
         windows: vec![window("burst", 100, 60), window("hourly", 1000, 3600)],
-        retry_after: None,
+        credential: pb::Credential::ApiKey as i32,
+        ..Default::default()
     }
 }
 
@@ -106,6 +125,7 @@ async fn serve(answer: pb::VerifyResponse, registry: fn() -> Status) -> String {
         registry,
         readiness: Vec::new(),
         metrics: GatewayMetrics::unregistered(),
+        sign_in: None,
     };
     let gateway =
         Gateway::new(&Config::for_tests(), wiring, "fake-admin-token-0123456789").unwrap();

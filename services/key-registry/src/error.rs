@@ -9,6 +9,9 @@ use tonic::{Code, Status};
 /// The precondition kind of rotating a key that was rotated already.
 pub const ALREADY_ROTATED: &str = "ALREADY_ROTATED";
 
+/// The precondition kind of a login token spent before.
+pub const LOGIN_TOKEN_USED: &str = "LOGIN_TOKEN_USED";
+
 /// Why a KeyRegistry call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -37,6 +40,15 @@ pub enum RegistryError {
         /// The configured maximum.
         max: u32,
     },
+    /// The login token does not verify; the message says why (never the token).
+    #[error("login_token: {0}")]
+    LoginRefused(stanna_keys::login::LoginError),
+    /// The login token's `jti` was spent before.
+    #[error("login_token: this sign-in link was used already; sign in again from the product")]
+    LoginTokenUsed,
+    /// This registry has no login-token verifier.
+    #[error("sign-in is not configured: set STANNA_SESSION_SECRET or STANNA_SESSION_JWKS_FILE")]
+    SessionsNotConfigured,
     /// The key store is unreachable.
     #[error("the key store is unavailable")]
     Unavailable(#[source] StoreError),
@@ -62,6 +74,7 @@ impl From<StoreError> for RegistryError {
             StoreError::TooManyKeys { max } => Self::TooManyKeys { max },
             StoreError::AlreadyRotated { replaced_by } => Self::AlreadyRotated { replaced_by },
             StoreError::Unavailable(_) => Self::Unavailable(err),
+            StoreError::LoginTokenUsed => Self::LoginTokenUsed,
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
                 Self::Internal(Box::new(err))
             }
@@ -84,6 +97,17 @@ impl From<RegistryError> for Status {
                         "the key was already rotated; rotate its replacement {replaced_by} instead"
                     ),
                 )
+            }
+            RegistryError::LoginRefused(error) => {
+                stanna_grpc::status::invalid_argument("login_token", &error.to_string())
+            }
+            RegistryError::LoginTokenUsed => stanna_grpc::status::failed_precondition(
+                LOGIN_TOKEN_USED,
+                "login_token",
+                "this sign-in link was used already; sign in again from the product",
+            ),
+            RegistryError::SessionsNotConfigured => {
+                Status::new(Code::FailedPrecondition, err.to_string())
             }
             RegistryError::TooManyKeys { .. } => {
                 Status::new(Code::ResourceExhausted, err.to_string())

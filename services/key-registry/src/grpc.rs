@@ -208,6 +208,62 @@ impl KeyRegistry for KeyRegistryService {
             secret: created.secret,
         }))
     }
+
+    async fn create_session(
+        &self,
+        request: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let r = request.into_inner();
+        if r.login_token.is_empty() {
+            return Err(RegistryError::invalid("login_token", "is required").into());
+        }
+        let created = self.registry.create_session(&r.login_token).await?;
+        Ok(Response::new(pb::CreateSessionResponse {
+            session: Some(session_of(&created.session)),
+            session_token: created.token,
+        }))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let r = request.into_inner();
+        self.registry.delete_session(&r.session_token).await?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        request: Request<pb::RevokeSessionsRequest>,
+    ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
+        let r = request.into_inner();
+        let scope = scope(&r.workspace_id, &r.user_id)?;
+        let revoked = self
+            .registry
+            .revoke_sessions(&stanna_store::SessionScope {
+                workspace: scope.workspace,
+                user: scope.user,
+            })
+            .await?;
+        Ok(Response::new(pb::RevokeSessionsResponse {
+            revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// A stored session as the contract shows it (never its token or digest).
+pub fn session_of(session: &stanna_store::SessionRecord) -> pb::Session {
+    pb::Session {
+        id: session.id.to_string(),
+        workspace_id: session.workspace.to_string(),
+        user_id: session.user.to_string(),
+        role: session.role.as_str().to_owned(),
+        display_name: session.name.clone().unwrap_or_default(),
+        email: session.email.clone().unwrap_or_default(),
+        created_at: Some(session.created_at.into()),
+        expires_at: Some(session.expires_at.into()),
+    }
 }
 
 impl KeyRegistryService {

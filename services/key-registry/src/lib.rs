@@ -1,6 +1,7 @@
 //! The key-registry service: key CRUD for admins (grpcurl) and for the gateway's REST layer.
 //!
 //! - [`registry::Registry`]: the core, plain Rust on domain types.
+//! - [`sessions`]: dashboard sign-in (CreateSession, DeleteSession, RevokeSessions).
 //! - [`grpc`]: the tonic adapter (validation, proto conversion) and the admin-token interceptor.
 //! - [`build`] and [`serve`]: the core from [`Config`] over an open store, served on a pre-bound
 //!   listener until `shutdown`; the composition root (`services/stanna`) wires them.
@@ -9,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod registry;
+pub mod sessions;
 
 use std::future::Future;
 
@@ -22,6 +24,7 @@ use tonic::service::Routes;
 pub use config::{AdminToken, Config};
 pub use error::RegistryError;
 pub use registry::Registry;
+pub use sessions::SessionIssuer;
 
 /// Builds the registry core from `config` over an open `store` (the composition root opens the
 /// store; the all-in-one process shares one between the registry and auth-check), reading "now"

@@ -59,6 +59,8 @@ impl std::fmt::Debug for CreatedKey {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+    /// Dashboard sign-in, when configured (`sessions.rs`).
+    sessions: Option<Arc<crate::sessions::SessionIssuer>>,
 }
 
 struct Inner {
@@ -113,7 +115,19 @@ impl Registry {
                 argon2_permits: Semaphore::new(argon2_concurrency.max(1)),
                 clock,
             }),
+            sessions: None,
         }
+    }
+
+    /// This registry, also signing users in to the dashboard with `issuer`.
+    pub fn with_sessions(mut self, issuer: crate::sessions::SessionIssuer) -> Self {
+        self.sessions = Some(Arc::new(issuer));
+        self
+    }
+
+    /// Dashboard sign-in, when configured.
+    pub fn session_issuer(&self) -> Option<&crate::sessions::SessionIssuer> {
+        self.sessions.as_deref()
     }
 
     /// The configured default windows.
@@ -126,7 +140,7 @@ impl Registry {
         &self.inner.store
     }
 
-    fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         (self.inner.clock)()
     }
 

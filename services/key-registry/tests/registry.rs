@@ -510,7 +510,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
             "workspace_id",
         ),
         (create_request("ws1", "", "n"), "user_id"),
-        (create_request("ws1", "al/ice", "n"), "user_id"),
+        (create_request("ws1", "al ice", "n"), "user_id"),
         (create_request("ws1", "alice", ""), "name"),
         (create_request("ws1", "alice", "   "), "name"),
         (create_request("ws1", "alice", &"x".repeat(101)), "name"),
@@ -575,7 +575,7 @@ async fn every_bad_input_is_invalid_argument_naming_the_field() {
         (get("ws1", "", "short"), "key_id"),
         (get("ws1", "", ""), "key_id"),
         (get("", "", &id), "workspace_id"),
-        (get("ws1", "b@d", &id), "user_id"),
+        (get("ws1", "b d", &id), "user_id"),
     ] {
         let status = server.client.get_key(authed(request)).await.unwrap_err();
         assert_names_invalid_field(&status, field);

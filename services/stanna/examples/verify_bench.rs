@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )));
     let settings = VerifierSettings {
         defaults: RateLimits::product_default(),
+        session_limits: stanna_keys::RateLimits::product_default(),
         cache_size: 100_000,
         argon2_concurrency: 2,
         fail_mode: FailMode::Closed,
@@ -121,6 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let r = auth
             .clone()
             .verify(pb::VerifyRequest {
+                session: String::new(),
                 key: key.clone(),
                 workspace_id: String::new(),
                 cost: 1,
@@ -134,6 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for key in &keys {
         auth.clone()
             .verify(pb::VerifyRequest {
+                session: String::new(),
                 key: key.clone(),
                 workspace_id: String::new(),
                 cost: 1,
@@ -181,6 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let keys = keys.clone();
                 async move {
                     let request = pb::VerifyRequest {
+                        session: String::new(),
                         key: keys[i % keys.len()].clone(),
                         workspace_id: String::new(),
                         cost: 1,

@@ -22,6 +22,10 @@ pub enum Command {
     Serve(Box<Settings>),
     /// Check a service: gRPC health at host:port, or GET http://host:port/healthz (`--ready`:
     /// /readyz) of the gateway; exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
+    /// Print a dashboard sign-in link for a user (signed with the session secret: the one set, or
+    /// the one `stanna serve` keeps in STANNA_STATE_DIR). For trying the dashboard locally; a
+    /// product mints its own login tokens (README "Dashboard").
+    SessionLink(Box<SessionLink>),
     Healthcheck {
         /// host:port of a Stanna gRPC service, or an http:// or https:// URL of the gateway.
         addr: String,
@@ -30,6 +34,29 @@ pub enum Command {
         #[arg(long)]
         ready: bool,
     },
+}
+
+/// The arguments of `stanna session-link`.
+#[derive(Debug, clap::Args)]
+pub struct SessionLink {
+    /// The workspace to sign in to.
+    #[arg(long, default_value = "demo")]
+    pub workspace: String,
+    /// The user id (the product's subject, e.g. `auth0|123`).
+    #[arg(long, default_value = "demo-user")]
+    pub user: String,
+    /// The name the page shows.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The email the page shows.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// `member` (their own keys) or `admin` (every key of the workspace).
+    #[arg(long, default_value = "member", value_parser = ["member", "admin"])]
+    pub role: String,
+    /// The sign-in settings (secret, audience, issuer, public URL, state directory).
+    #[command(flatten)]
+    pub session: stanna_config::SessionConfig,
 }
 
 /// Parses the process's arguments and variables; exits with status 2 and a sentence for what is

@@ -13,6 +13,7 @@ pub mod redact;
 mod serve;
 pub mod settings;
 pub mod shutdown;
+pub mod state;
 pub mod system;
 
 pub use listeners::{BindError, Listeners};

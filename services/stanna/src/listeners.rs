@@ -13,6 +13,8 @@ use crate::settings::{ServiceName, Settings};
 pub struct Listeners {
     /// The public HTTP gateway.
     pub gateway: Option<TcpListener>,
+    /// The dashboard's own listener (`STANNA_DASHBOARD_ADDR`), when set.
+    pub dashboard: Option<TcpListener>,
     /// KeyRegistry gRPC.
     pub registry: Option<TcpListener>,
     /// AuthCheck gRPC.
@@ -46,6 +48,9 @@ impl Listeners {
         let mut listeners = Self::default();
         if settings.runs(ServiceName::Gateway) {
             listeners.gateway = Some(bind("gateway", settings.gateway.addr).await?);
+            if let Some(addr) = settings.gateway.dashboard_addr {
+                listeners.dashboard = Some(bind("dashboard", addr).await?);
+            }
         }
         if settings.runs(ServiceName::Registry) {
             listeners.registry = Some(bind("key-registry", settings.registry.addr).await?);
@@ -58,6 +63,11 @@ impl Listeners {
         }
         listeners.metrics = Some(bind("metrics", settings.metrics_addr()).await?);
         Ok(listeners)
+    }
+
+    /// The address the dashboard's own listener is on, if it has one.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        addr(&self.dashboard)
     }
 
     /// The address the gateway listens on, if it is served.

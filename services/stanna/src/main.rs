@@ -51,6 +51,10 @@ fn run() -> anyhow::Result<()> {
             telemetry.shutdown();
             served
         }
+        cli::Command::SessionLink(args) => {
+            println!("{}", session_link(&args)?);
+            Ok(())
+        }
         cli::Command::Healthcheck { addr, ready } => {
             runtime.block_on(healthcheck::check(&addr, ready))
         }
@@ -61,19 +65,155 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let signals = stanna::shutdown::Signals::new()?;
     settings.check().map_err(stanna::BuildError::Setting)?;
-    let generated = (settings.service.is_none() && settings.registry.admin_token.is_none())
-        .then(stanna::admin_token::generate);
-    if generated.is_some() {
-        settings.registry.admin_token.clone_from(&generated);
+    // The all-in-one process with nothing configured keeps what it generates in the state
+    // directory (owner-only files, reused across restarts); a service run alone must be told.
+    let all_in_one = settings.service.is_none();
+    let admin = if all_in_one && settings.registry.admin_token.is_none() {
+        let kept = stanna::state::keep(
+            &settings.session.state_dir,
+            stanna::state::ADMIN_TOKEN_FILE,
+            32,
+            stanna_key_registry::AdminToken::MIN_LEN,
+        )
+        .map_err(|e| stanna::BuildError::Setting(e.to_string()))?;
+        settings.registry.admin_token = Some(kept.value.parse().map_err(|e: String| {
+            stanna::BuildError::Setting(format!("{}: {e}", kept.path.display()))
+        })?);
+        Some(kept)
+    } else {
+        None
+    };
+    let session_secret = if all_in_one && !settings.session.is_configured() {
+        let kept = stanna::state::keep(
+            &settings.session.state_dir,
+            stanna::state::SESSION_SECRET_FILE,
+            48,
+            stanna_keys::login::MIN_SECRET_LEN,
+        )
+        .map_err(|e| stanna::BuildError::Setting(e.to_string()))?;
+        settings.session.session_secret_file = Some(kept.path.clone());
+        Some(kept)
+    } else {
+        None
+    };
+    // The sign-in links point at the gateway's own port unless a public URL is given.
+    if std::env::var_os("STANNA_PUBLIC_URL").is_none()
+        && !std::env::args().any(|a| a.starts_with("--public-url"))
+        && settings.gateway.addr.port() != 8080
+    {
+        settings.session.public_url = stanna_config::public_url(&format!(
+            "http://localhost:{}",
+            settings.gateway.addr.port()
+        ))
+        .map_err(stanna::BuildError::Setting)?;
     }
     let system = System::build(settings.clone(), Overrides::default()).await?;
     let listeners = Listeners::bind(&settings).await?;
     // Shown only now: a run refused at start (a setting, Redis, the store, a busy port) shows
     // no token nobody could use.
-    if let Some(token) = &generated {
-        stanna::admin_token::print(token, settings.log_format);
+    if let Some(admin) = &admin {
+        stanna::admin_token::print(admin, settings.log_format);
+    }
+    if let Some(kept) = &session_secret {
+        print_sign_in(&settings, kept);
     }
     let (shutdown, hurry) = signals.first_and_second();
     system.serve_until(listeners, shutdown, hurry).await?;
     Ok(())
+}
+
+/// `stanna session-link`: a sign-in link for a user, signed with the session secret (the one
+/// configured, or the one `stanna serve` keeps in the state directory).
+fn session_link(args: &cli::SessionLink) -> anyhow::Result<String> {
+    let mut session = args.session.clone();
+    if session.session_jwks_file.is_some() {
+        anyhow::bail!(
+            "STANNA_SESSION_JWKS_FILE is set: login tokens are signed by the product's private keys, which stanna does not hold; mint one as README \"Dashboard\" shows"
+        );
+    }
+    if !session.is_configured() {
+        let path = session.state_dir.join(stanna::state::SESSION_SECRET_FILE);
+        if !path.exists() {
+            anyhow::bail!(
+                "no session secret: set STANNA_SESSION_SECRET (or _FILE), or start `stanna serve` once in {} so it makes one",
+                session.state_dir.display()
+            );
+        }
+        session.session_secret_file = Some(path);
+    }
+    let secret = match (&session.session_secret, &session.session_secret_file) {
+        (Some(secret), _) => secret.expose().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => unreachable!("configured or read from the state directory above"),
+    };
+    let mut claims = stanna_keys::login::claims_now(
+        &args.workspace,
+        &args.user,
+        &session.session_audience,
+        std::time::SystemTime::now(),
+    );
+    claims.iss.clone_from(&session.session_issuer);
+    claims.name.clone_from(&args.name);
+    claims.email.clone_from(&args.email);
+    claims.role = Some(args.role.clone());
+    // Checked as the server will check it, so a bad workspace or user id is said here.
+    let verifier = stanna_keys::login::LoginVerifier::with_secret(
+        secret.as_bytes(),
+        &session.session_audience,
+        session.session_issuer.as_deref(),
+        stanna_keys::system_clock(),
+    )
+    .map_err(|e| anyhow::anyhow!("the session secret {e}"))?;
+    let token = stanna_keys::login::mint_hs256(secret.as_bytes(), &claims)
+        .map_err(|e| anyhow::anyhow!("the session secret {e}"))?;
+    verifier
+        .verify(&token)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!(
+        "{}/settings/api-keys/session?token={token}",
+        session.public_url.origin
+    ))
+}
+
+/// The dashboard's way in for a newcomer: a sign-in link for a demo user when stdout is a
+/// terminal (a person is there to click it within its five minutes), else the command that makes
+/// one (a link in a container log would be stale, and a credential in a log).
+fn print_sign_in(settings: &stanna::Settings, secret: &stanna::state::Kept) {
+    use std::io::IsTerminal as _;
+    let how = if secret.generated {
+        "generated"
+    } else {
+        "kept"
+    };
+    if std::io::stdout().is_terminal() {
+        let args = cli::SessionLink {
+            workspace: "demo".to_owned(),
+            user: "demo-user".to_owned(),
+            name: Some("Demo User".to_owned()),
+            email: None,
+            role: "member".to_owned(),
+            session: settings.session.clone(),
+        };
+        match session_link(&args) {
+            Ok(link) => {
+                println!(
+                    "Dashboard (Settings → API Keys) — sign in as a demo user within 5 minutes:"
+                );
+                println!("  {link}");
+                println!(
+                    "  (another link: stanna session-link --workspace W --user U; the session secret is {how} in {})",
+                    secret.path.display()
+                );
+            }
+            Err(err) => tracing::warn!(error = %err, "no sign-in link could be made"),
+        }
+    } else {
+        tracing::info!(
+            secret = %secret.path.display(),
+            "dashboard sign-in: run `stanna session-link --workspace demo --user demo-user` for a link (the session secret is {how} in the state directory)"
+        );
+    }
 }

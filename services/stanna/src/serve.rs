@@ -151,6 +151,19 @@ impl System {
                     .start_grpc(stanna_quota_service::SERVICE, "quota", routes, listener)
                     .await?;
             }
+            if let (Some((gateway, _)), Some(listener)) = (&gateway, listeners.dashboard.take()) {
+                log_listening("dashboard", &listener);
+                let stopped = stop_servers.clone().cancelled_owned();
+                let gateway = gateway.clone();
+                servers.set.spawn(async move {
+                    stanna_gateway::serve_dashboard(gateway, listener, stopped)
+                        .await
+                        .map_err(|source| ServeError::Http {
+                            service: "dashboard",
+                            source,
+                        })
+                });
+            }
             if let Some((gateway, listener)) = gateway {
                 log_listening("gateway", &listener);
                 let stopped = stop_servers.clone().cancelled_owned();

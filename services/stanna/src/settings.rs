@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
+/// The session secret of [`Settings::for_tests`] (tests mint login tokens with it).
+pub const TEST_SESSION_SECRET: &str = "test-session-secret-of-at-least-32-bytes";
+
 /// Which service `stanna serve` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ServiceName {
@@ -47,6 +50,10 @@ pub struct Settings {
     #[command(flatten)]
     pub shared: stanna_config::SharedConfig,
 
+    /// Dashboard sign-in (shared by the registry and the gateway).
+    #[command(flatten)]
+    pub session: stanna_config::SessionConfig,
+
     /// Settings of the key-registry.
     #[command(flatten)]
     pub registry: stanna_key_registry::Config,
@@ -83,6 +90,7 @@ impl Settings {
             log_format: stanna_telemetry::LogFormat::Text,
             shutdown_grace: stanna_config::DurationArg(Duration::from_secs(10)),
             shared: stanna_config::SharedConfig::for_tests(database_url),
+            session: stanna_config::SessionConfig::for_tests(TEST_SESSION_SECRET),
             registry: stanna_key_registry::Config::for_tests(admin_token),
             auth_check: stanna_auth_check::Config::for_tests(),
             quota: stanna_quota_service::Config::for_tests(),

@@ -101,16 +101,36 @@ impl System {
             .clone()
             .unwrap_or_else(stanna_keys::system_clock);
         let mut health = Vec::new();
+        // One login-token verifier for the registry (which spends tokens) and the gateway
+        // (which shows who a link is for).
+        let login = settings
+            .session
+            .login_verifier(clock.clone())
+            .map_err(BuildError::Setting)?
+            .map(Arc::new);
+        // Checked after the admin token (the older requirement, said first).
+        let require_login = || {
+            match &login {
+            Some(verifier) => Ok(verifier.clone()),
+            None => Err(BuildError::Setting(
+                "STANNA_SESSION_SECRET (or STANNA_SESSION_SECRET_FILE, or STANNA_SESSION_JWKS_FILE) is required when the registry or the gateway runs alone: give every registry and gateway the same one (the all-in-one `stanna serve` generates one)".to_owned(),
+            )),
+        }
+        };
 
         let registry = match &store {
             Some(store) if settings.runs(ServiceName::Registry) => {
                 let token = admin_token(&settings)?;
-                let core = stanna_key_registry::build(
+                let mut core = stanna_key_registry::build(
                     &settings.registry,
                     &settings.shared,
                     store.clone(),
                     clock.clone(),
                 )?;
+                core = core.with_sessions(stanna_key_registry::SessionIssuer {
+                    verifier: require_login()?,
+                    ttl: settings.session.session_ttl.0,
+                });
                 health.push(Monitored::new(
                     stanna_key_registry::SERVICE,
                     vec![("store", health::store(store.clone()))],
@@ -192,6 +212,7 @@ impl System {
 
         let gateway = if settings.runs(ServiceName::Gateway) {
             let token = admin_token(&settings)?;
+            let login = require_login()?;
             let mut readiness = Vec::new();
             let auth_check = match (
                 overrides.auth_check,
@@ -246,6 +267,10 @@ impl System {
                 registry: registry_transport,
                 readiness,
                 metrics: GatewayMetrics::register(&mut metrics),
+                sign_in: Some(stanna_gateway::dashboard::SignIn {
+                    verifier: login,
+                    public_url: settings.session.public_url.clone(),
+                }),
             };
             let gateway = Gateway::new(&settings.gateway, wiring, token.expose())?;
             if settings.gateway.registry_url.is_some() {

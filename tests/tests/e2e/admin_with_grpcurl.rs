@@ -194,11 +194,28 @@ fn serve_without_a_token_prints_one_that_works() {
     let port = free_port();
     let mut stanna = start_serve(&dir, port, None);
     let output = stanna.output();
-    let token = output
+    // The token itself is never printed: the line says where it is kept, as a shell would
+    // read it.
+    let export = output
         .lines()
         .find_map(|l| l.trim().strip_prefix("export STANNA_ADMIN_TOKEN="))
-        .expect("a generated token is printed")
+        .expect("how to read the generated token is printed")
         .to_owned();
+    let path = export
+        .strip_prefix("$(cat ")
+        .and_then(|p| p.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a $(cat FILE) to read: {export}"));
+    let token = std::fs::read_to_string(dir.path().join(path))
+        .expect("the token file")
+        .trim()
+        .to_owned();
+    assert!(!output.contains(&token), "the token is not in the output");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join(path))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "owner-only");
     let list = |token: &str| {
         Command::new(&grpcurl)
             .args([
@@ -213,10 +230,7 @@ fn serve_without_a_token_prints_one_that_works() {
             .output()
             .unwrap()
     };
-    assert!(
-        list(&token).status.success(),
-        "the printed token is accepted"
-    );
+    assert!(list(&token).status.success(), "the kept token is accepted");
     let refused = list("not-the-token-0123456789");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"),
@@ -227,9 +241,17 @@ fn serve_without_a_token_prints_one_that_works() {
     let everything = stanna.output();
     assert_eq!(
         everything.matches(&token).count(),
-        1,
-        "the token is printed once and never logged again:\n{everything}"
+        0,
+        "the token is never printed or logged:\n{everything}"
     );
+    // A restart reuses it (no new token, the same file).
+    let again = start_serve(&dir, port, None);
+    assert!(
+        again.output().contains("using the admin token kept in"),
+        "{}",
+        again.output()
+    );
+    assert!(list(&token).status.success(), "the kept token still works");
 }
 
 #[test]
@@ -319,6 +341,10 @@ fn services_run_alone_close_their_database_on_sigterm() {
                 (addr_var, format!("127.0.0.1:{}", free_port())),
                 ("STANNA_DATABASE_URL", dir.sqlite_url()),
                 ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+                (
+                    "STANNA_SESSION_SECRET",
+                    stanna_e2e::SESSION_SECRET.to_owned(),
+                ),
             ],
             ready,
         );

@@ -12,9 +12,12 @@ fn compose(args: &[&str], token: Option<&str>) -> Option<std::process::Output> {
         .args(["-f", "docker-compose.yml"])
         .args(args)
         .current_dir(root)
-        .env_remove("STANNA_ADMIN_TOKEN");
+        .env_remove("STANNA_ADMIN_TOKEN")
+        .env_remove("STANNA_SESSION_SECRET");
     if let Some(token) = token {
-        command.env("STANNA_ADMIN_TOKEN", token);
+        command
+            .env("STANNA_ADMIN_TOKEN", token)
+            .env("STANNA_SESSION_SECRET", stanna_e2e::SESSION_SECRET);
     }
     match command.output() {
         Ok(output) => Some(output),

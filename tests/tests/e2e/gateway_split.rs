@@ -13,7 +13,7 @@ use stanna_testkit::TempDir;
 
 const TOKEN: &str = "split-gateway-token-0123456789";
 
-fn start_quota(dir: &TempDir, port: u16, redis: Option<&str>) -> Stanna {
+pub(crate) fn start_quota(dir: &TempDir, port: u16, redis: Option<&str>) -> Stanna {
     let mut env = vec![("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}"))];
     if let Some(redis) = redis {
         env.push(("STANNA_REDIS_URL", redis.to_owned()));
@@ -21,7 +21,7 @@ fn start_quota(dir: &TempDir, port: u16, redis: Option<&str>) -> Stanna {
     Stanna::start(dir.path(), &["serve", "quota"], &env, "quota listening on")
 }
 
-fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
+pub(crate) fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
     Stanna::start(
         dir.path(),
         &["serve", "registry"],
@@ -29,12 +29,16 @@ fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
             ("STANNA_DATABASE_URL", db.to_owned()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "key-registry listening on",
     )
 }
 
-fn start_auth_check(dir: &TempDir, port: u16, db: &str, quota_port: u16) -> Stanna {
+pub(crate) fn start_auth_check(dir: &TempDir, port: u16, db: &str, quota_port: u16) -> Stanna {
     Stanna::start(
         dir.path(),
         &["serve", "auth-check"],
@@ -47,7 +51,12 @@ fn start_auth_check(dir: &TempDir, port: u16, db: &str, quota_port: u16) -> Stan
     )
 }
 
-fn start_gateway(dir: &TempDir, port: u16, auth_port: u16, registry_port: u16) -> Stanna {
+pub(crate) fn start_gateway(
+    dir: &TempDir,
+    port: u16,
+    auth_port: u16,
+    registry_port: u16,
+) -> Stanna {
     Stanna::start(
         dir.path(),
         &["serve", "gateway"],
@@ -62,6 +71,10 @@ fn start_gateway(dir: &TempDir, port: u16, auth_port: u16, registry_port: u16) -
                 format!("http://127.0.0.1:{registry_port}"),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "gateway listening on",
     )

@@ -4,7 +4,10 @@
 
 mod admin;
 mod admin_with_grpcurl;
+mod browser;
 mod compose;
+mod dashboard;
+mod dashboard_http;
 mod gateway_split;
 mod http;
 mod operability;

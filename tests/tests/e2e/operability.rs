@@ -43,6 +43,10 @@ fn all_in_one(
         ),
         ("STANNA_DATABASE_URL", db),
         ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        (
+            "STANNA_SESSION_SECRET",
+            stanna_e2e::SESSION_SECRET.to_owned(),
+        ),
     ];
     for (key, value) in extra {
         env.retain(|(k, _)| k != key);
@@ -496,6 +500,10 @@ async fn localhost_addresses_and_a_plain_sqlite_url_start_and_healthcheck_names_
                 format!("sqlite://{}", file.display()),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "gateway listening on",
     );
@@ -700,6 +708,10 @@ async fn readiness_follows_a_stopped_auth_check_and_comes_back() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
             ("STANNA_DATABASE_URL", db.clone()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "key-registry listening on",
     );
@@ -727,6 +739,10 @@ async fn readiness_follows_a_stopped_auth_check_and_comes_back() {
                 format!("http://127.0.0.1:{registry}"),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "gateway listening on",
     );
@@ -820,6 +836,10 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
             ("STANNA_DATABASE_URL", dir.sqlite_url()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
         "key-registry listening on",
     );
@@ -838,6 +858,10 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
                 format!("http://127.0.0.1:{registry}"),
             ),
             ("STANNA_ADMIN_TOKEN", other.to_owned()),
+            (
+                "STANNA_SESSION_SECRET",
+                stanna_e2e::SESSION_SECRET.to_owned(),
+            ),
         ],
     );
     assert_eq!(code, 2, "{printed}");

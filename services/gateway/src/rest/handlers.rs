@@ -17,7 +17,7 @@ use super::types::{
 };
 use super::{from_registry, json, registry};
 use crate::Gateway;
-use crate::auth::Caller;
+use crate::auth::{Caller, CallerKind};
 use crate::error::ApiError;
 
 /// The tag every key-API operation carries.
@@ -63,8 +63,8 @@ pub async fn list_keys(
 ) -> Result<Response, ApiError> {
     let page = registry(&gateway)
         .list_keys(pb::ListKeysRequest {
+            user_id: acting_user(&caller, true),
             workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
             page_size: query.page_size.map_or(0, |s| s.0),
             page_token: query.page_token.unwrap_or_default(),
         })
@@ -88,8 +88,8 @@ pub async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = registry(&gateway)
         .get_key(pb::GetKeyRequest {
+            user_id: acting_user(&caller, true),
             workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
             key_id: id,
         })
         .await
@@ -111,8 +111,9 @@ pub async fn update_key(
 ) -> Result<Response, ApiError> {
     let key = registry(&gateway)
         .update_key(pb::UpdateKeyRequest {
+            // An admin may (de)activate any member's key; a rename stays the owner's.
+            user_id: acting_user(&caller, body.name.is_none()),
             workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
             key_id: id,
             name: body.name,
             status: body
@@ -137,8 +138,8 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     registry(&gateway)
         .delete_key(pb::DeleteKeyRequest {
+            user_id: acting_user(&caller, true),
             workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
             key_id: id,
         })
         .await
@@ -179,14 +180,45 @@ pub async fn rotate_key(
 #[utoipa::path(get, path = "/v1/me", tag = KEYS,
     responses((status = 200, description = "The calling key and its windows", body = MeJson), KeyErrors))]
 pub async fn me(Extension(caller): Extension<Caller>) -> Response {
-    let me = MeJson {
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    let mut me = MeJson {
+        credential: "apiKey",
         windows: caller.windows.iter().map(WindowJson::from).collect(),
         workspace_id: caller.workspace_id,
         user_id: caller.user_id,
-        key_id: caller.key_id,
-        name: caller.name,
+        key_id: nonempty(caller.key_id),
+        name: nonempty(caller.name),
+        role: None,
+        display_name: None,
+        email: None,
+        csrf_token: None,
     };
+    if let CallerKind::Session {
+        role,
+        display_name,
+        email,
+        csrf_token,
+        ..
+    } = caller.kind
+    {
+        me.credential = "session";
+        me.role = Some(role.as_str());
+        me.display_name = nonempty(display_name);
+        me.email = nonempty(email);
+        me.csrf_token = Some(csrf_token);
+    }
     json(StatusCode::OK, &me)
+}
+
+/// The user a call acts as: the caller's own, or — for a workspace admin's session, on the
+/// calls an admin may make across members (list, get, deactivate/activate, delete) — any user
+/// of the workspace (empty: the registry then scopes by workspace only).
+fn acting_user(caller: &Caller, across_members: bool) -> String {
+    if across_members && caller.kind.is_admin() {
+        String::new()
+    } else {
+        caller.user_id.clone()
+    }
 }
 
 fn created_key(key: Option<&pb::ApiKey>, secret: String) -> CreatedKeyJson {

@@ -83,16 +83,26 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
+    );
+    // Keys and their metadata are user data: no cache keeps them, no browser sniffs them.
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
     );
     response
 }
 
 /// The one mapping from a registry answer to the REST contract. The field at fault comes from
 /// the status's typed details (`google.rpc.BadRequest`, `PreconditionFailure`), never its text.
-fn from_registry(status: tonic::Status) -> ApiError {
+pub(crate) fn from_registry(status: tonic::Status) -> ApiError {
     match status.code() {
         tonic::Code::InvalidArgument => match stanna_grpc::status::field_violation(&status) {
             Some((field, reason)) => {

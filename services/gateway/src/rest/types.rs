@@ -221,14 +221,37 @@ impl From<&pb::Window> for WindowJson {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(as = Me)]
 pub struct MeJson {
-    /// The key's workspace.
+    /// How the caller signed in: `apiKey`, or `session` (the dashboard's cookie).
+    #[schema(value_type = String, example = "apiKey")]
+    pub credential: &'static str,
+    /// The caller's workspace.
     pub workspace_id: String,
-    /// The key's owner.
+    /// The caller's user (the key's owner, or the signed-in user).
     pub user_id: String,
-    /// The key's id.
-    pub key_id: String,
-    /// The key's name.
-    pub name: String,
+    /// The key's id (API keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub key_id: Option<String>,
+    /// The key's name (API keys only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub name: Option<String>,
+    /// Sessions only: `member` (their own keys) or `admin` (every key of the workspace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub role: Option<&'static str>,
+    /// Sessions only: the user's display name, when the product gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub display_name: Option<String>,
+    /// Sessions only: the user's email, when the product gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub email: Option<String>,
+    /// Sessions only: the `X-CSRF-Token` every state-changing call of this session must send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub csrf_token: Option<String>,
     /// Each window's state.
     pub windows: Vec<WindowJson>,
 }

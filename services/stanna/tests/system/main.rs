@@ -7,4 +7,5 @@ mod composition;
 mod gateway;
 mod operability;
 mod rest;
+mod sessions;
 mod stack;

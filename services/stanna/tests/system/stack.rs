@@ -77,6 +77,9 @@ pub struct Stack {
     pub metrics_url: String,
     /// `http://127.0.0.1:PORT` of the registry's gRPC listener.
     pub registry_url: String,
+    /// `http://127.0.0.1:PORT` of the dashboard's own listener, when `STANNA_DASHBOARD_ADDR` is
+    /// set.
+    pub dashboard_url: Option<String>,
     admin: Admin,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<Result<(), stanna::ServeError>>>,
@@ -119,6 +122,7 @@ impl Stack {
         let url = format!("http://{}", listeners.gateway_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", listeners.metrics_addr().unwrap());
         let registry_url = format!("http://{}", listeners.registry_addr().unwrap());
+        let dashboard_url = listeners.dashboard_addr().map(|a| format!("http://{a}"));
         let system = System::build(settings, overrides).await.unwrap();
         let verifier = system.verifier().unwrap().clone();
         let registry = system.registry_transport().unwrap();
@@ -133,6 +137,7 @@ impl Stack {
             verifier,
             metrics_url,
             registry_url,
+            dashboard_url,
             admin,
             stop: Some(stop),
             serving: Some(serving),

@@ -1,0 +1,331 @@
+//! Dashboard sessions and spent login tokens: two tables beside `api_keys`, behind the registry
+//! (the gateway never touches the store).
+//!
+//! `sessions` holds a session's identity and only the BLAKE2b digest of its token; revocation
+//! sets `revoked_at` and bumps `updated_at`, so auth-check's change poll sees it like a key
+//! change. `login_tokens` holds each spent `jti` until its token expires: inserting a `jti`
+//! twice is a unique-key violation, so a login token works once across every gateway and
+//! registry sharing the store.
+
+use std::time::SystemTime;
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
+use stanna_keys::{Role, SessionId, UserId, WorkspaceId};
+
+use crate::{KeyStore, StoreError, time};
+
+/// The `sessions` table.
+pub mod session_entity {
+    use sea_orm::entity::prelude::*;
+
+    /// One dashboard session. Never its token: only the token's digest.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        /// The public session id (16 base62 characters).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub session_id: String,
+        /// BLAKE2b-256 of the whole token, lowercase hex.
+        pub token_digest: String,
+        /// The signed-in user's workspace.
+        pub workspace_id: String,
+        /// The signed-in user.
+        pub user_id: String,
+        /// `member` or `admin`.
+        pub role: String,
+        /// The login token's `name`, for the page header.
+        pub display_name: Option<String>,
+        /// The login token's `email`.
+        pub email: Option<String>,
+        /// µs since the epoch.
+        pub created_at: i64,
+        /// µs since the epoch: the session ends then.
+        pub expires_at: i64,
+        /// µs since the epoch when it was signed out or revoked; null while it lives.
+        pub revoked_at: Option<i64>,
+        /// µs since the epoch; bumped by revocation (the change feed's order).
+        pub updated_at: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The `login_tokens` table.
+pub mod login_token_entity {
+    use sea_orm::entity::prelude::*;
+
+    /// A spent login token's `jti`, kept until the token expires.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "login_tokens")]
+    pub struct Model {
+        /// The token's `jti`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub jti: String,
+        /// µs since the epoch: after this the token is refused as expired anyway.
+        pub expires_at: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+use login_token_entity as login_tokens;
+use session_entity as sessions;
+
+/// A session to store.
+#[derive(Debug, Clone)]
+pub struct NewSessionRow {
+    /// Its public id.
+    pub id: SessionId,
+    /// The token's digest.
+    pub digest: [u8; 32],
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The user.
+    pub user: UserId,
+    /// The role.
+    pub role: Role,
+    /// Display name.
+    pub name: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// When it ends.
+    pub expires_at: SystemTime,
+}
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Its public id.
+    pub id: SessionId,
+    /// The token's digest.
+    pub digest: [u8; 32],
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The user.
+    pub user: UserId,
+    /// The role.
+    pub role: Role,
+    /// Display name.
+    pub name: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it ends.
+    pub expires_at: SystemTime,
+    /// Signed out or revoked.
+    pub revoked: bool,
+    /// Its last change (the change feed's order).
+    pub updated_at: SystemTime,
+}
+
+/// Which sessions [`KeyStore::revoke_sessions`] ends.
+#[derive(Debug, Clone)]
+pub struct SessionScope {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// Only this user's; `None`: the whole workspace's.
+    pub user: Option<UserId>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn record_of(row: sessions::Model) -> Result<SessionRecord, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key_id: format!("session {}", row.session_id),
+        reason: reason.to_owned(),
+    };
+    Ok(SessionRecord {
+        id: SessionId::parse(&row.session_id).map_err(|_| corrupt("unreadable id"))?,
+        digest: unhex(&row.token_digest).ok_or_else(|| corrupt("unreadable digest"))?,
+        workspace: WorkspaceId::parse(&row.workspace_id)
+            .map_err(|_| corrupt("unreadable workspace"))?,
+        user: UserId::parse(&row.user_id).map_err(|_| corrupt("unreadable user"))?,
+        role: Role::parse(&row.role).ok_or_else(|| corrupt("unknown role"))?,
+        name: row.display_name,
+        email: row.email,
+        created_at: time::from_micros(row.created_at),
+        expires_at: time::from_micros(row.expires_at),
+        revoked: row.revoked_at.is_some(),
+        updated_at: time::from_micros(row.updated_at),
+    })
+}
+
+impl KeyStore {
+    /// Spends the login token `jti` (kept until `jti_expires_at`) and stores `session`, in one
+    /// transaction: neither exists without the other. Spent tokens past their expiry are purged
+    /// on the way.
+    ///
+    /// # Errors
+    /// [`StoreError::LoginTokenUsed`] when `jti` was spent before, or a database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.create_session", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn create_session(
+        &self,
+        session: &NewSessionRow,
+        jti: &str,
+        jti_expires_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<SessionRecord, StoreError> {
+        let txn = self.begin_serialised_write().await?;
+        let now_us = time::to_micros(now);
+        login_tokens::Entity::delete_many()
+            .filter(login_tokens::Column::ExpiresAt.lt(now_us))
+            .exec(&txn)
+            .await?;
+        let spent = login_tokens::Entity::insert(login_tokens::ActiveModel {
+            jti: Set(jti.to_owned()),
+            expires_at: Set(time::to_micros(jti_expires_at)),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(err) = spent {
+            if let Some(SqlErr::UniqueConstraintViolation(_)) = err.sql_err() {
+                return Err(StoreError::LoginTokenUsed);
+            }
+            return Err(err.into());
+        }
+        let row = sessions::ActiveModel {
+            session_id: Set(session.id.to_string()),
+            token_digest: Set(hex(&session.digest)),
+            workspace_id: Set(session.workspace.to_string()),
+            user_id: Set(session.user.to_string()),
+            role: Set(session.role.as_str().to_owned()),
+            display_name: Set(session.name.clone()),
+            email: Set(session.email.clone()),
+            created_at: Set(now_us),
+            expires_at: Set(time::to_micros(session.expires_at)),
+            revoked_at: Set(None),
+            updated_at: Set(now_us),
+        };
+        let model = sessions::Entity::insert(row)
+            .exec_with_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        record_of(model)
+    }
+
+    /// The session `id`, revoked or not (the caller checks the digest, expiry and revocation).
+    ///
+    /// # Errors
+    /// A database error, or [`StoreError::Corrupt`].
+    #[tracing::instrument(target = "stanna_span", name = "store.find_session", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn find_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        sessions::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(record_of)
+            .transpose()
+    }
+
+    /// Ends the session `id` whose token has `digest` (sign-out: only the holder of the token
+    /// may). Returns whether a live session was ended.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_session(
+        &self,
+        id: &SessionId,
+        digest: &[u8; 32],
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let now_us = time::to_micros(now);
+        let result = sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::value(now_us))
+            .col_expr(sessions::Column::UpdatedAt, Expr::value(now_us))
+            .filter(sessions::Column::SessionId.eq(id.to_string()))
+            .filter(sessions::Column::TokenDigest.eq(hex(digest)))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// Ends every live session in `scope` (a user's, or a workspace's). Returns how many.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_sessions(
+        &self,
+        scope: &SessionScope,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let now_us = time::to_micros(now);
+        let mut update = sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::value(now_us))
+            .col_expr(sessions::Column::UpdatedAt, Expr::value(now_us))
+            .filter(sessions::Column::WorkspaceId.eq(scope.workspace.as_str()))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(now_us));
+        if let Some(user) = &scope.user {
+            update = update.filter(sessions::Column::UserId.eq(user.as_str()));
+        }
+        Ok(update.exec(&self.db).await?.rows_affected)
+    }
+
+    /// Sessions changed (created or revoked) after `after` (and, at equal times, with a larger
+    /// id), in that order, at most `limit`: auth-check's session change feed. Unreadable rows are
+    /// skipped and logged (auth-check then never caches them: it re-reads a missing session).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn session_changes_after(
+        &self,
+        after: SystemTime,
+        after_id: Option<SessionId>,
+        limit: u64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let at = time::to_micros(after);
+        let mut condition = Condition::any().add(sessions::Column::UpdatedAt.gt(at));
+        if let Some(id) = after_id {
+            condition = condition.add(
+                Condition::all()
+                    .add(sessions::Column::UpdatedAt.eq(at))
+                    .add(sessions::Column::SessionId.gt(id.to_string())),
+            );
+        }
+        let rows = sessions::Entity::find()
+            .filter(condition)
+            .order_by_asc(sessions::Column::UpdatedAt)
+            .order_by_asc(sessions::Column::SessionId)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match record_of(row) {
+                Ok(record) => Some(record),
+                Err(err) => {
+                    tracing::error!(error = %err, "skipping an unreadable session row");
+                    None
+                }
+            })
+            .collect())
+    }
+}

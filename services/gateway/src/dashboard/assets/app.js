@@ -1,0 +1,575 @@
+// Settings → API Keys. Talks to the key API (/v1/keys, /v1/me) with the session cookie; every
+// call that changes something sends JSON and the session's X-CSRF-Token. A new key's secret
+// exists only in the secret dialog's input while it is open: never in storage, a cookie, the URL
+// or a console log.
+"use strict";
+
+(() => {
+  const BASE = "/settings/api-keys";
+  const PAGE_SIZE = 50;
+  const STALE_DAYS = 30;
+  const ACTIVE = "KEY_STATUS_ACTIVE";
+  const INACTIVE = "KEY_STATUS_INACTIVE";
+  const $ = (id) => document.getElementById(id);
+  const state = { me: null, csrf: "", nextPage: null, keys: new Map(), opener: null, copied: false };
+
+  // ---- Formatting (the browser's locale) -------------------------------------------------
+  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+  const exactFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" });
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+  function ago(date, now) {
+    const seconds = Math.round((date - now) / 1000);
+    const steps = [[60, "second"], [60, "minute"], [24, "hour"], [30, "day"], [12, "month"], [Infinity, "year"]];
+    let value = seconds;
+    for (const [size, unit] of steps) {
+      if (Math.abs(value) < size) return relative.format(Math.round(value), unit);
+      value /= size;
+    }
+    return dateFormat.format(date);
+  }
+
+  function timeElement(iso, text) {
+    const el = document.createElement("time");
+    const date = new Date(iso);
+    el.dateTime = iso;
+    el.textContent = text;
+    el.className = "exact";
+    el.tabIndex = 0;
+    el.dataset.exact = exactFormat.format(date);
+    el.setAttribute("aria-label", `${text} (${exactFormat.format(date)})`);
+    return el;
+  }
+
+  // ---- The API ---------------------------------------------------------------------------
+  class ApiError extends Error {
+    constructor(status, body, retryAfter) {
+      const error = (body && body.error) || {};
+      super(error.message || `the server answered ${status}`);
+      this.status = status;
+      this.code = error.code || "http_" + status;
+      this.field = error.field;
+      this.requestId = error.request_id;
+      this.retryAfter = retryAfter;
+    }
+
+    // In words, with what to do and the request id.
+    describe() {
+      let text;
+      if (this.status === 429) {
+        const wait = this.retryAfter ? ` in ${this.retryAfter} second${this.retryAfter === "1" ? "" : "s"}` : " shortly";
+        text = `Too many requests: try again${wait}.`;
+      } else if (this.status === 503) {
+        text = "The service is unavailable right now; try again in a moment.";
+      } else {
+        text = this.message.charAt(0).toUpperCase() + this.message.slice(1) + ".";
+      }
+      return this.requestId ? `${text} (request id ${this.requestId})` : text;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRF-Token"] = state.csrf;
+    }
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+        redirect: "error",
+      });
+    } catch (_) {
+      throw new ApiError(0, { error: { message: "the server could not be reached; check your connection and try again" } });
+    }
+    if (response.status === 204) return null;
+    let json = null;
+    try { json = await response.json(); } catch (_) { json = null; }
+    if (!response.ok) {
+      const error = new ApiError(response.status, json, response.headers.get("Retry-After"));
+      if (response.status === 401) signedOut(error.code === "invalid_session"
+        ? "Your dashboard session has ended or was signed out."
+        : "You are not signed in.");
+      throw error;
+    }
+    return json;
+  }
+
+  // ---- Page states -----------------------------------------------------------------------
+  function showError(error) {
+    const box = $("error");
+    box.textContent = error instanceof ApiError ? error.describe() : String(error);
+    box.hidden = false;
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error").textContent = "";
+  }
+
+  function announce(text) {
+    $("live").textContent = text;
+  }
+
+  function signedOut(reason) {
+    for (const dialog of document.querySelectorAll("dialog[open]")) closeDialog(dialog);
+    state.me = null;
+    state.csrf = "";
+    $("loading").hidden = true;
+    $("keys-section").hidden = true;
+    $("who").hidden = true;
+    $("error").hidden = true;
+    $("signed-out-reason").textContent = reason;
+    $("signed-out").hidden = false;
+  }
+
+  // ---- Dialogs (focus returns to what opened them) ---------------------------------------
+  function openDialog(dialog, opener) {
+    dialog._opener = opener || document.activeElement;
+    dialog.showModal();
+  }
+
+  function closeDialog(dialog) {
+    if (!dialog.open) return;
+    dialog.close();
+    const opener = dialog._opener;
+    dialog._opener = null;
+    if (opener && document.contains(opener)) opener.focus();
+    else $("create-button").focus();
+  }
+
+  // ---- Create ---------------------------------------------------------------------------
+  // The server's rule for names (crates/keys KeyName), checked as you type.
+  function nameProblem(raw) {
+    const name = raw.trim();
+    if (name.length === 0) return "Enter a name.";
+    const length = [...name].length;
+    if (length > 100) return `At most 100 characters (this is ${length}).`;
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return "No control characters (tabs, line breaks).";
+    if (/[\u202a-\u202e\u2066-\u2069]/.test(name)) return "No bidirectional text controls.";
+    return "";
+  }
+
+  function checkName() {
+    const input = $("key-name");
+    const problem = input.value === "" && !input.dataset.touched ? "" : nameProblem(input.value);
+    $("key-name-error").textContent = problem;
+    input.setAttribute("aria-invalid", problem ? "true" : "false");
+    $("key-name-count").textContent = `${[...input.value.trim()].length}/100`;
+    return !nameProblem(input.value);
+  }
+
+  function openCreate(opener, firstKey) {
+    $("create-form").reset();
+    $("key-name").dataset.touched = "";
+    $("create-error").textContent = "";
+    $("create-intro").hidden = !firstKey;
+    checkName();
+    openDialog($("create-dialog"), opener);
+    $("key-name").focus();
+  }
+
+  async function submitCreate(event) {
+    event.preventDefault();
+    const input = $("key-name");
+    input.dataset.touched = "1";
+    if (!checkName()) {
+      input.focus();
+      return;
+    }
+    const body = { name: input.value.trim() };
+    const days = $("key-expiry").value;
+    if (days) body.expiresAt = new Date(Date.now() + Number(days) * 86400000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const submit = $("create-submit");
+    submit.disabled = true;
+    try {
+      const created = await api("POST", "/v1/keys", body);
+      closeDialog($("create-dialog"));
+      showSecret(created, $("create-button"));
+      await load();
+    } catch (error) {
+      if (error.status === 401) return;
+      if (error.field === "name") {
+        $("key-name-error").textContent = error.describe();
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+      } else {
+        $("create-error").textContent = error.describe();
+      }
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  // ---- The secret, once ------------------------------------------------------------------
+  function showSecret(created, opener) {
+    state.copied = false;
+    $("secret-name").textContent = created.key.name;
+    $("secret-value").value = created.secret;
+    $("copy-status").textContent = "";
+    $("copy").textContent = "Copy";
+    openDialog($("secret-dialog"), opener);
+    $("copy").focus();
+  }
+
+  async function copySecret() {
+    const input = $("secret-value");
+    try {
+      await navigator.clipboard.writeText(input.value);
+      state.copied = true;
+      $("copy").textContent = "Copied";
+      $("copy-status").textContent = "Copied to the clipboard.";
+    } catch (_) {
+      // No clipboard access: select the text so the user can copy it themselves.
+      input.focus();
+      input.select();
+      state.copied = true;
+      $("copy-status").textContent = "Your browser did not allow copying: the key is selected, press Ctrl+C (⌘C on a Mac).";
+    }
+  }
+
+  function finishSecret() {
+    if (!state.copied) {
+      openDialog($("leave-dialog"), $("secret-done"));
+      $("leave-stay").focus();
+      return;
+    }
+    closeSecret();
+  }
+
+  function closeSecret() {
+    $("secret-value").value = "";
+    $("secret-name").textContent = "";
+    state.copied = false;
+    closeDialog($("secret-dialog"));
+  }
+
+  // ---- The list --------------------------------------------------------------------------
+  function svg(path) {
+    const ns = "http://www.w3.org/2000/svg";
+    const icon = document.createElementNS(ns, "svg");
+    icon.setAttribute("viewBox", "0 0 24 24");
+    icon.setAttribute("aria-hidden", "true");
+    icon.setAttribute("focusable", "false");
+    const p = document.createElementNS(ns, "path");
+    p.setAttribute("d", path);
+    icon.appendChild(p);
+    return icon;
+  }
+  const TRASH = "M3 6h18M8 6V4h8v2M6 6l1 14h10l1-14M10 11v6M14 11v6";
+
+  function button(text, className, onClick, label) {
+    const b = document.createElement("button");
+    b.type = "button";
+    if (className) b.className = className;
+    if (typeof text === "string") b.textContent = text;
+    else b.appendChild(text);
+    if (label) b.setAttribute("aria-label", label);
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function cell(label, className) {
+    const td = document.createElement("td");
+    if (label) td.dataset.label = label;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function row(key, now) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = key.id;
+    const mine = state.me && key.userId === state.me.userId;
+
+    const name = cell("Name");
+    const title = document.createElement("span");
+    title.className = "key-name";
+    title.textContent = key.name;
+    name.appendChild(title);
+    if (key.expiresAt) {
+      const at = new Date(key.expiresAt);
+      const sub = document.createElement("span");
+      sub.className = "sub";
+      const when = at > now ? `expires ${ago(at, now)}` : `expired ${ago(at, now)}`;
+      sub.appendChild(timeElement(key.expiresAt, key.replacedBy && at > now ? `rotated: ${when}` : when));
+      name.appendChild(sub);
+    }
+    tr.appendChild(name);
+
+    const owner = cell("Owner", "owner-col");
+    owner.textContent = mine ? `${key.userId} (you)` : key.userId;
+    owner.hidden = !isAdmin();
+    tr.appendChild(owner);
+
+    const preview = cell("Key");
+    const code = document.createElement("code");
+    code.className = "preview";
+    code.textContent = key.preview;
+    preview.appendChild(code);
+    tr.appendChild(preview);
+
+    const created = cell("Created");
+    created.appendChild(timeElement(key.createdAt, dateFormat.format(new Date(key.createdAt))));
+    tr.appendChild(created);
+
+    const used = cell("Last used");
+    if (key.lastUsedAt) {
+      const at = new Date(key.lastUsedAt);
+      used.appendChild(timeElement(key.lastUsedAt, ago(at, now)));
+      if (now - at > STALE_DAYS * 86400000) {
+        const hint = document.createElement("span");
+        hint.className = "stale";
+        hint.textContent = `Unused for ${STALE_DAYS}+ days: delete it if nothing needs it`;
+        used.appendChild(hint);
+      }
+    } else {
+      used.textContent = "Never used";
+      if (now - new Date(key.createdAt) > STALE_DAYS * 86400000) {
+        const hint = document.createElement("span");
+        hint.className = "stale";
+        hint.textContent = `Never used in ${STALE_DAYS}+ days`;
+        used.appendChild(hint);
+      }
+    }
+    tr.appendChild(used);
+
+    const status = cell("Status");
+    const wrap = document.createElement("div");
+    wrap.className = "status-cell";
+    const badge = document.createElement("span");
+    const active = key.status === ACTIVE;
+    badge.className = `badge ${active ? "active" : "inactive"}`;
+    badge.textContent = active ? "Active" : "Inactive";
+    wrap.appendChild(badge);
+    wrap.appendChild(button(active ? "Deactivate" : "Activate", "", (e) => setStatus(key, active ? INACTIVE : ACTIVE, e.currentTarget),
+      `${active ? "Deactivate" : "Activate"} key ${key.name}`));
+    status.appendChild(wrap);
+    tr.appendChild(status);
+
+    const actions = cell("", "actions-cell");
+    if (mine) {
+      actions.appendChild(button("Rename", "", () => startRename(tr, key), `Rename key ${key.name}`));
+      if (!key.replacedBy) actions.appendChild(button("Rotate", "", (e) => openRotate(key, e.currentTarget), `Rotate key ${key.name}`));
+    }
+    actions.appendChild(button(svg(TRASH), "icon", (e) => openDelete(key, e.currentTarget), `Delete key ${key.name}`));
+    tr.appendChild(actions);
+    return tr;
+  }
+
+  function isAdmin() {
+    return Boolean(state.me && state.me.role === "admin");
+  }
+
+  function render() {
+    const body = $("keys-body");
+    const now = new Date();
+    body.replaceChildren(...[...state.keys.values()].map((key) => row(key, now)));
+    for (const th of document.querySelectorAll("th.owner-col")) th.hidden = !isAdmin();
+    const empty = state.keys.size === 0;
+    $("keys").hidden = empty;
+    $("table-wrap").hidden = empty;
+    $("keys-title").textContent = isAdmin() ? `Keys in ${state.me.workspaceId}` : "Your keys";
+    $("empty").hidden = !empty;
+    $("more").hidden = !state.nextPage;
+  }
+
+  async function load(more) {
+    const params = new URLSearchParams({ pageSize: String(PAGE_SIZE) });
+    if (more && state.nextPage) params.set("pageToken", state.nextPage);
+    const page = await api("GET", `/v1/keys?${params}`);
+    if (!more) state.keys.clear();
+    for (const key of page.keys) state.keys.set(key.id, key);
+    state.nextPage = page.nextPageToken || null;
+    render();
+    return page;
+  }
+
+  // ---- Row actions -----------------------------------------------------------------------
+  async function act(work, opener) {
+    clearError();
+    try {
+      await work();
+    } catch (error) {
+      if (error.status !== 401) showError(error);
+      if (opener && document.contains(opener)) opener.focus();
+    }
+  }
+
+  function setStatus(key, status, opener) {
+    act(async () => {
+      const updated = await api("PATCH", `/v1/keys/${encodeURIComponent(key.id)}`, { status });
+      state.keys.set(key.id, updated);
+      render();
+      announce(`${updated.name} is now ${status === ACTIVE ? "active" : "inactive"}.`);
+      const again = document.querySelector(`tr[data-id="${key.id}"] .status-cell button`);
+      if (again) again.focus();
+    }, opener);
+  }
+
+  function startRename(tr, key) {
+    const nameCell = tr.firstElementChild;
+    const form = document.createElement("form");
+    form.className = "rename-row";
+    form.noValidate = true;
+    const input = document.createElement("input");
+    input.value = key.name;
+    input.setAttribute("aria-label", `New name for ${key.name}`);
+    const error = document.createElement("p");
+    error.className = "field-error";
+    error.id = `rename-error-${key.id}`;
+    input.setAttribute("aria-describedby", error.id);
+    const cancel = () => {
+      render();
+      const again = document.querySelector(`tr[data-id="${key.id}"] .actions-cell button`);
+      if (again) again.focus();
+    };
+    form.append(input, button("Save", "primary", () => form.requestSubmit()), button("Cancel", "", cancel), error);
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") { e.preventDefault(); cancel(); }
+    });
+    input.addEventListener("input", () => { error.textContent = nameProblem(input.value); });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const problem = nameProblem(input.value);
+      if (problem) { error.textContent = problem; input.focus(); return; }
+      try {
+        const updated = await api("PATCH", `/v1/keys/${encodeURIComponent(key.id)}`, { name: input.value.trim() });
+        state.keys.set(key.id, updated);
+        render();
+        announce(`Renamed to ${updated.name}.`);
+        const again = document.querySelector(`tr[data-id="${key.id}"] .actions-cell button`);
+        if (again) again.focus();
+      } catch (err) {
+        if (err.status !== 401) { error.textContent = err.describe(); input.focus(); }
+      }
+    });
+    nameCell.replaceChildren(form);
+    input.focus();
+    input.select();
+  }
+
+  let pending = null;
+
+  function openDelete(key, opener) {
+    pending = key;
+    const owner = state.me && key.userId !== state.me.userId ? ` (owned by ${key.userId})` : "";
+    $("confirm-title").textContent = `Delete “${key.name}”?`;
+    $("confirm-text").textContent = `The key ${key.preview}${owner} stops working everywhere within a second. Programs using it will get 401 errors. This cannot be undone.`;
+    $("confirm-error").textContent = "";
+    openDialog($("confirm-dialog"), opener);
+    $("confirm-cancel").focus();
+  }
+
+  async function confirmDelete() {
+    const key = pending;
+    if (!key) return;
+    $("confirm-ok").disabled = true;
+    try {
+      await api("DELETE", `/v1/keys/${encodeURIComponent(key.id)}`);
+      pending = null;
+      $("confirm-dialog")._opener = $("create-button");
+      closeDialog($("confirm-dialog"));
+      state.keys.delete(key.id);
+      render();
+      announce(`Deleted ${key.name}.`);
+      if (state.keys.size === 0) await load();
+    } catch (error) {
+      if (error.status !== 401) $("confirm-error").textContent = error.describe();
+    } finally {
+      $("confirm-ok").disabled = false;
+    }
+  }
+
+  function openRotate(key, opener) {
+    pending = key;
+    $("rotate-title").textContent = `Rotate “${key.name}”`;
+    $("rotate-text").textContent = `A new key replaces ${key.preview} with the same name and limits. You will see the new key once.`;
+    $("rotate-grace").value = "";
+    $("rotate-error").textContent = "";
+    openDialog($("rotate-dialog"), opener);
+    $("rotate-grace").focus();
+  }
+
+  async function submitRotate(event) {
+    event.preventDefault();
+    const key = pending;
+    if (!key) return;
+    const grace = $("rotate-grace").value;
+    $("rotate-ok").disabled = true;
+    try {
+      const rotated = await api("POST", `/v1/keys/${encodeURIComponent(key.id)}/rotate`, grace ? { gracePeriod: grace } : {});
+      pending = null;
+      const opener = $("rotate-dialog")._opener;
+      closeDialog($("rotate-dialog"));
+      showSecret(rotated, opener && document.contains(opener) ? opener : $("create-button"));
+      await load();
+    } catch (error) {
+      if (error.status !== 401) $("rotate-error").textContent = error.describe();
+    } finally {
+      $("rotate-ok").disabled = false;
+    }
+  }
+
+  async function signOut() {
+    try {
+      await api("POST", `${BASE}/sign-out`, {});
+    } catch (_) {
+      // Signed out already, or unreachable: the page says signed out either way.
+    }
+    signedOut("You signed out.");
+  }
+
+  // ---- Start -----------------------------------------------------------------------------
+  async function start() {
+    $("create-button").addEventListener("click", (e) => openCreate(e.currentTarget, false));
+    $("create-cancel").addEventListener("click", () => closeDialog($("create-dialog")));
+    $("create-form").addEventListener("submit", submitCreate);
+    $("key-name").addEventListener("input", () => { $("key-name").dataset.touched = "1"; checkName(); });
+    $("copy").addEventListener("click", copySecret);
+    $("secret-done").addEventListener("click", finishSecret);
+    $("secret-dialog").addEventListener("cancel", (e) => { e.preventDefault(); finishSecret(); });
+    $("leave-stay").addEventListener("click", () => closeDialog($("leave-dialog")));
+    $("leave-close").addEventListener("click", () => {
+      $("leave-dialog")._opener = null;
+      $("leave-dialog").close();
+      closeSecret();
+    });
+    $("confirm-cancel").addEventListener("click", () => closeDialog($("confirm-dialog")));
+    $("confirm-ok").addEventListener("click", confirmDelete);
+    $("rotate-cancel").addEventListener("click", () => closeDialog($("rotate-dialog")));
+    $("rotate-form").addEventListener("submit", submitRotate);
+    $("more").addEventListener("click", () => act(() => load(true), $("more")));
+    $("sign-out").addEventListener("click", signOut);
+    for (const dialog of document.querySelectorAll("dialog")) {
+      if (dialog.id === "secret-dialog") continue;
+      dialog.addEventListener("cancel", (e) => { e.preventDefault(); closeDialog(dialog); });
+    }
+
+    try {
+      const me = await api("GET", "/v1/me");
+      if (me.credential !== "session") {
+        signedOut("This page needs a dashboard session, not an API key.");
+        return;
+      }
+      state.me = me;
+      state.csrf = me.csrfToken || "";
+      $("who-name").textContent = me.displayName || me.email || me.userId;
+      $("who-workspace").textContent = me.workspaceId;
+      $("who").hidden = false;
+      await load();
+      $("loading").hidden = true;
+      $("keys-section").hidden = false;
+      if (state.keys.size === 0) openCreate($("create-button"), true);
+    } catch (error) {
+      $("loading").hidden = true;
+      if (error.status !== 401) showError(error);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();
