@@ -122,9 +122,9 @@ pub struct Claims {
     /// Expires at, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
-    /// The audience.
+    /// The audience: one, or several (RFC 7519 allows an array; Auth0 sends one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// The issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -137,6 +137,32 @@ pub struct Claims {
     /// `member` or `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// `aud`: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several; the token is for each.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is among them.
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(one) => one == audience,
+            Self::Many(many) => many.iter().any(|a| a == audience),
+        }
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Self::One(audience.to_owned())
+    }
 }
 
 /// How signatures are checked.
@@ -273,7 +299,11 @@ impl LoginVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| claims_error(&e))?
             .claims;
-        if claims.aud.as_deref() != Some(self.audience.as_str()) {
+        if !claims
+            .aud
+            .as_ref()
+            .is_some_and(|a| a.contains(&self.audience))
+        {
             return Err(LoginError::Audience);
         }
         if let Some(issuer) = &self.issuer
@@ -421,7 +451,7 @@ pub fn claims_now(workspace: &str, user: &str, audience: &str, now: SystemTime) 
         jti: Some(String::from_utf8_lossy(&jti).into_owned()),
         iat: Some(iat),
         exp: Some(iat + MAX_LIFETIME.as_secs()),
-        aud: Some(audience.to_owned()),
+        aud: Some(audience.into()),
         ..Claims::default()
     }
 }
@@ -461,6 +491,15 @@ mod tests {
         assert_eq!(login.workspace.as_str(), "ws_demo");
         assert_eq!(login.role, Role::Member);
         assert_eq!(login.name.as_deref(), Some("Alice"));
+        let several = Claims {
+            aud: Some(Audience::Many(vec!["api".into(), DEFAULT_AUDIENCE.into()])),
+            ..good(1000)
+        };
+        assert!(
+            verifier(1010)
+                .verify(&mint_hs256(SECRET, &several).unwrap())
+                .is_ok()
+        );
     }
 
     #[test]
@@ -493,6 +532,13 @@ mod tests {
             (
                 mint(Claims {
                     aud: Some("other".into()),
+                    ..good(1000)
+                }),
+                "audience",
+            ),
+            (
+                mint(Claims {
+                    aud: Some(Audience::Many(vec!["other".into(), "more".into()])),
                     ..good(1000)
                 }),
                 "audience",

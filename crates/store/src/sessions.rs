@@ -79,6 +79,10 @@ pub mod login_token_entity {
 }
 
 use login_token_entity as login_tokens;
+
+/// How long a spent `jti` is kept past its token's expiry (leeway included): 10 minutes of clock
+/// difference between registries before a replay could verify again.
+const JTI_KEPT_AFTER_US: i64 = 10 * 60 * 1_000_000;
 use session_entity as sessions;
 
 /// A session to store.
@@ -195,8 +199,10 @@ impl KeyStore {
     ) -> Result<SessionRecord, StoreError> {
         let txn = self.begin_serialised_write().await?;
         let now_us = time::to_micros(now);
+        // Purged well after their tokens stop verifying: a registry whose clock runs ahead of
+        // another's must not forget a jti the other would still accept.
         login_tokens::Entity::delete_many()
-            .filter(login_tokens::Column::ExpiresAt.lt(now_us))
+            .filter(login_tokens::Column::ExpiresAt.lt(now_us.saturating_sub(JTI_KEPT_AFTER_US)))
             .exec(&txn)
             .await?;
         let spent = login_tokens::Entity::insert(login_tokens::ActiveModel {

@@ -46,6 +46,8 @@ pub struct SessionState {
     pub expires_at: SystemTime,
     /// Signed out or revoked.
     pub revoked: bool,
+    /// The row's last change: of two states of one session, the later one wins in the cache.
+    pub updated_at: SystemTime,
     /// What the quota counts: one subject per user, whatever their sessions.
     pub subject: String,
     /// The session windows.
@@ -75,6 +77,7 @@ impl SessionState {
             email: record.email.clone(),
             expires_at: record.expires_at,
             revoked: record.revoked,
+            updated_at: record.updated_at,
             subject,
             windows: limits.named().map(|(name, limit)| NamedWindow {
                 name: Cow::Borrowed(name),
@@ -111,10 +114,23 @@ impl Sessions {
         presented.matches(&entry.digest).then(|| entry.clone())
     }
 
-    fn insert(&self, state: Arc<SessionState>, digest: [u8; 32], at: SystemTime) {
+    /// Caches `state` unless a later state of the session is there already (a read that began
+    /// before a revocation must not overwrite the revocation the poll applied meanwhile). Absent,
+    /// it is added only when `add` says so.
+    fn put(&self, state: Arc<SessionState>, digest: [u8; 32], at: SystemTime, add: bool) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = cache.get_mut(&state.id) {
+            if entry.state.updated_at <= state.updated_at {
+                entry.state = state;
+                entry.digest = digest;
+                entry.fetched_at = at;
+            }
+            return;
+        }
+        if !add {
+            return;
+        }
         if cache.len() >= SESSION_CACHE_SIZE
-            && !cache.contains_key(&state.id)
             && let Some(victim) = cache.keys().next().copied()
         {
             cache.remove(&victim);
@@ -127,14 +143,6 @@ impl Sessions {
                 fetched_at: at,
             },
         );
-    }
-
-    fn update(&self, state: Arc<SessionState>, at: SystemTime) {
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = cache.get_mut(&state.id) {
-            entry.state = state;
-            entry.fetched_at = at;
-        }
     }
 }
 
@@ -251,8 +259,15 @@ impl Verifier {
         ));
         self.inner
             .sessions
-            .insert(state.clone(), record.digest, now);
-        Ok(Some(state))
+            .put(state.clone(), record.digest, now, true);
+        // The cache may hold a later state (a revocation the poll applied while this read was
+        // in flight): that one decides.
+        Ok(self
+            .inner
+            .sessions
+            .get(presented)
+            .map(|entry| entry.state)
+            .or(Some(state)))
     }
 
     /// Applies sign-outs and revocations since the last poll to the session cache.
@@ -278,7 +293,10 @@ impl Verifier {
                     newest = (record.updated_at, Some(record.id));
                 }
                 let state = Arc::new(SessionState::of(record, self.inner.settings.session_limits));
-                self.inner.sessions.update(state, now);
+                // A revocation is cached even for a session not cached yet, so a lookup that read
+                // the row before it cannot cache it as live afterwards.
+                let add = state.revoked;
+                self.inner.sessions.put(state, record.digest, now, add);
             }
             seen += changes.len();
             match changes.last() {

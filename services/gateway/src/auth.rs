@@ -88,9 +88,21 @@ fn is_public(path: &str) -> bool {
         || crate::dashboard::is_dashboard_path(path)
 }
 
-/// The key API: the only routes a dashboard session may call.
+/// The key API's own routes — `/v1/me`, `/v1/keys`, `/v1/keys/{id}`, `/v1/keys/{id}/rotate` —
+/// the only paths a dashboard session may call. Exact: any other `/v1/keys/…` path is the
+/// upstream's, where the cookie must never count.
 pub fn is_key_api(path: &str) -> bool {
-    path == "/v1/me" || path == "/v1/keys" || path.starts_with("/v1/keys/")
+    if path == "/v1/me" || path == "/v1/keys" {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/v1/keys/") else {
+        return false;
+    };
+    match rest.split_once('/') {
+        None => !rest.is_empty(),
+        Some((id, "rotate")) => !id.is_empty(),
+        Some(_) => false,
+    }
 }
 
 /// What a request presented.
@@ -543,6 +555,24 @@ mod tests {
         assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
         let mut h = headers(&[("authorization", "Bearer")]);
         assert_eq!(take_credential(&mut h), Err(ApiError::MissingApiKey));
+    }
+
+    #[test]
+    fn only_the_key_apis_own_routes_take_a_session() {
+        for path in ["/v1/me", "/v1/keys", "/v1/keys/AbC", "/v1/keys/AbC/rotate"] {
+            assert!(is_key_api(path), "{path}");
+        }
+        for path in [
+            "/v1/keys/",
+            "/v1/keys//rotate",
+            "/v1/keys/AbC/x",
+            "/v1/keys/AbC/rotate/x",
+            "/v1/keysx",
+            "/v1/me/x",
+            "/anything",
+        ] {
+            assert!(!is_key_api(path), "{path}");
+        }
     }
 
     #[test]

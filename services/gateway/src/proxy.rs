@@ -78,6 +78,14 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
         .map(|info| info.0.ip());
     let (mut parts, body) = request.into_parts();
     let caller = parts.extensions.remove::<Caller>();
+    // A dashboard session is never an upstream credential (the authentication layer admits it
+    // only on the key API's routes; this holds even if a route there falls through).
+    if caller
+        .as_ref()
+        .is_some_and(|c| !matches!(c.kind, crate::auth::CallerKind::ApiKey))
+    {
+        return ApiError::NotFound(format!("no route for {}", parts.uri.path())).into_response();
+    }
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri: Uri = match upstream.url.join(path_and_query) {
         Ok(uri) => uri,

@@ -20,12 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system in one process (default), or one service alone.
     Serve(Box<Settings>),
-    /// Check a service: gRPC health at host:port, or GET http://host:port/healthz (`--ready`:
-    /// /readyz) of the gateway; exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
     /// Print a dashboard sign-in link for a user (signed with the session secret: the one set, or
     /// the one `stanna serve` keeps in STANNA_STATE_DIR). For trying the dashboard locally; a
     /// product mints its own login tokens (README "Dashboard").
     SessionLink(Box<SessionLink>),
+    /// Check a service: gRPC health at host:port, or GET http://host:port/healthz (`--ready`:
+    /// /readyz) of the gateway; exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
     Healthcheck {
         /// host:port of a Stanna gRPC service, or an http:// or https:// URL of the gateway.
         addr: String,
@@ -40,10 +40,10 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct SessionLink {
     /// The workspace to sign in to.
-    #[arg(long, default_value = "demo")]
+    #[arg(long, default_value = "ws_demo")]
     pub workspace: String,
     /// The user id (the product's subject, e.g. `auth0|123`).
-    #[arg(long, default_value = "demo-user")]
+    #[arg(long, default_value = "alice")]
     pub user: String,
     /// The name the page shows.
     #[arg(long)]

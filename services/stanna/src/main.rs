@@ -96,17 +96,12 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     } else {
         None
     };
-    // The sign-in links point at the gateway's own port unless a public URL is given.
-    if std::env::var_os("STANNA_PUBLIC_URL").is_none()
-        && !std::env::args().any(|a| a.starts_with("--public-url"))
-        && settings.gateway.addr.port() != 8080
-    {
-        settings.session.public_url = stanna_config::public_url(&format!(
-            "http://localhost:{}",
-            settings.gateway.addr.port()
-        ))
-        .map_err(stanna::BuildError::Setting)?;
-    }
+    // The dashboard is where the links go: its own listener when it has one.
+    let dashboard_port = settings
+        .gateway
+        .dashboard_addr
+        .map_or(settings.gateway.addr.port(), |a| a.port());
+    follow_gateway_port(&mut settings.session, dashboard_port)?;
     let system = System::build(settings.clone(), Overrides::default()).await?;
     let listeners = Listeners::bind(&settings).await?;
     // Shown only now: a run refused at start (a setting, Redis, the store, a busy port) shows
@@ -122,10 +117,36 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sign-in links point at the gateway's own port unless a public URL is given (so a gateway moved
+/// off 8080 still gets links that reach it).
+fn follow_gateway_port(
+    session: &mut stanna_config::SessionConfig,
+    port: u16,
+) -> Result<(), stanna::BuildError> {
+    if std::env::var_os("STANNA_PUBLIC_URL").is_none()
+        && !std::env::args().any(|a| a.starts_with("--public-url"))
+        && port != 8080
+    {
+        session.public_url = stanna_config::public_url(&format!("http://localhost:{port}"))
+            .map_err(stanna::BuildError::Setting)?;
+    }
+    Ok(())
+}
+
 /// `stanna session-link`: a sign-in link for a user, signed with the session secret (the one
 /// configured, or the one `stanna serve` keeps in the state directory).
 fn session_link(args: &cli::SessionLink) -> anyhow::Result<String> {
     let mut session = args.session.clone();
+    // Like `stanna serve`: without STANNA_PUBLIC_URL, the link follows STANNA_DASHBOARD_ADDR or
+    // STANNA_GATEWAY_ADDR.
+    if let Some(port) = std::env::var("STANNA_DASHBOARD_ADDR")
+        .or_else(|_| std::env::var("STANNA_GATEWAY_ADDR"))
+        .ok()
+        .and_then(|addr| stanna_config::listen_addr(&addr).ok())
+        .map(|addr| addr.port())
+    {
+        follow_gateway_port(&mut session, port)?;
+    }
     if session.session_jwks_file.is_some() {
         anyhow::bail!(
             "STANNA_SESSION_JWKS_FILE is set: login tokens are signed by the product's private keys, which stanna does not hold; mint one as README \"Dashboard\" shows"
@@ -190,9 +211,9 @@ fn print_sign_in(settings: &stanna::Settings, secret: &stanna::state::Kept) {
     };
     if std::io::stdout().is_terminal() {
         let args = cli::SessionLink {
-            workspace: "demo".to_owned(),
-            user: "demo-user".to_owned(),
-            name: Some("Demo User".to_owned()),
+            workspace: "ws_demo".to_owned(),
+            user: "alice".to_owned(),
+            name: Some("Alice".to_owned()),
             email: None,
             role: "member".to_owned(),
             session: settings.session.clone(),
@@ -211,9 +232,13 @@ fn print_sign_in(settings: &stanna::Settings, secret: &stanna::state::Kept) {
             Err(err) => tracing::warn!(error = %err, "no sign-in link could be made"),
         }
     } else {
+        // The command as this binary was started (`target/debug/stanna`, `stanna`).
+        let program = std::env::args()
+            .next()
+            .unwrap_or_else(|| "stanna".to_owned());
         tracing::info!(
             secret = %secret.path.display(),
-            "dashboard sign-in: run `stanna session-link --workspace demo --user demo-user` for a link (the session secret is {how} in the state directory)"
+            "dashboard sign-in: run `{program} session-link --workspace ws_demo --user alice --name Alice` in this directory for a link (the session secret is {how} in the state directory)"
         );
     }
 }

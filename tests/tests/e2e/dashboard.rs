@@ -342,6 +342,33 @@ async fn dashboard_in_a_browser() {
     b.screenshot("list-1280").await;
     violations.extend(b.axe(&axe, "the list").await);
 
+    // Rename inline: Enter saves, and the list shows the new name.
+    row_button(&b, "Production Dashboard", "Rename").await;
+    b.until(
+        "the rename field",
+        "return document.activeElement && document.activeElement.closest('.rename-row') !== null",
+    )
+    .await;
+    // The field opens with the name selected: typing replaces it.
+    b.keys("Prod Dashboard\u{e007}").await;
+    b.until(
+        "the new name",
+        "return [...document.querySelectorAll('.key-name')].some(x => x.textContent === 'Prod Dashboard')",
+    )
+    .await;
+    row_button(&b, "Prod Dashboard", "Rename").await;
+    b.until(
+        "the rename field",
+        "return document.activeElement && document.activeElement.closest('.rename-row') !== null",
+    )
+    .await;
+    b.keys("Production Dashboard\u{e007}").await;
+    b.until(
+        "the name back",
+        "return [...document.querySelectorAll('.key-name')].some(x => x.textContent === 'Production Dashboard')",
+    )
+    .await;
+
     // Deactivate → 401 inactive_api_key at the gateway; activate again.
     row_button(&b, "Production Dashboard", "Deactivate").await;
     b.until(

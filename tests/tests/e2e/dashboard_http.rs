@@ -178,7 +178,7 @@ async fn a_login_token_works_once_and_sessions_end_everywhere() {
         &grpcurl,
         &format!("127.0.0.1:{registry_b}"),
         "stanna.keys.v1.KeyRegistry/RevokeSessions",
-        r#"{"workspace_id": "ws_demo", "user_id": "auth0|alice"}"#,
+        r#"{"workspace_id": "ws_demo", "user_id": "alice"}"#,
         Some(TOKEN),
     );
     assert_eq!(revoked["revoked"], 1, "{revoked}");

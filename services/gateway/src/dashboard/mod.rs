@@ -94,36 +94,49 @@ impl Dashboard {
     }
 
     /// Removes both session cookie names from every `Cookie` header (other cookies stay, for the
-    /// upstream) and returns the session token, if one was sent. Costs one lookup when no
-    /// `Cookie` header came.
+    /// upstream, byte for byte) and returns the session token, if one was sent. Costs one lookup
+    /// when no `Cookie` header came. Two different values of our cookie (one planted by a
+    /// sibling subdomain on a longer path, say) are refused rather than one picked: the answer is
+    /// a value that is no session, so the caller gets 401 `invalid_session`.
     pub fn take_session_cookie(&self, headers: &mut HeaderMap) -> Option<String> {
         if !headers.contains_key(header::COOKIE) {
             return None;
         }
-        let ours = self.cookie_name();
-        let mut found = None;
+        let ours = self.cookie_name().as_bytes();
+        let mut found: Option<Vec<u8>> = None;
+        let mut ambiguous = false;
         let mut kept = Vec::new();
         let mut changed = false;
         for value in headers.get_all(header::COOKIE) {
-            let Ok(text) = value.to_str() else {
-                kept.push(value.clone());
-                continue;
-            };
-            let mut rest = Vec::new();
-            for pair in text.split(';') {
-                let pair = pair.trim();
-                match pair.split_once('=') {
-                    Some((name, value)) if name == ours => {
-                        found.get_or_insert_with(|| value.trim_matches('"').to_owned());
-                        changed = true;
+            let mut rest: Vec<&[u8]> = Vec::new();
+            for pair in value.as_bytes().split(|b| *b == b';') {
+                let pair = pair.trim_ascii();
+                let (name, cookie) = match pair.iter().position(|b| *b == b'=') {
+                    Some(i) => (pair[..i].trim_ascii(), pair[i + 1..].trim_ascii()),
+                    None => (pair, &b""[..]),
+                };
+                if name == ours {
+                    let cookie = cookie
+                        .strip_prefix(b"\"")
+                        .and_then(|c| c.strip_suffix(b"\""))
+                        .unwrap_or(cookie);
+                    match &found {
+                        Some(seen) if seen.as_slice() != cookie => ambiguous = true,
+                        Some(_) => {}
+                        None => found = Some(cookie.to_vec()),
                     }
-                    Some((name, _)) if name == COOKIE || name == HOST_COOKIE => changed = true,
-                    _ if pair.is_empty() => {}
-                    _ => rest.push(pair),
+                    changed = true;
+                } else if name == COOKIE.as_bytes() || name == HOST_COOKIE.as_bytes() {
+                    changed = true;
+                } else if !pair.is_empty() {
+                    rest.push(pair);
                 }
             }
             if !rest.is_empty() {
-                kept.push(HeaderValue::try_from(rest.join("; ")).unwrap_or_else(|_| value.clone()));
+                kept.push(
+                    HeaderValue::from_bytes(&rest.join(&b"; "[..]))
+                        .unwrap_or_else(|_| value.clone()),
+                );
             }
         }
         if changed {
@@ -132,7 +145,12 @@ impl Dashboard {
                 headers.append(header::COOKIE, value);
             }
         }
-        found.filter(|t| !t.is_empty())
+        if ambiguous {
+            return Some("ambiguous".to_owned());
+        }
+        found
+            .filter(|t| !t.is_empty())
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
     }
 
     /// The cookie checks of a call that changes state: JSON, same origin, the session's CSRF
@@ -384,6 +402,25 @@ mod tests {
         assert_eq!(left, ["theme=dark; lang=en"]);
         let mut none = HeaderMap::new();
         assert_eq!(d.take_session_cookie(&mut none), None);
+        // Bytes outside ASCII in another cookie: ours is still found and removed.
+        let mut utf8 = HeaderMap::new();
+        utf8.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("lang=café; stanna_session=ss-abc".as_bytes()).unwrap(),
+        );
+        assert_eq!(d.take_session_cookie(&mut utf8).as_deref(), Some("ss-abc"));
+        assert_eq!(utf8[header::COOKIE].as_bytes(), "lang=café".as_bytes());
+        // Two different values of our cookie: neither is taken.
+        let mut two = HeaderMap::new();
+        two.append(
+            header::COOKIE,
+            HeaderValue::from_static("stanna_session=ss-planted; stanna_session=ss-mine"),
+        );
+        assert_eq!(
+            d.take_session_cookie(&mut two).as_deref(),
+            Some("ambiguous")
+        );
+        assert!(two.get(header::COOKIE).is_none());
     }
 
     #[test]

@@ -43,22 +43,29 @@ pub async fn hand_off(State(gateway): State<Gateway>, mut request: Request) -> R
     };
     // Someone else signed in in this browser? Ask before replacing them (login CSRF: a link
     // from an attacker must not silently swap the victim into the attacker's workspace).
+    // A cookie that cannot be checked now (auth-check away, rate limited) still gets a notice:
+    // the POST will replace whatever session it is.
     let current = match dashboard.take_session_cookie(request.headers_mut()) {
-        Some(session) => crate::auth::verify_session(&gateway, session)
-            .await
-            .ok()
-            .filter(|v| v.valid),
+        Some(session) => match crate::auth::verify_session(&gateway, session).await {
+            Ok(v) if v.valid || v.code() == pb::VerifyCode::RateLimited => Some(Some(v)),
+            // Ended, revoked, unknown: nothing to replace.
+            Ok(_) => None,
+            Err(_) => Some(None),
+        },
         None => None,
     };
     let who = who(&login);
     let mut body = String::new();
     match current {
-        Some(current)
+        Some(None) => body.push_str(
+            "<p class=\"warning\">This browser may be signed in to another session; continuing signs it out first.</p>",
+        ),
+        Some(Some(current))
             if current.user_id != login.user.as_str()
                 || current.workspace_id != login.workspace.as_str() =>
         {
             body.push_str(&format!(
-                "<p class=\"warning\">This browser is signed in as <strong>{}</strong> in <strong>{}</strong>. Continuing signs that session out and signs in as {who} instead.</p>",
+                "<p class=\"warning\">This browser is signed in as <strong>{}</strong> in <strong>{}</strong>. Continuing signs that session out first.</p>",
                 escape(display(&current.display_name, &current.user_id)),
                 escape(&current.workspace_id),
             ));
@@ -94,10 +101,14 @@ pub async fn sign_in(State(gateway): State<Gateway>, mut request: Request) -> Re
     };
     if let Err(why) = dashboard.check_same_origin(request.headers()) {
         tracing::info!(reason = "origin", "sign-in refused: {why}");
-        return refused(
+        return page(
             dashboard,
             StatusCode::FORBIDDEN,
-            "This sign-in was not sent from this dashboard's own page. Open the sign-in link again.",
+            "Sign-in refused",
+            &format!(
+                "<p class=\"error\" role=\"alert\">This sign-in was not sent from this dashboard's own page ({}).</p><p>Nothing was used up: open the sign-in link again and press Continue.</p>",
+                escape(&dashboard.sign_in.public_url.origin)
+            ),
         );
     }
     let previous = dashboard.take_session_cookie(request.headers_mut());
@@ -168,11 +179,16 @@ fn session_refused(dashboard: &Dashboard, status: &tonic::Status) -> Response {
                 .map_or_else(|| status.message().to_owned(), |(_, reason)| reason);
             refused(dashboard, StatusCode::BAD_REQUEST, &reason)
         }
-        tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => refused(
-            dashboard,
-            StatusCode::CONFLICT,
-            "This sign-in link was used already. Sign-in links work once: open the dashboard again from the product.",
-        ),
+        tonic::Code::FailedPrecondition
+            if stanna_grpc::status::precondition_violation(status)
+                .is_some_and(|(kind, _, _)| kind == "LOGIN_TOKEN_USED") =>
+        {
+            refused(
+                dashboard,
+                StatusCode::CONFLICT,
+                "this sign-in link was used already (a sign-in link works once)",
+            )
+        }
         _ => {
             let error = crate::rest::from_registry(status.clone());
             let (code, _, _) = error.parts();
@@ -193,10 +209,17 @@ fn session_refused(dashboard: &Dashboard, status: &tonic::Status) -> Response {
     }
 }
 
+/// A refused sign-in: the reason as a sentence, and the way to a new link.
 fn refused(dashboard: &Dashboard, status: StatusCode, reason: &str) -> Response {
+    let reason = capitalise(reason);
+    let reason = reason
+        .split(": sign in again from the product")
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('.');
     let body = format!(
-        "<p class=\"error\" role=\"alert\">{}</p><p>Open the dashboard again from the product to get a new sign-in link.</p>",
-        escape(&capitalise(reason))
+        "<p class=\"error\" role=\"alert\">{}.</p><p>Open Settings → API Keys again from the product to get a new sign-in link.</p>",
+        escape(reason)
     );
     page(dashboard, status, "Sign-in refused", &body)
 }
@@ -206,7 +229,7 @@ fn page(dashboard: &Dashboard, status: StatusCode, title: &str, body: &str) -> R
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · Stanna</title><link rel=\"stylesheet\" href=\"{BASE}/app.css\"></head>\
+         <title>{title} · Stanna</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"{BASE}/app.css\"></head>\
          <body><main class=\"interstitial\"><h1>{title}</h1>{body}</main></body></html>",
         title = escape(title),
     );

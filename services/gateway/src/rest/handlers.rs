@@ -111,8 +111,16 @@ pub async fn update_key(
 ) -> Result<Response, ApiError> {
     let key = registry(&gateway)
         .update_key(pb::UpdateKeyRequest {
-            // An admin may (de)activate any member's key; a rename stays the owner's.
-            user_id: acting_user(&caller, body.name.is_none()),
+            // An admin may deactivate any member's key; renaming and reactivating stay the
+            // owner's (a key its owner turned off, say after a leak, is not the admin's to
+            // revive).
+            user_id: acting_user(
+                &caller,
+                body.name.is_none()
+                    && body
+                        .status
+                        .is_some_and(|s| s.to_proto() == pb::KeyStatus::Inactive),
+            ),
             workspace_id: caller.workspace_id,
             key_id: id,
             name: body.name,
@@ -211,8 +219,8 @@ pub async fn me(Extension(caller): Extension<Caller>) -> Response {
 }
 
 /// The user a call acts as: the caller's own, or — for a workspace admin's session, on the
-/// calls an admin may make across members (list, get, deactivate/activate, delete) — any user
-/// of the workspace (empty: the registry then scopes by workspace only).
+/// calls an admin may make across members (list, get, deactivate, delete) — any user of the
+/// workspace (empty: the registry then scopes by workspace only).
 fn acting_user(caller: &Caller, across_members: bool) -> String {
     if across_members && caller.kind.is_admin() {
         String::new()

@@ -365,6 +365,18 @@ async fn a_session_is_the_key_api_as_its_user_and_nothing_else() {
         ["theme=dark; lang=en"],
         "only the other cookies travel"
     );
+    // Paths under /v1/keys that are no route of the key API are the upstream's: the cookie
+    // counts there no more than anywhere else.
+    let before = upstream.received.lock().unwrap().len();
+    for path in ["/v1/keys/", "/v1/keys/AbC/x", "/v1/keys/AbC/rotate/x"] {
+        let reply = with_session(&stack, &alice, Method::GET, path, None).await;
+        reply.assert_error(401, "missing_api_key");
+    }
+    assert_eq!(
+        upstream.received.lock().unwrap().len(),
+        before,
+        "nothing reached the upstream"
+    );
 
     // Bob (same workspace, member) and Carol (another workspace) see 404 for Alice's key.
     let bob = sign_in(&stack, &claims(&stack, "ws_a", "bob")).await;
@@ -418,6 +430,16 @@ async fn a_session_is_the_key_api_as_its_user_and_nothing_else() {
     .await;
     assert_eq!(off.status, 200);
     assert_eq!(off.json()["status"], "KEY_STATUS_INACTIVE");
+    // Turning it back on is the owner's call, not the admin's.
+    with_session(
+        &stack,
+        &admin,
+        Method::PATCH,
+        &path,
+        Some(r#"{"status":"KEY_STATUS_ACTIVE"}"#),
+    )
+    .await
+    .assert_error(404, "not_found");
     assert_eq!(
         with_session(&stack, &admin, Method::DELETE, &path, None)
             .await

@@ -117,6 +117,7 @@
   }
 
   function signedOut(reason) {
+    $("secret-value").value = "";
     for (const dialog of document.querySelectorAll("dialog[open]")) closeDialog(dialog);
     state.me = null;
     state.csrf = "";
@@ -346,8 +347,11 @@
     badge.className = `badge ${active ? "active" : "inactive"}`;
     badge.textContent = active ? "Active" : "Inactive";
     wrap.appendChild(badge);
-    wrap.appendChild(button(active ? "Deactivate" : "Activate", "", (e) => setStatus(key, active ? INACTIVE : ACTIVE, e.currentTarget),
-      `${active ? "Deactivate" : "Activate"} key ${key.name}`));
+    // An admin may deactivate a member's key; turning it back on is its owner's call.
+    if (mine || active) {
+      wrap.appendChild(button(active ? "Deactivate" : "Activate", "", (e) => setStatus(key, active ? INACTIVE : ACTIVE, e.currentTarget),
+        `${active ? "Deactivate" : "Activate"} key ${key.name}`));
+    }
     status.appendChild(wrap);
     tr.appendChild(status);
 
@@ -516,10 +520,14 @@
   }
 
   async function signOut() {
+    clearError();
     try {
       await api("POST", `${BASE}/sign-out`, {});
-    } catch (_) {
-      // Signed out already, or unreachable: the page says signed out either way.
+    } catch (error) {
+      // A 401 means the session had ended already (api() has shown it); anything else means the
+      // session may still be valid: say so instead of claiming it ended.
+      if (error.status !== 401) showError(error);
+      return;
     }
     signedOut("You signed out.");
   }
