@@ -101,12 +101,14 @@ fn response_of(verdict: Verdict) -> pb::VerifyResponse {
     };
     if let Some(session) = verdict.session {
         response.credential = pb::Credential::Session as i32;
-        response.session_id = session.id.to_string();
         response.workspace_id = session.workspace.to_string();
         response.user_id = session.user.to_string();
-        response.role = session.role.as_str().to_owned();
-        response.display_name = session.name.clone().unwrap_or_default();
-        response.email = session.email.clone().unwrap_or_default();
+        response.session = Some(Box::new(pb::VerifiedSession {
+            id: session.id.to_string(),
+            role: session.role.as_str().to_owned(),
+            display_name: session.name.clone().unwrap_or_default(),
+            email: session.email.clone().unwrap_or_default(),
+        }));
     }
     if let Some(key) = verdict.key {
         response.credential = pb::Credential::ApiKey as i32;

@@ -34,31 +34,30 @@ pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 pub enum CallerKind {
     /// An API key.
     ApiKey,
-    /// A dashboard session (the cookie), only ever on the key API.
-    Session {
-        /// The session's public id.
-        session_id: String,
-        /// Member or admin.
-        role: stanna_keys::Role,
-        /// The user's display name, if the product gave one.
-        display_name: String,
-        /// The user's email, if the product gave one.
-        email: String,
-        /// The `X-CSRF-Token` this session's state-changing calls must carry.
-        csrf_token: String,
-    },
+    /// A dashboard session (the cookie), only ever on the key API (boxed: a key's caller stays
+    /// small).
+    Session(Box<SessionCaller>),
+}
+
+/// Who a session caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCaller {
+    /// The session's public id.
+    pub session_id: String,
+    /// Member or admin.
+    pub role: stanna_keys::Role,
+    /// The user's display name, if the product gave one.
+    pub display_name: String,
+    /// The user's email, if the product gave one.
+    pub email: String,
+    /// The `X-CSRF-Token` this session's state-changing calls must carry.
+    pub csrf_token: String,
 }
 
 impl CallerKind {
     /// Whether this is a workspace admin's session (sees and manages every member's keys).
     pub fn is_admin(&self) -> bool {
-        matches!(
-            self,
-            Self::Session {
-                role: stanna_keys::Role::Admin,
-                ..
-            }
-        )
+        matches!(self, Self::Session(s) if s.role == stanna_keys::Role::Admin)
     }
 }
 
@@ -161,7 +160,7 @@ pub async fn authenticate(
         Presented::Session(token) => crate::dashboard::csrf_token(token),
         Presented::Key(_) => String::new(),
     };
-    let verdict = match verify(&gateway, presented, workspace_id).await {
+    let mut verdict = match verify(&gateway, presented, workspace_id).await {
         Ok(verdict) => verdict,
         Err(error) => return error.into_response(),
     };
@@ -177,16 +176,17 @@ pub async fn authenticate(
             } else {
                 Vec::new()
             };
-            let kind = if verdict.credential() == pb::Credential::Session {
-                CallerKind::Session {
-                    session_id: verdict.session_id,
-                    role: stanna_keys::Role::parse(&verdict.role).unwrap_or_default(),
-                    display_name: verdict.display_name,
-                    email: verdict.email,
-                    csrf_token: csrf,
+            let kind = match verdict.session.take() {
+                Some(session) if verdict.credential() == pb::Credential::Session => {
+                    CallerKind::Session(Box::new(SessionCaller {
+                        session_id: session.id,
+                        role: stanna_keys::Role::parse(&session.role).unwrap_or_default(),
+                        display_name: session.display_name,
+                        email: session.email,
+                        csrf_token: csrf,
+                    }))
                 }
-            } else {
-                CallerKind::ApiKey
+                _ => CallerKind::ApiKey,
             };
             request.extensions_mut().insert(Caller {
                 kind,

@@ -66,7 +66,10 @@ pub async fn hand_off(State(gateway): State<Gateway>, mut request: Request) -> R
         {
             body.push_str(&format!(
                 "<p class=\"warning\">This browser is signed in as <strong>{}</strong> in <strong>{}</strong>. Continuing signs that session out first.</p>",
-                escape(display(&current.display_name, &current.user_id)),
+                escape(display(
+                    current.session.as_ref().map_or("", |s| s.display_name.as_str()),
+                    &current.user_id
+                )),
                 escape(&current.workspace_id),
             ));
         }

@@ -17,7 +17,7 @@ use super::types::{
 };
 use super::{from_registry, json, registry};
 use crate::Gateway;
-use crate::auth::{Caller, CallerKind};
+use crate::auth::{Caller, CallerKind, SessionCaller};
 use crate::error::ApiError;
 
 /// The tag every key-API operation carries.
@@ -201,14 +201,14 @@ pub async fn me(Extension(caller): Extension<Caller>) -> Response {
         email: None,
         csrf_token: None,
     };
-    if let CallerKind::Session {
-        role,
-        display_name,
-        email,
-        csrf_token,
-        ..
-    } = caller.kind
-    {
+    if let CallerKind::Session(session) = caller.kind {
+        let SessionCaller {
+            role,
+            display_name,
+            email,
+            csrf_token,
+            ..
+        } = *session;
         me.credential = "session";
         me.role = Some(role.as_str());
         me.display_name = nonempty(display_name);
