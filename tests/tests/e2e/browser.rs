@@ -15,12 +15,20 @@ use serde_json::{Value, json};
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    /// The browser's profile directory: unique, so every process of this browser can be found.
+    profile: stanna_testkit::TempDir,
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver and every chromium process of this browser (killing chromedriver alone
+    /// leaves the browser running, and a failed test never reaches a clean `close`): they are
+    /// found by the profile directory on their command lines.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.profile.path().display().to_string()])
+            .status();
     }
 }
 
@@ -101,6 +109,7 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let profile = stanna_testkit::TempDir::new();
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -109,6 +118,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     format!("--window-size={width},900"), "--lang=en-US", "--no-first-run",
+                    format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
         );
@@ -120,6 +130,7 @@ impl Browser {
         Self {
             client,
             driver: child,
+            profile,
         }
     }
 
@@ -132,6 +143,11 @@ impl Browser {
                 .await
                 .expect("grant the clipboard");
         }
+    }
+
+    /// Ends the WebDriver session (chromedriver quits the browser); `Drop` does the rest.
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
     }
 
     /// Runs `script` (a function body) and returns its value.

@@ -603,4 +603,5 @@ async fn dashboard_in_a_browser() {
         "axe-core found serious or critical problems:\n{}",
         violations.join("\n")
     );
+    b.close().await;
 }
