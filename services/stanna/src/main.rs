@@ -221,7 +221,7 @@ fn print_sign_in(settings: &stanna::Settings, secret: &stanna::state::Kept) {
         match session_link(&args) {
             Ok(link) => {
                 println!(
-                    "Dashboard (Settings → API Keys) — sign in as a demo user within 5 minutes:"
+                    "Dashboard (Settings → API Keys) — sign in as alice in ws_demo (valid 5 minutes, once):"
                 );
                 println!("  {link}");
                 println!(
