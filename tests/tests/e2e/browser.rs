@@ -162,7 +162,12 @@ impl Browser {
     pub async fn until(&self, what: &str, script: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if self.js(script).await == Value::Bool(true) {
+            // A script error means the page is not there yet (a navigation in flight, an element
+            // not rendered): keep waiting, as for `false`.
+            if matches!(
+                self.client.execute(script, Vec::new()).await,
+                Ok(Value::Bool(true))
+            ) {
                 return;
             }
             if Instant::now() > deadline {
