@@ -29,5 +29,5 @@ pub use duration::{DurationSyntax, DurationText, parse_duration};
 pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};
 pub use hash::{HashError, HashParams, KeyHasher};
 pub use key_id::KeyId;
-pub use session::{NewSession, PresentedSession, Role, SessionId};
+pub use session::{NewSession, PresentedSession, Role, SessionId, to_hex};
 pub use time::{Clock, system_clock};

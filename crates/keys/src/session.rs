@@ -136,6 +136,17 @@ impl NewSession {
     }
 }
 
+/// `bytes` as lowercase hex (digests in the store, CSRF tokens, quota subjects): the one encoder.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// BLAKE2b-256 of a token, with a context of its own so it can never collide with another use.
 fn digest(token: &str) -> [u8; 32] {
     let mut hasher = Blake2b256::new();

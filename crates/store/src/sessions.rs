@@ -142,14 +142,6 @@ pub struct SessionScope {
     pub user: Option<UserId>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn unhex(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if text.len() != 64 {
@@ -219,7 +211,7 @@ impl KeyStore {
         }
         let row = sessions::ActiveModel {
             session_id: Set(session.id.to_string()),
-            token_digest: Set(hex(&session.digest)),
+            token_digest: Set(stanna_keys::to_hex(&session.digest)),
             workspace_id: Set(session.workspace.to_string()),
             user_id: Set(session.user.to_string()),
             role: Set(session.role.as_str().to_owned()),
@@ -266,7 +258,7 @@ impl KeyStore {
             .col_expr(sessions::Column::RevokedAt, Expr::value(now_us))
             .col_expr(sessions::Column::UpdatedAt, Expr::value(now_us))
             .filter(sessions::Column::SessionId.eq(id.to_string()))
-            .filter(sessions::Column::TokenDigest.eq(hex(digest)))
+            .filter(sessions::Column::TokenDigest.eq(stanna_keys::to_hex(digest)))
             .filter(sessions::Column::RevokedAt.is_null())
             .exec(&self.db)
             .await?;

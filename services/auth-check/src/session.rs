@@ -63,11 +63,7 @@ impl SessionState {
         hasher.update([0]);
         hasher.update(record.user.as_str().as_bytes());
         let digest: [u8; 16] = hasher.finalize().into();
-        let subject = digest.iter().fold(String::from("u."), |mut s, b| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "{b:02x}");
-            s
-        });
+        let subject = format!("u.{}", stanna_keys::to_hex(&digest));
         Self {
             id: record.id,
             workspace: record.workspace.clone(),

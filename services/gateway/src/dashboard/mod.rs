@@ -250,13 +250,7 @@ pub fn csrf_token(session: &str) -> String {
     hasher.update(b"stanna csrf v1\0");
     hasher.update(session.as_bytes());
     let digest: [u8; 32] = hasher.finalize().into();
-    digest[..16]
-        .iter()
-        .fold(String::with_capacity(32), |mut s, b| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    stanna_keys::to_hex(&digest[..16])
 }
 
 /// Whether `path` is the dashboard's (reserved, never proxied).
