@@ -287,6 +287,43 @@ impl KeyStore {
             .transpose()
     }
 
+    /// The ids of live (not deleted) keys after `after`, in id order, at most `limit`: auth-check
+    /// loads the set of existing ids with it at start (page through with the last id). Only the
+    /// primary-key column is read, along its index.
+    ///
+    /// # Errors
+    /// A database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.live_key_ids", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn live_key_ids(
+        &self,
+        after: Option<KeyId>,
+        limit: u64,
+    ) -> Result<Vec<KeyId>, StoreError> {
+        let mut query = Entity::find()
+            .select_only()
+            .column(Column::KeyId)
+            .filter(Column::DeletedAt.is_null());
+        if let Some(after) = after {
+            query = query.filter(Column::KeyId.gt(after.as_str()));
+        }
+        let ids: Vec<String> = query
+            .order_by_asc(Column::KeyId)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| match KeyId::parse(id) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    tracing::error!(key_id = %id, "skipping a stored key with an unreadable id");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// Records last-used times in one statement per key, never moving a time backwards.
     ///
     /// # Errors

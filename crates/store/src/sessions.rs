@@ -287,6 +287,37 @@ impl KeyStore {
         Ok(update.exec(&self.db).await?.rows_affected)
     }
 
+    /// The ids of sessions neither revoked nor ended at `now`, after `after` in id order, at most
+    /// `limit`: auth-check loads the set of live session ids with it at start.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn live_session_ids(
+        &self,
+        now: SystemTime,
+        after: Option<SessionId>,
+        limit: u64,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut query = sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::SessionId)
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(time::to_micros(now)));
+        if let Some(after) = after {
+            query = query.filter(sessions::Column::SessionId.gt(after.as_str()));
+        }
+        let ids: Vec<String> = query
+            .order_by_asc(sessions::Column::SessionId)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| SessionId::parse(id).ok())
+            .collect())
+    }
+
     /// Sessions changed (created or revoked) after `after` (and, at equal times, with a larger
     /// id), in that order, at most `limit`: auth-check's session change feed. Unreadable rows are
     /// skipped and logged (auth-check then never caches them: it re-reads a missing session).

@@ -2,6 +2,10 @@
 //! real id; each failed attempt would cost a store lookup and an argon2 run (≈20 ms of CPU). Every
 //! uncached attempt takes a token first (and gives it back if the key verifies), so the number of
 //! failing attempts that reach the store or argon2 is bounded per id, however many arrive at once.
+//!
+//! Only ids that exist reach it (made-up ones are refused by the known set first, `known_ids.rs`),
+//! so the map is bounded by the keys there are. Full buckets carry no information and are swept
+//! when the map grows; a spent bucket — an id under attack — is never forgotten early.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,8 +17,9 @@ use stanna_keys::KeyId;
 pub const BURST: f64 = 5.0;
 /// Tokens regained per second.
 pub const PER_SECOND: f64 = 1.0;
-/// Ids tracked at most; full, the oldest-refilled buckets (full ones) are dropped first.
-const CAPACITY: usize = 100_000;
+/// Buckets kept before the first sweep of full ones; later sweeps wait until the map has doubled
+/// since the last, so sweeping costs O(1) amortised per new id.
+const SWEEP_AT: usize = 100_000;
 
 struct Bucket {
     tokens: f64,
@@ -24,21 +29,27 @@ struct Bucket {
 /// Token buckets by key id.
 #[derive(Default)]
 pub(crate) struct FailureBudget {
-    buckets: Mutex<HashMap<KeyId, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<KeyId, Bucket>,
+    /// The size at which full buckets are next swept (0: [`SWEEP_AT`]).
+    sweep_at: usize,
 }
 
 impl FailureBudget {
     /// Takes a token for an attempt on `id`; `Err(retry_after)` when the budget is spent.
     pub fn take(&self, id: KeyId, now: SystemTime) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= CAPACITY && !buckets.contains_key(&id) {
-            // Full buckets carry no information; if made-up ids keep the map full of spent ones,
-            // start over rather than scan the map on every request (each id then gets at most
-            // one more burst).
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Buckets {
+            map: buckets,
+            sweep_at,
+        } = &mut *guard;
+        if buckets.len() >= (*sweep_at).max(SWEEP_AT) && !buckets.contains_key(&id) {
             buckets.retain(|_, b| refill(b, now) < BURST);
-            if buckets.len() >= CAPACITY * 9 / 10 {
-                buckets.clear();
-            }
+            *sweep_at = buckets.len() * 2;
         }
         let bucket = buckets.entry(id).or_insert(Bucket {
             tokens: BURST,
@@ -58,7 +69,7 @@ impl FailureBudget {
     /// Gives back the token of an attempt that verified.
     pub fn refund(&self, id: KeyId) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bucket) = buckets.get_mut(&id) {
+        if let Some(bucket) = buckets.map.get_mut(&id) {
             bucket.tokens = (bucket.tokens + 1.0).min(BURST);
         }
     }
@@ -93,6 +104,36 @@ mod tests {
         assert!(
             budget.take(id, t0 + Duration::from_secs(1)).is_ok(),
             "a refund gives the token back"
+        );
+    }
+
+    /// Past the sweep size, full buckets go and spent ones stay: an id under attack keeps its
+    /// spent budget however many other ids came and went.
+    #[test]
+    fn a_sweep_drops_full_buckets_and_keeps_the_ids_under_attack() {
+        let budget = FailureBudget::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let id = |n: usize| KeyId::parse(&format!("{n:0>12}")).unwrap();
+        for n in 0..SWEEP_AT - 1 {
+            budget.take(id(n), t0).unwrap();
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        let attacked = KeyId::parse("AttackedId00").unwrap();
+        for _ in 0..5 {
+            budget.take(attacked, t1).unwrap();
+        }
+        assert_eq!(budget.buckets.lock().unwrap().map.len(), SWEEP_AT);
+        budget
+            .take(KeyId::parse("ZZZZZZZZZZZZ").unwrap(), t1)
+            .unwrap();
+        assert_eq!(
+            budget.buckets.lock().unwrap().map.len(),
+            2,
+            "the refilled buckets were swept, the spent one and the new one kept"
+        );
+        assert!(
+            budget.take(attacked, t1).is_err(),
+            "the attacked id's budget is still spent"
         );
     }
 }

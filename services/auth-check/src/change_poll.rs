@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use stanna_keys::KeyId;
@@ -21,6 +22,9 @@ pub const CHANGE_OVERLAP: Duration = Duration::from_secs(20);
 
 /// Changes fetched per query; the poll pages through more.
 const PAGE: u64 = 1000;
+
+/// Ids read per query when the known set is loaded.
+const LOAD_PAGE: u64 = 10_000;
 
 /// What the poll has seen: its watermark, and which keys changed recently (a cold verification
 /// whose store read is older than a change re-reads the key before caching it).
@@ -57,6 +61,91 @@ impl Verifier {
     /// # Errors
     /// The store's error; the cache is left as it was and the stale clock keeps running.
     pub async fn poll_changes(&self) -> Result<usize, StoreError> {
+        let guard = self.inner.poll_gate.lock.lock().await;
+        self.poll_locked(guard).await
+    }
+
+    /// One poll, with the gate's lock held (`known_ids.rs`): numbered, and its outcome published
+    /// for the miss that asked for it.
+    pub(crate) async fn poll_locked(
+        &self,
+        _guard: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<usize, StoreError> {
+        let gate = &self.inner.poll_gate;
+        let number = gate.start();
+        let result = self.poll_once().await;
+        gate.finish(number, result.is_ok());
+        result
+    }
+
+    /// For an id not in the known set: one early change poll (at most one every
+    /// [`crate::known_ids::EARLY_POLL_EVERY`]), so a key created a moment ago is known after it;
+    /// whether its answer is authoritative (`PollGate::poll_for_miss`).
+    pub(crate) async fn poll_for_miss(&self) -> Result<bool, crate::VerifyError> {
+        self.inner
+            .poll_gate
+            .poll_for_miss(|guard| async move {
+                self.inner.stats.early_polls.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.early_poll();
+                if let Err(err) = self.poll_locked(guard).await {
+                    static FAILED: stanna_telemetry::LogLimiter =
+                        stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+                    if let Some(held_back) = FAILED.allow() {
+                        tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), held_back, "early change poll failed");
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Loads the set of existing key and session ids, page by page into a new set that replaces
+    /// the old one only once complete (a load cut short leaves the set as it was). The poll that
+    /// follows in the same step re-reads the changes since before the load began, so a key
+    /// created or deleted while the pages were read is applied too.
+    async fn load_known_ids(&self) -> Result<(), StoreError> {
+        let mut keys = std::collections::HashSet::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.store.live_key_ids(after, LOAD_PAGE).await?;
+            keys.extend(page.iter().copied());
+            match page.last() {
+                Some(last) if page.len() as u64 == LOAD_PAGE => after = Some(*last),
+                _ => break,
+            }
+        }
+        let mut sessions = std::collections::HashSet::new();
+        let mut after = None;
+        let now = self.now();
+        loop {
+            let page = self
+                .inner
+                .store
+                .live_session_ids(now, after, LOAD_PAGE)
+                .await?;
+            sessions.extend(page.iter().copied());
+            match page.last() {
+                Some(last) if page.len() as u64 == LOAD_PAGE => after = Some(*last),
+                _ => break,
+            }
+        }
+        tracing::info!(
+            keys = keys.len(),
+            sessions = sessions.len(),
+            "loaded the ids that exist"
+        );
+        self.inner.known_keys.replace(keys);
+        self.inner.known_sessions.replace(sessions);
+        self.inner.known_keys.set_loaded();
+        Ok(())
+    }
+
+    async fn poll_once(&self) -> Result<usize, StoreError> {
+        if !self.inner.known_keys.loaded()
+            && let Err(err) = self.load_known_ids().await
+        {
+            self.store_failed(self.now());
+            return Err(err);
+        }
         let tracker = &self.inner.changes;
         let now = self.now();
         let watermark = *tracker.watermark.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,6 +170,11 @@ impl Verifier {
                     recent.insert(change.key_id(), change.updated_at());
                 }
             }
+            self.inner.known_keys.apply(
+                changes
+                    .iter()
+                    .map(|change| (change.key_id(), matches!(change, KeyChange::Updated(_)))),
+            );
             for change in &changes {
                 newest = newest.max(change.updated_at());
                 match change {

@@ -15,6 +15,7 @@ mod change_poll;
 mod cold;
 mod config;
 pub mod grpc;
+mod known_ids;
 mod last_used;
 mod metrics;
 mod quota;

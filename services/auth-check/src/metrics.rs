@@ -27,6 +27,8 @@ struct Inner {
     argon2_duration: Histogram,
     quota_fail_open: Counter,
     last_used_writes: Counter,
+    unknown_ids: Counter,
+    early_polls: Counter,
 }
 
 impl VerifyMetrics {
@@ -44,6 +46,8 @@ impl VerifyMetrics {
             argon2_duration: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             quota_fail_open: Counter::default(),
             last_used_writes: Counter::default(),
+            unknown_ids: Counter::default(),
+            early_polls: Counter::default(),
         };
         registry.register(
             "verify",
@@ -75,6 +79,16 @@ impl VerifyMetrics {
             "last_used_writes",
             "Last-used times written back to the store",
             inner.last_used_writes.clone(),
+        );
+        registry.register(
+            "unknown_ids",
+            "Key and session ids refused because they do not exist, without a store lookup",
+            inner.unknown_ids.clone(),
+        );
+        registry.register(
+            "early_change_polls",
+            "Change polls run early because an id was not in the known set yet",
+            inner.early_polls.clone(),
         );
         Self {
             inner: Arc::new(inner),
@@ -118,6 +132,16 @@ impl VerifyMetrics {
     /// A request allowed because the quota could not decide.
     pub fn failed_open(&self) {
         self.inner.quota_fail_open.inc();
+    }
+
+    /// An id refused because it is not in the known set.
+    pub fn unknown_id(&self) {
+        self.inner.unknown_ids.inc();
+    }
+
+    /// A change poll run early for a miss.
+    pub fn early_poll(&self) {
+        self.inner.early_polls.inc();
     }
 
     /// Last-used rows written.

@@ -169,6 +169,10 @@ impl Verifier {
             {
                 entry.state
             }
+            _ if !self.known_session(&presented).await? => {
+                self.unknown_id();
+                return Ok(session_not_found());
+            }
             _ => match self.read_session(&presented, now).await? {
                 Some(state) => state,
                 None => return Ok(session_not_found()),
@@ -219,6 +223,23 @@ impl Verifier {
         };
         verdict.session = Some(state);
         Ok(verdict)
+    }
+
+    /// Whether the presented session's id exists, running an early poll when it is not known yet
+    /// (a session created a moment ago by another registry), as for keys (`known_ids.rs`).
+    async fn known_session(&self, presented: &PresentedSession) -> Result<bool, VerifyError> {
+        let id = presented.id();
+        if self.inner.known_sessions.contains(&id) {
+            return Ok(true);
+        }
+        let authoritative = self.poll_for_miss().await?;
+        let known = self.inner.known_sessions.contains(&id);
+        if !known && !authoritative {
+            return Err(VerifyError::Unavailable(
+                "this session is not known here yet; retry in a second",
+            ));
+        }
+        Ok(known)
     }
 
     /// Reads a session from the store and caches it when the digest matches.
@@ -284,6 +305,9 @@ impl Verifier {
                 .store
                 .session_changes_after(position.0, position.1, PAGE)
                 .await?;
+            self.inner
+                .known_sessions
+                .apply(changes.iter().map(|record| (record.id, !record.revoked)));
             for record in &changes {
                 if record.updated_at > newest.0 {
                     newest = (record.updated_at, Some(record.id));

@@ -36,8 +36,12 @@ impl HashCheck for KeyHasher {
 pub struct Stats {
     /// argon2 verifications run.
     pub argon2_runs: AtomicU64,
-    /// Store lookups of a key by id.
+    /// Store lookups of a key or a session by id (the change poll's queries are not counted).
     pub store_lookups: AtomicU64,
+    /// Ids refused because they are not in the known set: no lookup.
+    pub unknown_ids: AtomicU64,
+    /// Change polls run early because an id was not in the known set yet.
+    pub early_polls: AtomicU64,
     /// Verifications allowed because the quota could not decide (fail-open).
     pub fail_open: AtomicU64,
 }

@@ -24,6 +24,7 @@ use crate::budget::FailureBudget;
 use crate::cache::{CacheEntry, KeyCache};
 use crate::change_poll::ChangeTracker;
 use crate::cold::Cold;
+use crate::known_ids::{KnownIds, PollGate};
 use crate::last_used::LastUsed;
 use crate::metrics::VerifyMetrics;
 use crate::quota::QuotaConnection;
@@ -68,6 +69,12 @@ pub(crate) struct Inner {
     pub(crate) failures: FailureBudget,
     pub(crate) argon2: Semaphore,
     pub(crate) last_used: LastUsed,
+    /// The key ids that exist (`known_ids.rs`).
+    pub(crate) known_keys: KnownIds<KeyId>,
+    /// The session ids that exist.
+    pub(crate) known_sessions: KnownIds<stanna_keys::SessionId>,
+    /// One change poll at a time; misses wait on it.
+    pub(crate) poll_gate: PollGate,
     /// The session cache and feed (`session.rs`).
     pub(crate) sessions: crate::session::Sessions,
     /// Since when the store has failed to answer (a poll or a lookup), µs since the epoch; 0
@@ -129,6 +136,9 @@ impl VerifierBuilder {
                 changes: ChangeTracker::new(now),
                 failures: FailureBudget::default(),
                 last_used: LastUsed::default(),
+                known_keys: KnownIds::new(),
+                known_sessions: KnownIds::new(),
+                poll_gate: PollGate::new(),
                 sessions: crate::session::Sessions::new(now),
                 store_failing_since: AtomicU64::new(0),
                 stats: Stats::default(),
@@ -270,6 +280,25 @@ impl Verifier {
             return self.fresh_state(id, entry, now).await;
         }
         cache(false);
+        // An id that does not exist costs no lookup (`known_ids.rs`); one not known yet may be a
+        // key created a moment ago, so the miss runs one early change poll first (or is told to
+        // retry when one ran less than 100 ms ago).
+        if !self.inner.known_keys.contains(&id) {
+            let authoritative = self.poll_for_miss().await?;
+            if !self.inner.known_keys.contains(&id) {
+                if !authoritative {
+                    return Err(VerifyError::Unavailable(
+                        "this key id is not known here yet; if the key was just created, retry in a second",
+                    ));
+                }
+                self.unknown_id();
+                return Ok(Err(Verdict::not_found()));
+            }
+            // Misses of one new key wake together; the first may have verified and cached it.
+            if let Some(entry) = self.inner.cache.get(&id, &digest) {
+                return self.fresh_state(id, entry, now).await;
+            }
+        }
         // Requests for the same presented key join one flight; only a new flight (a distinct
         // presented key) spends a token of the key id's failure budget. The flight runs on a task
         // of its own (`single_flight.rs`), so its argon2 permit and its token stay spent until
@@ -364,6 +393,22 @@ impl Verifier {
                 Err(VerifyError::Unavailable("the key store is unavailable"))
             }
         }
+    }
+
+    /// Counts an id refused because it does not exist.
+    pub(crate) fn unknown_id(&self) {
+        self.inner.stats.unknown_ids.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.unknown_id();
+    }
+
+    /// Key ids known to exist.
+    pub fn known_key_ids(&self) -> usize {
+        self.inner.known_keys.len()
+    }
+
+    /// Whether the set of existing ids has been loaded (readiness waits for it).
+    pub fn known_ids_loaded(&self) -> bool {
+        self.inner.known_keys.loaded()
     }
 
     /// Notes that the store answered: it is not failing.

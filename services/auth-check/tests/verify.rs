@@ -438,6 +438,81 @@ async fn a_warm_verify_makes_no_store_call_and_no_argon2_run() {
     );
 }
 
+/// Made-up ids cost the store nothing: 10 000 random well-formed keys (valid checksums, ids no
+/// store holds — what anyone can build, ids being public) make no store lookup and no argon2
+/// run. The first ones take the early polls' burst (ten) and are refused as not found after
+/// theirs; the rest, finding no early poll left (or joining a running one), are UNAVAILABLE —
+/// "retry", never "invalid", since a key created a moment ago could be among them.
+#[tokio::test]
+async fn random_well_formed_ids_make_no_store_lookup() {
+    let f = fixture().await;
+    let (key, _) = f.key().await;
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    let (lookups, runs) = (f.lookups(), f.argon2_runs());
+    let stats = f.verifier.stats();
+    let early = stats.early_polls.load(Ordering::SeqCst);
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let verifier = f.verifier.clone();
+            let made_up = GeneratedKey::generate().unwrap().into_secret();
+            tokio::spawn(async move { verifier.verify(&made_up, "", 1).await })
+        })
+        .collect();
+    let (mut not_found, mut unavailable) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(verdict) if verdict.code == VerifyCode::NotFound => not_found += 1,
+            Err(VerifyError::Unavailable(_)) => unavailable += 1,
+            other => panic!("a made-up key answered {other:?}"),
+        }
+    }
+    assert_eq!(f.lookups(), lookups, "no store lookup for a made-up id");
+    assert_eq!(f.argon2_runs(), runs, "no argon2 run for a made-up id");
+    let polls = stats.early_polls.load(Ordering::SeqCst) - early;
+    assert!(
+        (1..=10).contains(&polls),
+        "the early polls' burst at most: {polls}"
+    );
+    assert!(
+        not_found >= 1,
+        "those that polled are told the key does not exist"
+    );
+    assert_eq!(not_found + unavailable, 10_000);
+    assert_eq!(stats.unknown_ids.load(Ordering::SeqCst), not_found);
+    // A key of the set is still verified as before.
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+}
+
+/// A key created after an auth-check loaded its set (by any registry: here straight in the
+/// shared store, behind two auth-checks' backs) verifies at both on its first request: the miss
+/// waits for a poll that started after it arrived, so it is never called invalid on the way.
+#[tokio::test]
+async fn a_key_created_after_the_load_verifies_at_every_auth_check_on_its_first_request() {
+    let f = fixture().await;
+    let other = fixture_on(f.store.clone(), settings(), in_memory_quota(), None);
+    f.verifier.poll_changes().await.unwrap();
+    other.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.verifier.known_key_ids(), 0);
+    let (key, _) = f.key().await;
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    assert_eq!(other.code(&key, "").await, VerifyCode::Valid);
+    assert_eq!(f.verifier.known_key_ids(), 1);
+    // Deleted, it leaves the set with the next poll: refused without a lookup from then on.
+    f.store
+        .delete(
+            &scope(),
+            &KeyId::parse(&key[3..15]).unwrap(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.verifier.known_key_ids(), 0);
+    let lookups = f.lookups();
+    assert_eq!(f.code(&key, "").await, VerifyCode::NotFound);
+    assert_eq!(f.lookups(), lookups);
+}
+
 /// The mechanism, deterministically: a change reaches the cache by the next poll, not before.
 #[tokio::test]
 async fn a_change_poll_delivers_deactivation_deletion_and_rotation() {

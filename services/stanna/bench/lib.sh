@@ -8,7 +8,7 @@ PIDS=()
 trap bench_cleanup EXIT
 
 # Stops everything this run started and removes its files.
-bench_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+bench_cleanup() { for p in "${PIDS[@]}"; do [ -z "$p" ] || kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 
 # Exits unless every tool named is installed.
 require_tools() {
@@ -67,6 +67,7 @@ wait_until_up() {
     for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
   done
   for pid in "${PIDS[@]}"; do
+    [ -n "$pid" ] || continue
     kill -0 "$pid" 2>/dev/null || { echo "a server did not start; logs:" >&2; cat "$WORK"/*.log >&2; exit 1; }
   done
 }

@@ -204,8 +204,15 @@ impl System {
                         "STANNA_CHANGE_POLL_INTERVAL is over 1s: deleted and deactivated keys may keep working for that long"
                     );
                 }
+                let verifier = builder.build();
+                // Load the ids that exist before serving: until then every uncached key waits for
+                // the load. A store not answering yet is left to readiness and the poll's retries.
+                if let Err(err) = verifier.poll_changes().await {
+                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "could not load the key ids yet; retrying on every change poll");
+                }
+                checks.push(("key ids", known_ids_loaded(verifier.clone())));
                 health.push(Monitored::new(stanna_auth_check::SERVICE, checks));
-                Some(builder.build())
+                Some(verifier)
             }
             _ => None,
         };
@@ -383,4 +390,19 @@ async fn check_registry_token(gateway: &Gateway) -> Result<(), BuildError> {
         }
         Ok(()) => Ok(()),
     }
+}
+
+/// Ready once auth-check has loaded the set of existing key ids: before that, every uncached key
+/// waits for the load (`known_ids.rs`).
+fn known_ids_loaded(verifier: Verifier) -> health::Check {
+    Arc::new(move || {
+        let loaded = verifier.known_ids_loaded();
+        Box::pin(async move {
+            if loaded {
+                Ok(())
+            } else {
+                Err("the key ids are still loading".to_owned())
+            }
+        })
+    })
 }
