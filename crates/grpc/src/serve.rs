@@ -108,6 +108,16 @@ pub async fn serve_counted(
 ) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        // The edge limits tonic exposes (docs/gateway.md, "Slow and greedy clients"): bounded
+        // header lists and streams per connection, HTTP/2 reset floods cut, dead peers found by
+        // keep-alive pings. Streams are generous: the gateway multiplexes every request it has in
+        // flight over one connection.
+        .http2_max_header_list_size(32 * 1024)
+        .max_concurrent_streams(4096)
+        .http2_max_pending_accept_reset_streams(Some(20))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
         // A server span per call, child of the caller's `traceparent` (socket path only: in-process
         // calls already run inside the caller's span).
         .layer(stanna_telemetry::propagation::GrpcServerTraceLayer)

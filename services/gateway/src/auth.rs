@@ -155,6 +155,22 @@ pub async fn authenticate(
             Err(error) => return error.into_response(),
         },
     };
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(ip) = peer
+        && let Err(retry_after) = gateway
+            .inner
+            .failed_auth
+            .check(ip, std::time::Instant::now())
+    {
+        return ApiError::RateLimited {
+            message: "too many failed authentications from this address; retry later".into(),
+            retry_after,
+        }
+        .into_response();
+    }
     let is_session = matches!(presented, Presented::Session(_));
     let csrf = match &presented {
         Presented::Session(token) => crate::dashboard::csrf_token(token),
@@ -224,6 +240,14 @@ pub async fn authenticate(
             ApiError::Internal.into_response()
         }
     };
+    if let Some(ip) = peer
+        && response.status() == http::StatusCode::UNAUTHORIZED
+    {
+        gateway
+            .inner
+            .failed_auth
+            .charge(ip, std::time::Instant::now());
+    }
     // Never on a 503 (here: the registry unreachable behind the REST layer): no decision holds.
     if response.status() != http::StatusCode::SERVICE_UNAVAILABLE {
         rate_limit_headers::insert(response.headers_mut(), &verdict.windows, SystemTime::now());

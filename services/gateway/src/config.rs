@@ -65,8 +65,46 @@ pub struct Config {
     #[arg(long, env = "STANNA_DASHBOARD_FRAME_ANCESTORS", value_parser = frame_ancestors)]
     pub dashboard_frame_ancestors: Option<String>,
 
+    /// A connection's first bytes, and each HTTP/1 request head from its first byte, must arrive
+    /// within this (slow-header clients are closed), 1s to 10min.
+    #[arg(long, env = "STANNA_HEADER_TIMEOUT", default_value = "10s",
+        value_parser = stanna_config::duration_in(Duration::from_secs(1), Duration::from_secs(600)))]
+    pub header_timeout: DurationArg,
+
+    /// A connection with no request in flight this long is closed (HTTP/1 keep-alive and
+    /// HTTP/2), 1s to 1h.
+    #[arg(long, env = "STANNA_IDLE_TIMEOUT", default_value = "60s",
+        value_parser = stanna_config::duration_in(Duration::from_secs(1), Duration::from_secs(3600)))]
+    pub idle_timeout: DurationArg,
+
+    /// A request body that sends nothing for this long is cut, 1s to 1h.
+    #[arg(long, env = "STANNA_BODY_TIMEOUT", default_value = "30s",
+        value_parser = stanna_config::duration_in(Duration::from_secs(1), Duration::from_secs(3600)))]
+    pub body_timeout: DurationArg,
+
+    /// The largest request body the gateway forwards (`10MiB`, `512KiB`, `1048576`): past it,
+    /// 413. The key API's own bodies are capped at 64 KiB whatever this says.
+    #[arg(long, env = "STANNA_MAX_BODY_SIZE", default_value = "10MiB", value_parser = byte_size)]
+    pub max_body_size: u64,
+
+    /// Connections open at once on each HTTP listener, 1 to 1 000 000; past it accepting pauses
+    /// and the open connections keep working.
+    #[arg(long, env = "STANNA_MAX_CONNECTIONS", default_value_t = 10_000,
+        value_parser = stanna_config::count_in(1usize, 1_000_000))]
+    pub max_connections: usize,
+
+    /// Failed authentications (401) allowed per client address, `LIMIT/PERIOD` or `off`: past it
+    /// the address is answered 429 `too_many_failed_authentications` without a Verify, so one
+    /// address cannot flood 401s. IPv6 addresses count per /64.
+    #[arg(long, env = "STANNA_UNAUTHENTICATED_RATE_LIMIT", default_value = "100/60s",
+        value_parser = unauthenticated_limit)]
+    pub unauthenticated_rate_limit: UnauthenticatedLimit,
+
     /// BENCHMARKS ONLY: forward every request without Verify or quota (a bare proxy), to measure
-    /// what authentication costs. Never set it on a reachable port.
+    /// what authentication costs. Exists only in a build with the `bench-no-auth` cargo feature
+    /// (the bench scripts build one); the shipped binary has no such setting and ignores the
+    /// variable.
+    #[cfg(feature = "bench-no-auth")]
     #[arg(long, env = "STANNA_BENCH_NO_AUTH", hide = true)]
     pub bench_no_auth: bool,
 }
@@ -84,10 +122,87 @@ impl Config {
             access_log: Toggle::On,
             dashboard_addr: None,
             dashboard_frame_ancestors: None,
+            #[cfg(feature = "bench-no-auth")]
             bench_no_auth: false,
+            header_timeout: DurationArg(Duration::from_secs(10)),
+            idle_timeout: DurationArg(Duration::from_secs(60)),
+            body_timeout: DurationArg(Duration::from_secs(30)),
+            max_body_size: 10 * 1024 * 1024,
+            max_connections: 10_000,
+            unauthenticated_rate_limit: UnauthenticatedLimit(None),
+        }
+    }
+
+    /// Whether authentication is off (a build with the `bench-no-auth` feature only).
+    pub fn bench_no_auth(&self) -> bool {
+        #[cfg(feature = "bench-no-auth")]
+        return self.bench_no_auth;
+        #[cfg(not(feature = "bench-no-auth"))]
+        false
+    }
+
+    /// The serving limits of these settings.
+    pub fn serve_limits(&self) -> crate::serve::ServeLimits {
+        crate::serve::ServeLimits {
+            header_timeout: self.header_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            body_timeout: self.body_timeout.0,
+            max_body_bytes: self.max_body_size,
+            max_connections: self.max_connections,
         }
     }
 }
+
+/// `STANNA_MAX_BODY_SIZE`: bytes, or a number with `KiB`, `MiB` or `GiB`; 1 KiB to 1 GiB.
+///
+/// # Errors
+/// A sentence naming the accepted forms.
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        "GiB" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}: write bytes, or a number with KiB, MiB or GiB (10MiB)"
+            ));
+        }
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            format!("{text:?} is not a size: write bytes, or a number with KiB, MiB or GiB (10MiB)")
+        })?;
+    if !(1024..=1024 * 1024 * 1024).contains(&bytes) {
+        return Err(format!("{text} is outside 1KiB to 1GiB"));
+    }
+    Ok(bytes)
+}
+
+/// `STANNA_UNAUTHENTICATED_RATE_LIMIT`: `off`, or `LIMIT/PERIOD` as the key limits are written.
+///
+/// # Errors
+/// The window's parse error.
+pub fn unauthenticated_limit(text: &str) -> Result<UnauthenticatedLimit, String> {
+    if text.trim() == "off" {
+        return Ok(UnauthenticatedLimit(None));
+    }
+    text.parse::<stanna_keys::WindowLimit>()
+        .map(|limit| UnauthenticatedLimit(Some(limit)))
+        .map_err(|e| format!("{e}, or off"))
+}
+
+/// `STANNA_UNAUTHENTICATED_RATE_LIMIT`: failures allowed per address, `None` when `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnauthenticatedLimit(pub Option<stanna_keys::WindowLimit>);
 
 /// A feature switched on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,15 +15,16 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod failed_auth;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod rate_limit_headers;
 pub mod readiness;
 pub mod rest;
+pub mod serve;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +99,10 @@ struct Inner {
     /// Whether the dashboard has a listener of its own (`STANNA_DASHBOARD_ADDR`): the public one
     /// then neither serves it nor accepts its cookie.
     dashboard_apart: bool,
+    /// Failed authentications per client address.
+    failed_auth: failed_auth::FailedAuthLimiter,
+    /// Connection and body limits of every listener.
+    limits: serve::ServeLimits,
 }
 
 /// Which listener a request came in on, when the dashboard has one of its own.
@@ -134,7 +139,7 @@ impl Gateway {
         } = wiring;
         let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
             .map_err(|_| StartError::AdminToken)?;
-        if config.bench_no_auth {
+        if config.bench_no_auth() {
             tracing::warn!(
                 "STANNA_BENCH_NO_AUTH is set: requests are forwarded WITHOUT any authentication or rate limit (benchmarks only)"
             );
@@ -149,11 +154,15 @@ impl Gateway {
                     .upstream_url
                     .clone()
                     .map(|url| Upstream::new(url, config.upstream_timeout.0)),
-                bench_no_auth: config.bench_no_auth,
+                bench_no_auth: config.bench_no_auth(),
                 metrics,
                 readiness: Readiness::new(readiness),
                 access_log: config.access_log == config::Toggle::On,
                 dashboard_apart: config.dashboard_addr.is_some(),
+                failed_auth: failed_auth::FailedAuthLimiter::new(
+                    config.unauthenticated_rate_limit.0,
+                ),
+                limits: config.serve_limits(),
                 dashboard: sign_in.map(|sign_in| {
                     dashboard::Dashboard::new(sign_in, config.dashboard_frame_ancestors.as_deref())
                 }),
@@ -381,7 +390,8 @@ pub async fn serve_dashboard(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(gateway.dashboard_router(), listener, shutdown).await
+    let limits = gateway.inner.limits;
+    serve_router(gateway.dashboard_router(), listener, shutdown, limits).await
 }
 
 /// Serves `gateway` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets
@@ -394,23 +404,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(gateway.router(), listener, shutdown).await
+    let limits = gateway.inner.limits;
+    serve_router(gateway.router(), listener, shutdown, limits).await
 }
 
 async fn serve_router(
     router: Router,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: serve::ServeLimits,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
-    Ok(())
+    serve::serve_router(router, listener, limits, shutdown).await
 }

@@ -72,6 +72,15 @@ pub async fn forward(State(gateway): State<Gateway>, request: Request) -> Respon
         ))
         .into_response();
     };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gateway.inner.limits.max_body_bytes) {
+        // Streamed bodies without a length are cut at the same size by the serving layer.
+        return ApiError::PayloadTooLarge.into_response();
+    }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -26,7 +26,7 @@ CONNECTIONS=64
 require_tools wrk nginx grpcurl
 require_free_ports 18051 18061 18071 18081 18082 18090 18091 18092
 # STANNA_BIN runs another build of the binary (e.g. to compare allocators).
-if [ -z "${STANNA_BIN:-}" ]; then cargo build --release --quiet -p stanna --bin stanna; fi
+if [ -z "${STANNA_BIN:-}" ]; then cargo build --release --quiet -p stanna --bin stanna --features bench-no-auth; fi
 STANNA="${STANNA_BIN:-$PWD/target/release/stanna}"
 
 # A fast upstream and nginx in front of it.
@@ -43,6 +43,8 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   TARGETS+=" base:18092"
 fi
 wait_until_up 18081 18082 18090 18091 ${BASELINE_BIN:+18092}
+[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18091/bench)" = 200 ] || {
+  echo "the bare target authenticates: STANNA_BIN must be built with --features bench-no-auth" >&2; exit 1; }
 write_keys_lua 18051
 # Warm every key (first Verify runs argon2 once per key) and the connection pools.
 wrk -t1 -c16 -d8s -s "$WORK/keys.lua" "http://127.0.0.1:18090/bench" >/dev/null

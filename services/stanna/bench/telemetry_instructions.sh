@@ -31,7 +31,7 @@ REQUESTS="${1:-3000}" # at most 9950: the key's windows are 10 000 (the largest 
 . "$BENCH/lib.sh"
 require_tools valgrind callgrind_control nginx grpcurl python3
 require_free_ports 18081 18200 18251 18252 18253 14318
-[ -n "${STANNA_BIN:-}" ] || cargo build --release --quiet -p stanna --bin stanna
+[ -n "${STANNA_BIN:-}" ] || cargo build --release --quiet -p stanna --bin stanna --features bench-no-auth
 cargo build --release --quiet -p stanna-telemetry --example otlp_sink
 BIN="${STANNA_BIN:-$PWD/target/release/stanna}"
 

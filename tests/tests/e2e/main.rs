@@ -8,6 +8,7 @@ mod browser;
 mod compose;
 mod dashboard;
 mod dashboard_http;
+mod edge;
 mod gateway_split;
 mod http;
 mod operability;

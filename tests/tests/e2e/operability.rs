@@ -13,13 +13,13 @@ use stanna_testkit::TempDir;
 const TOKEN: &str = "operability-admin-token-0123456789";
 
 /// The ports of an all-in-one process.
-struct Ports {
-    registry: u16,
-    gateway: u16,
+pub(crate) struct Ports {
+    pub(crate) registry: u16,
+    pub(crate) gateway: u16,
 }
 
 /// The environment of an all-in-one `stanna serve` on `db`, every listener on a free port.
-fn all_in_one(
+pub(crate) fn all_in_one(
     db: String,
     extra: &[(&'static str, String)],
 ) -> (Ports, Vec<(&'static str, String)>) {
@@ -92,14 +92,14 @@ async fn healthcheck_becomes(args: &[&str], want: bool, what: &str) -> String {
 }
 
 /// Creates a key through the registry's gRPC port; its secret.
-async fn create_key(registry_port: u16) -> String {
+pub(crate) async fn create_key(registry_port: u16) -> String {
     crate::admin::create_key(registry_port, TOKEN, "Operability")
         .await
         .secret
 }
 
 /// `GET url` with `key` on a fresh client.
-async fn get(url: &str, key: &str) -> (u16, http::HeaderMap, bytes::Bytes) {
+pub(crate) async fn get(url: &str, key: &str) -> (u16, http::HeaderMap, bytes::Bytes) {
     crate::http::get(&crate::http::client(), url, key).await
 }
 

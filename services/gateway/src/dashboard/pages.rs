@@ -151,17 +151,26 @@ pub async fn sign_in(State(gateway): State<Gateway>, mut request: Request) -> Re
             })
             .await;
     }
+    // Rounded to the nearest second: the session was created a moment ago, so its cookie lasts
+    // the whole STANNA_SESSION_TTL rather than one second less.
     let max_age = created
         .session
         .as_ref()
         .and_then(|s| s.expires_at)
-        .and_then(|t| u64::try_from(t.seconds).ok())
-        .zip(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok(),
-        )
-        .map_or(0, |(end, now)| end.saturating_sub(now.as_secs()));
+        .and_then(|t| {
+            let end = std::time::UNIX_EPOCH
+                + std::time::Duration::new(
+                    u64::try_from(t.seconds).ok()?,
+                    u32::try_from(t.nanos).ok()?,
+                );
+            Some(
+                end.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .as_secs_f64()
+                    .round() as u64,
+            )
+        })
+        .unwrap_or(0);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
