@@ -103,31 +103,10 @@ impl Verifier {
     /// follows in the same step re-reads the changes since before the load began, so a key
     /// created or deleted while the pages were read is applied too.
     async fn load_known_ids(&self) -> Result<(), StoreError> {
-        let mut keys = std::collections::HashSet::new();
-        let mut after = None;
-        loop {
-            let page = self.inner.store.live_key_ids(after, LOAD_PAGE).await?;
-            keys.extend(page.iter().copied());
-            match page.last() {
-                Some(last) if page.len() as u64 == LOAD_PAGE => after = Some(*last),
-                _ => break,
-            }
-        }
-        let mut sessions = std::collections::HashSet::new();
-        let mut after = None;
+        let store = &self.inner.store;
+        let keys = all_pages(|after| store.live_key_ids(after, LOAD_PAGE)).await?;
         let now = self.now();
-        loop {
-            let page = self
-                .inner
-                .store
-                .live_session_ids(now, after, LOAD_PAGE)
-                .await?;
-            sessions.extend(page.iter().copied());
-            match page.last() {
-                Some(last) if page.len() as u64 == LOAD_PAGE => after = Some(*last),
-                _ => break,
-            }
-        }
+        let sessions = all_pages(|after| store.live_session_ids(now, after, LOAD_PAGE)).await?;
         tracing::info!(
             keys = keys.len(),
             sessions = sessions.len(),
@@ -208,5 +187,24 @@ impl Verifier {
             }
         };
         Ok(seen + sessions)
+    }
+}
+
+/// Every id `page` returns, asking for the next page after the last id of a full one.
+async fn all_pages<K, F, Fut>(mut page: F) -> Result<std::collections::HashSet<K>, StoreError>
+where
+    K: Copy + Eq + std::hash::Hash,
+    F: FnMut(Option<K>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<K>, StoreError>>,
+{
+    let mut ids = std::collections::HashSet::new();
+    let mut after = None;
+    loop {
+        let ids_of_page = page(after).await?;
+        ids.extend(ids_of_page.iter().copied());
+        match ids_of_page.last() {
+            Some(last) if ids_of_page.len() as u64 == LOAD_PAGE => after = Some(*last),
+            _ => return Ok(ids),
+        }
     }
 }

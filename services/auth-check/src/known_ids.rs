@@ -7,16 +7,16 @@
 //! around: it holds what exists, which the change feed already reports.
 //!
 //! A key created a moment ago may not be in the set yet. A miss therefore may run one change poll
-//! first — an "early" poll, ten at once and then one every [`EARLY_POLL_EVERY`] for the whole
-//! process — and
-//! answers from the set after it: a key whose creation committed before the request is in the
-//! set by then, whichever registry created it. A miss that finds no early poll left (and none
-//! running it could join) is answered UNAVAILABLE at once (503, `Retry-After: 1`), never "invalid": a flood of made-up ids
-//! costs the store at most ten polls a second and each request no wait, and a key created
-//! mid-flood verifies on a retry (by the next regular poll, within a second, at the latest).
-
+//! first — an "early" poll: ten at once, then one every [`EARLY_POLL_EVERY`], for the whole
+//! process — and answers from the set after it: a key whose creation committed before the request
+//! is in the set by then, whichever registry created it. A miss that finds no early poll left
+//! (and none running it could join) is answered UNAVAILABLE at once (503, `Retry-After: 1`), never
+//! "invalid": a flood of made-up ids costs the store at most ten polls a second and each request
+//! no wait, and a key created mid-flood verifies on a retry (by the next regular poll, within a
+//! second, at the latest).
+//!
 //! Memory: a `HashSet` of the 12-byte ids, 13 bytes a bucket at a load of at most 7/8 — 27 MiB
-//! at one million keys (2²¹ buckets), measured in docs/auth-check.md.
+//! at one million keys (2²¹ buckets; computed from the layout, see docs/auth-check.md).
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -35,6 +35,11 @@ pub const EARLY_POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Early polls allowed at once (several keys created and used in one go each get theirs).
 pub const EARLY_POLL_BURST: f64 = 10.0;
+
+/// What a miss is told when it cannot know whether its id exists (no early poll left, or the one
+/// it joined started before the id could have been created).
+pub(crate) const NOT_KNOWN_YET: &str =
+    "this id is not known here yet; if its key or session was just created, retry in a second";
 
 /// Longest a miss waits for its poll (the store slow) before it is answered UNAVAILABLE.
 pub const MISS_WAIT: Duration = Duration::from_secs(2);
@@ -179,9 +184,7 @@ impl PollGate {
         if slot_taken {
             let running = self.early_running.load(Ordering::SeqCst);
             if running == 0 {
-                return Err(VerifyError::Unavailable(
-                    "this key id is not known here yet; if the key was just created, retry in a second",
-                ));
+                return Err(VerifyError::Unavailable(NOT_KNOWN_YET));
             }
             let mut done = self.done.subscribe();
             let wait = async {
@@ -207,11 +210,10 @@ impl PollGate {
         let wait = async {
             let guard = self.lock.lock().await;
             if self.done.borrow().number < need {
-                // Numbered as `start` will number it: misses arriving meanwhile wait for it.
-                self.early_running.store(
-                    need.max(self.started.load(Ordering::SeqCst) + 1),
-                    Ordering::SeqCst,
-                );
+                // The number `start` will give it (no poll starts while the lock is held): misses
+                // arriving meanwhile wait for it.
+                self.early_running
+                    .store(self.started.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
                 poll(guard).await;
                 self.early_running.store(0, Ordering::SeqCst);
             }

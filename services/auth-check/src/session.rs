@@ -235,9 +235,7 @@ impl Verifier {
         let authoritative = self.poll_for_miss().await?;
         let known = self.inner.known_sessions.contains(&id);
         if !known && !authoritative {
-            return Err(VerifyError::Unavailable(
-                "this session is not known here yet; retry in a second",
-            ));
+            return Err(VerifyError::Unavailable(crate::known_ids::NOT_KNOWN_YET));
         }
         Ok(known)
     }

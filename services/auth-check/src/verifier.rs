@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     pub(crate) known_keys: KnownIds<KeyId>,
     /// The session ids that exist.
     pub(crate) known_sessions: KnownIds<stanna_keys::SessionId>,
-    /// One change poll at a time; misses wait on it.
+    /// One change poll at a time, and the early polls of misses.
     pub(crate) poll_gate: PollGate,
     /// The session cache and feed (`session.rs`).
     pub(crate) sessions: crate::session::Sessions,
@@ -282,14 +282,12 @@ impl Verifier {
         cache(false);
         // An id that does not exist costs no lookup (`known_ids.rs`); one not known yet may be a
         // key created a moment ago, so the miss runs one early change poll first (or is told to
-        // retry when one ran less than 100 ms ago).
+        // retry when none is left).
         if !self.inner.known_keys.contains(&id) {
             let authoritative = self.poll_for_miss().await?;
             if !self.inner.known_keys.contains(&id) {
                 if !authoritative {
-                    return Err(VerifyError::Unavailable(
-                        "this key id is not known here yet; if the key was just created, retry in a second",
-                    ));
+                    return Err(VerifyError::Unavailable(crate::known_ids::NOT_KNOWN_YET));
                 }
                 self.unknown_id();
                 return Ok(Err(Verdict::not_found()));

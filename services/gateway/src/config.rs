@@ -94,8 +94,8 @@ pub struct Config {
     pub max_connections: usize,
 
     /// Failed authentications (401) allowed per client address, `LIMIT/PERIOD` or `off`: past it
-    /// the address is answered 429 `too_many_failed_authentications` without a Verify, so one
-    /// address cannot flood 401s. IPv6 addresses count per /64.
+    /// every request of the address that needs a credential is answered 429 `rate_limited`
+    /// without a Verify, so one address cannot flood 401s. IPv6 addresses count per /64.
     #[arg(long, env = "STANNA_UNAUTHENTICATED_RATE_LIMIT", default_value = "100/60s",
         value_parser = unauthenticated_limit)]
     pub unauthenticated_rate_limit: UnauthenticatedLimit,
@@ -197,7 +197,7 @@ pub fn unauthenticated_limit(text: &str) -> Result<UnauthenticatedLimit, String>
     }
     text.parse::<stanna_keys::WindowLimit>()
         .map(|limit| UnauthenticatedLimit(Some(limit)))
-        .map_err(|e| format!("{e}, or off"))
+        .map_err(|e| format!("{e}; `off` turns the limit off"))
 }
 
 /// `STANNA_UNAUTHENTICATED_RATE_LIMIT`: failures allowed per address, `None` when `off`.

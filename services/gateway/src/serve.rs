@@ -101,7 +101,9 @@ pub async fn serve_router(
     builder
         .http1()
         .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        // hyper-util's builder has no head-size setting of its own: the read buffer's cap is the
+        // head's (431 past it; hyper's minimum is 8 KiB).
+        .max_buf_size(MAX_HEADER_BYTES)
         .header_read_timeout(limits.header_timeout);
     builder
         .http2()
@@ -218,7 +220,7 @@ async fn handle(
     peer: SocketAddr,
     limits: ServeLimits,
     in_flight: InFlight,
-) -> Response<Body> {
+) -> Response<TrackedBody> {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
     let body = Body::new(LimitedBody {
@@ -226,16 +228,16 @@ async fn handle(
         timeout: limits.body_timeout,
         idle: None,
         left: limits.max_body_bytes,
+        cap: limits.max_body_bytes,
     });
     let response = match router.oneshot(Request::from_parts(parts, body)).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
-    response.map(|body| {
-        Body::new(TrackedBody {
-            inner: body,
-            _in_flight: in_flight,
-        })
+    // hyper sends any body type: wrapped in place, not boxed again.
+    response.map(|body| TrackedBody {
+        inner: body,
+        _in_flight: in_flight,
     })
 }
 
@@ -258,7 +260,10 @@ struct LimitedBody {
     inner: Incoming,
     timeout: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes still allowed.
     left: u64,
+    /// `STANNA_MAX_BODY_SIZE`, for the error.
+    cap: u64,
 }
 
 impl HttpBody for LimitedBody {
@@ -281,7 +286,7 @@ impl HttpBody for LimitedBody {
                                 this.left = left;
                                 Some(Ok(frame))
                             }
-                            None => Some(Err(BodyError::TooLarge(this.left))),
+                            None => Some(Err(BodyError::TooLarge(this.cap))),
                         }
                     }
                     Some(Err(err)) => Some(Err(BodyError::Read(err))),

@@ -205,8 +205,9 @@ impl System {
                     );
                 }
                 let verifier = builder.build();
-                // Load the ids that exist before serving: until then every uncached key waits for
-                // the load. A store not answering yet is left to readiness and the poll's retries.
+                // Load the ids that exist before serving: until then every uncached key costs a
+                // load attempt (or is told to retry). A store not answering yet is left to
+                // readiness and the poll's retries.
                 if let Err(err) = verifier.poll_changes().await {
                     tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "could not load the key ids yet; retrying on every change poll");
                 }
@@ -392,8 +393,8 @@ async fn check_registry_token(gateway: &Gateway) -> Result<(), BuildError> {
     }
 }
 
-/// Ready once auth-check has loaded the set of existing key ids: before that, every uncached key
-/// waits for the load (`known_ids.rs`).
+/// Ready once auth-check has loaded the set of existing key ids: before that, no uncached key can
+/// be answered from it (`known_ids.rs`).
 fn known_ids_loaded(verifier: Verifier) -> health::Check {
     Arc::new(move || {
         let loaded = verifier.known_ids_loaded();

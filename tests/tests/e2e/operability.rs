@@ -168,6 +168,32 @@ fn settings_that_cannot_work_are_refused_at_start_with_the_variable_named() {
         ),
         (
             &["serve"],
+            &[("STANNA_MAX_BODY_SIZE", "10MB")],
+            &["STANNA_MAX_BODY_SIZE (--max-body-size)", "KiB, MiB or GiB"],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_UNAUTHENTICATED_RATE_LIMIT", "lots")],
+            &[
+                "STANNA_UNAUTHENTICATED_RATE_LIMIT",
+                "`off` turns the limit off",
+            ],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_HEADER_TIMEOUT", "0s")],
+            &[
+                "STANNA_HEADER_TIMEOUT (--header-timeout)",
+                "from 1s to 600s",
+            ],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_MAX_CONNECTIONS", "0")],
+            &["STANNA_MAX_CONNECTIONS (--max-connections)", "from 1 to"],
+        ),
+        (
+            &["serve"],
             &[("STANNA_VERIFY_CACHE_SIZE", "0")],
             &[
                 "STANNA_VERIFY_CACHE_SIZE (--verify-cache-size)",
