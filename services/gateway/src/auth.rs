@@ -160,10 +160,7 @@ pub async fn authenticate(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| info.0.ip());
     if let Some(ip) = peer
-        && let Err(retry_after) = gateway
-            .inner
-            .failed_auth
-            .check(ip, std::time::Instant::now())
+        && let Err(retry_after) = gateway.inner.failed_auth.check(ip, std::time::Instant::now)
     {
         return ApiError::RateLimited {
             message: "too many failed authentications from this address; retry later".into(),

@@ -51,14 +51,16 @@ impl FailedAuthLimiter {
         }
     }
 
-    /// `Err(retry_after)` when `ip` has no failures left at `now`.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// `Err(retry_after)` when `ip` has no failures left at `now()` (read only when some address
+    /// is tracked).
+    pub fn check(&self, ip: IpAddr, now: impl FnOnce() -> Instant) -> Result<(), Duration> {
         let Some(limit) = self.limit else {
             return Ok(());
         };
         if self.tracked.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
+        let now = now();
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.buckets.get(&address_key(ip)) {
             Some(bucket) if refill(bucket, limit, now) < 1.0 => {
@@ -130,16 +132,16 @@ mod tests {
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.check(ip, t0).is_ok());
+            assert!(limiter.check(ip, || t0).is_ok());
             limiter.charge(ip, t0);
         }
-        let retry = limiter.check(ip, t0).unwrap_err();
+        let retry = limiter.check(ip, || t0).unwrap_err();
         assert_eq!(retry, Duration::from_secs(20), "one token per 20 s");
         assert!(
-            limiter.check(other, t0).is_ok(),
+            limiter.check(other, || t0).is_ok(),
             "other addresses unaffected"
         );
-        assert!(limiter.check(ip, t0 + Duration::from_secs(20)).is_ok());
+        assert!(limiter.check(ip, || t0 + Duration::from_secs(20)).is_ok());
     }
 
     #[test]
@@ -149,12 +151,12 @@ mod tests {
         limiter.charge("2001:db8:1:2::1".parse().unwrap(), t0);
         assert!(
             limiter
-                .check("2001:db8:1:2::ffff".parse().unwrap(), t0)
+                .check("2001:db8:1:2::ffff".parse().unwrap(), || t0)
                 .is_err()
         );
         assert!(
             limiter
-                .check("2001:db8:1:3::1".parse().unwrap(), t0)
+                .check("2001:db8:1:3::1".parse().unwrap(), || t0)
                 .is_ok()
         );
         let off = FailedAuthLimiter::new(None);
@@ -162,6 +164,6 @@ mod tests {
         for _ in 0..1000 {
             off.charge(ip, t0);
         }
-        assert!(off.check(ip, t0).is_ok());
+        assert!(off.check(ip, || t0).is_ok());
     }
 }

@@ -144,6 +144,35 @@ async fn slow_silent_and_idle_connections_are_closed_within_their_timeouts() {
     );
 }
 
+/// A request head over 32 KiB is answered 431 and its connection closed; one of 20 KiB is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_32_kib_is_431() {
+    let dir = TempDir::new();
+    let (_stanna, ports) = start(&dir, &[]);
+    let gateway = format!("127.0.0.1:{}", ports.gateway);
+    for (size, want) in [
+        (20 * 1024, &b"HTTP/1.1 200"[..]),
+        (40 * 1024, &b"HTTP/1.1 431"[..]),
+    ] {
+        let mut stream = TcpStream::connect(&gateway).await.unwrap();
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(size)
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap_or(0);
+        assert!(
+            answer[..n].starts_with(want),
+            "{size} bytes of header: {:?}",
+            String::from_utf8_lossy(&answer[..n.min(80)])
+        );
+    }
+}
+
 /// `STANNA_MAX_CONNECTIONS=4`: four open connections keep being served; a fifth is not accepted
 /// (its request waits) until one of them closes, and is then answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
