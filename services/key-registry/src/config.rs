@@ -25,6 +25,11 @@ pub struct Config {
     #[arg(long, env = "STANNA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
 
+    /// A file holding the admin token instead (the container-secret convention, e.g.
+    /// `/run/secrets/stanna-admin-token`; a trailing newline is ignored).
+    #[arg(long, env = "STANNA_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+
     /// Keys one user may hold in one workspace (keys past their expiry do not count), 1 to
     /// 100 000.
     #[arg(long, env = "STANNA_MAX_KEYS_PER_USER", default_value_t = 100,
@@ -33,11 +38,38 @@ pub struct Config {
 }
 
 impl Config {
+    /// Reads `STANNA_ADMIN_TOKEN_FILE` into the admin token, when it is set.
+    ///
+    /// # Errors
+    /// A sentence naming the variable (never the token): both variables set, the file unreadable,
+    /// or its token refused.
+    pub fn read_admin_token_file(&mut self) -> Result<(), String> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(());
+        };
+        if self.admin_token.is_some() {
+            return Err("set STANNA_ADMIN_TOKEN or STANNA_ADMIN_TOKEN_FILE, not both".to_owned());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "STANNA_ADMIN_TOKEN_FILE ({}) cannot be read: {e}",
+                path.display()
+            )
+        })?;
+        let token = text
+            .trim_end_matches(['\n', '\r'])
+            .parse::<AdminToken>()
+            .map_err(|e| format!("STANNA_ADMIN_TOKEN_FILE ({}): {e}", path.display()))?;
+        self.admin_token = Some(token);
+        Ok(())
+    }
+
     /// Settings for tests: an ephemeral port, `admin_token`, at most 100 keys per user.
     pub fn for_tests(admin_token: &str) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: Some(admin_token.parse().expect("test token is valid")),
+            admin_token_file: None,
             max_keys_per_user: 100,
         }
     }

@@ -65,6 +65,10 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     // Signal handlers first, so a SIGTERM during start-up still shuts down cleanly.
     let signals = stanna::shutdown::Signals::new()?;
     settings.check().map_err(stanna::BuildError::Setting)?;
+    settings
+        .registry
+        .read_admin_token_file()
+        .map_err(stanna::BuildError::Setting)?;
     // The all-in-one process with nothing configured keeps what it generates in the state
     // directory (owner-only files, reused across restarts); a service run alone must be told.
     let all_in_one = settings.service.is_none();

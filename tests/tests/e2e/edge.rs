@@ -257,3 +257,30 @@ async fn the_shipped_binary_ignores_stanna_bench_no_auth() {
         stanna.output()
     );
 }
+
+/// `STANNA_ADMIN_TOKEN_FILE` (the container-secret convention): the token is read from the file
+/// (its trailing newline ignored) and works for KeyRegistry calls; a short one in the file is
+/// refused naming the variable and the file, never the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_can_come_from_a_file() {
+    let dir = TempDir::new();
+    let file = dir.path().join("admin-token");
+    std::fs::write(&file, format!("{}\n", crate::operability::TOKEN)).unwrap();
+    let (ports, mut env) = all_in_one(dir.sqlite_url(), &[]);
+    env.retain(|(k, _)| *k != "STANNA_ADMIN_TOKEN");
+    env.push(("STANNA_ADMIN_TOKEN_FILE", file.display().to_string()));
+    let stanna = Stanna::start(dir.path(), &["serve"], &env, "gateway listening on");
+    let key = create_key(ports.registry).await;
+    assert!(
+        key.starts_with("sk-"),
+        "a registry call with the file's token works"
+    );
+    assert!(!stanna.output().contains(crate::operability::TOKEN));
+    drop(stanna);
+
+    std::fs::write(&file, "short-Secret1\n").unwrap();
+    let (code, printed) = stanna_e2e::run_to_exit(dir.path(), &["serve"], &env);
+    assert_eq!(code, 2, "{printed}");
+    assert!(printed.contains("STANNA_ADMIN_TOKEN_FILE ("), "{printed}");
+    assert!(!printed.contains("short-Secret1"), "{printed}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use stanna_e2e::{Stanna, free_port, run_to_exit, stanna_binary};
 use stanna_testkit::TempDir;
 
-const TOKEN: &str = "operability-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "operability-admin-token-0123456789";
 
 /// The ports of an all-in-one process.
 pub(crate) struct Ports {
@@ -165,6 +165,19 @@ fn settings_that_cannot_work_are_refused_at_start_with_the_variable_named() {
                 "STANNA_SHUTDOWN_GRACE (--shutdown-grace)",
                 "from 0s to 600s",
             ],
+        ),
+        (
+            &["serve", "registry"],
+            &[
+                ("STANNA_ADMIN_TOKEN", "token-in-the-environment-0123"),
+                ("STANNA_ADMIN_TOKEN_FILE", "/run/secrets/stanna-admin-token"),
+            ],
+            &["set STANNA_ADMIN_TOKEN or STANNA_ADMIN_TOKEN_FILE, not both"],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_ADMIN_TOKEN_FILE", "/nonexistent/stanna-admin-token")],
+            &["STANNA_ADMIN_TOKEN_FILE (/nonexistent/stanna-admin-token) cannot be read"],
         ),
         (
             &["serve"],

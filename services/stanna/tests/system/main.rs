@@ -5,6 +5,7 @@
 
 mod composition;
 mod gateway;
+mod isolation;
 mod operability;
 mod rest;
 mod sessions;

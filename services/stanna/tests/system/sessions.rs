@@ -16,7 +16,7 @@ use crate::stack::{Options, Reply, Stack, Upstream};
 const ORIGIN: &str = "http://localhost:8080";
 
 /// Claims for `user` in `workspace` at the stack's "now".
-fn claims(stack: &Stack, workspace: &str, user: &str) -> Claims {
+pub(crate) fn claims(stack: &Stack, workspace: &str, user: &str) -> Claims {
     claims_now(
         workspace,
         user,
@@ -50,7 +50,7 @@ fn url_encode(text: &str) -> String {
 }
 
 /// Signs in with `claims`; the session token from the cookie.
-async fn sign_in(stack: &Stack, claims: &Claims) -> String {
+pub(crate) async fn sign_in(stack: &Stack, claims: &Claims) -> String {
     let reply = post_token(stack, &mint(claims), ORIGIN).await;
     assert_eq!(
         reply.status,
@@ -74,7 +74,7 @@ async fn sign_in(stack: &Stack, claims: &Claims) -> String {
 }
 
 /// A cookie call: GET, or a state-changing call with JSON, the origin and the CSRF token.
-async fn with_session(
+pub(crate) async fn with_session(
     stack: &Stack,
     session: &str,
     method: Method,
