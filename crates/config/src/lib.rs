@@ -4,6 +4,7 @@
 
 mod parse;
 pub mod session;
+pub mod tls;
 
 use stanna_keys::{HashParams, RateLimits, WindowLimit};
 
@@ -11,6 +12,7 @@ pub use parse::{
     DurationArg, count_in, database_url, duration_in, listen_addr, redis_url, service_url,
 };
 pub use session::{PublicUrl, SessionConfig, SessionSecret, public_url};
+pub use tls::GrpcTlsConfig;
 
 /// The store, the default limits and the argon2 cost.
 #[derive(Debug, Clone, clap::Args)]

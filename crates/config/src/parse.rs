@@ -94,15 +94,11 @@ pub fn service_url(text: &str) -> Result<String, String> {
     let url =
         url::Url::parse(text).map_err(|_| format!("must be a URL {example}, got {text:?}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "https:// is not supported between the services yet; use http:// on the internal network, {example}"
-            ));
-        }
+        // https: TLS, trusting STANNA_GRPC_CA_FILE (or the system's roots).
+        "http" | "https" => {}
         other => {
             return Err(format!(
-                "the scheme {other}:// is not supported: use http://, {example}"
+                "the scheme {other}:// is not supported: use http:// or https://, {example}"
             ));
         }
     }
@@ -148,11 +144,11 @@ pub fn database_url(text: &str) -> Result<String, String> {
 /// # Errors
 /// A message naming the form accepted.
 pub fn redis_url(text: &str) -> Result<String, String> {
-    let form = "redis://host:6379 (or redis://:password@host:6379/db)";
+    let form = "redis://host:6379 (or redis://:password@host:6379/db, rediss:// for TLS)";
     let url = url::Url::parse(text).map_err(|_| format!("must be {form}"))?;
     match url.scheme() {
-        "redis" => {}
-        "rediss" => return Err("rediss:// (TLS) is not supported yet: use redis://".to_owned()),
+        // rediss: TLS, trusting STANNA_REDIS_CA_FILE (or the system's roots).
+        "redis" | "rediss" => {}
         _ => {
             return Err(format!("must be {form}"));
         }
@@ -214,10 +210,13 @@ mod tests {
             service_url("http://auth-check:50052/"),
             Ok("http://auth-check:50052".to_owned())
         );
+        assert_eq!(
+            service_url("https://auth-check:50052"),
+            Ok("https://auth-check:50052".to_owned())
+        );
         for (bad, says) in [
             ("127.0.0.1:50052", "scheme"),
             ("ftp://h:1", "ftp"),
-            ("https://h:1", "https"),
             ("http://h", "port"),
             ("http://h:1/path", "only"),
         ] {
@@ -235,7 +234,7 @@ mod tests {
         assert!(redis_url("redis://:pw@h:6379/2").is_ok());
         let refused = redis_url("http://:secret-pw@h").unwrap_err();
         assert!(!refused.contains("secret-pw"), "{refused}");
-        assert!(redis_url("rediss://h:6379").unwrap_err().contains("TLS"));
+        assert!(redis_url("rediss://h:6379").is_ok());
         assert!(redis_url("redis://h:6379/x").is_err());
     }
 }

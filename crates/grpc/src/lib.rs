@@ -4,12 +4,14 @@
 //!   a pre-bound listener with the trace layer;
 //! - [`transport`]: one client transport for both ways of running (in memory or a channel), a
 //!   deadline around it, and [`Connection`] for calling a service object in process;
+//! - [`tls`]: TLS and mTLS between the services (`STANNA_GRPC_*`);
 //! - [`status`]: the typed error details that cross gRPC (`google.rpc.BadRequest`,
 //!   `PreconditionFailure`), so a caller reads the field at fault instead of parsing a message.
 
 pub mod metrics;
 pub mod serve;
 pub mod status;
+pub mod tls;
 pub mod transport;
 
 /// A check of something a service needs (its store, Redis, another service): `Ok` while it
@@ -25,4 +27,7 @@ pub use metrics::GrpcMetrics;
 pub use serve::{
     ServeError, add_health_and_reflection, serve, serve_counted, with_health_and_reflection,
 };
-pub use transport::{Connection, Transport, TransportError, in_memory, lazy_channel, with_timeout};
+pub use tls::{GrpcTls, GrpcTlsFiles, TlsError};
+pub use transport::{
+    Connection, Transport, TransportError, in_memory, lazy_channel, lazy_channel_with, with_timeout,
+};

@@ -31,6 +31,10 @@ pub enum ServeError {
     /// The transport failed while serving.
     #[error("gRPC transport failed")]
     Transport(#[source] tonic::transport::Error),
+    /// A plaintext `http://` service URL while client TLS settings are given: a mistake that
+    /// would send calls (and the admin token) in the clear.
+    #[error("{0} is http:// but STANNA_GRPC_CA_FILE or a client certificate is set: use https://")]
+    PlainUrl(String),
 }
 
 /// Adds health (reporting `S` as SERVING) and reflection v1 and v1alpha over the
@@ -93,21 +97,34 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    serve_counted(routes, listener, shutdown, GrpcMetrics::unregistered()).await
+    serve_counted(
+        routes,
+        listener,
+        shutdown,
+        GrpcMetrics::unregistered(),
+        None,
+    )
+    .await
 }
 
-/// [`serve`], counting every call by method and code on `metrics`.
+/// [`serve`], counting every call by method and code on `metrics`, over TLS when `tls` is given
+/// (client certificates required when it names a client CA).
 ///
 /// # Errors
-/// [`ServeError::Transport`] if serving fails.
+/// [`ServeError::Transport`] if the TLS settings are unusable or serving fails.
 pub async fn serve_counted(
     routes: Routes,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     metrics: GrpcMetrics,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(ServeError::Transport)?;
+    }
+    builder
         // The edge limits tonic exposes (docs/gateway.md, "Slow and greedy clients"): bounded
         // header lists and streams per connection, HTTP/2 reset floods cut, dead peers found by
         // keep-alive pings. Streams are generous: the gateway multiplexes every request it has in

@@ -58,17 +58,35 @@ where
     )
 }
 
-/// A transport to `url` (`http://host:port`) that connects on first use and reconnects after
-/// failures, so a service starts before the services it calls and recovers when they return.
+/// A transport to `url` (`http://host:port`, or `https://` trusting the system's roots) that
+/// connects on first use and reconnects after failures, so a service starts before the services
+/// it calls and recovers when they return.
 ///
 /// # Errors
 /// [`ServeError::Transport`] for a URL tonic cannot use.
 pub fn lazy_channel(url: &str) -> Result<Transport, ServeError> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+    lazy_channel_with(url, &crate::tls::GrpcTls::default())
+}
+
+/// [`lazy_channel`] with this process's TLS settings: an `https://` URL is called over TLS,
+/// trusting and presenting what `tls` says.
+///
+/// # Errors
+/// [`ServeError::PlainUrl`] for an `http://` URL while client TLS settings are given;
+/// [`ServeError::Transport`] for a URL or TLS settings tonic cannot use.
+pub fn lazy_channel_with(url: &str, tls: &crate::tls::GrpcTls) -> Result<Transport, ServeError> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(ServeError::Transport)?
         .connect_timeout(std::time::Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    if url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls.client().clone())
+            .map_err(ServeError::Transport)?;
+    } else if tls.client_configured() {
+        return Err(ServeError::PlainUrl(url.to_owned()));
+    }
+    let channel = endpoint.connect_lazy();
     Ok(tower::util::BoxCloneSyncService::new(
         tower::ServiceBuilder::new()
             .map_err(|e: tonic::transport::Error| TransportError(Box::new(e)))

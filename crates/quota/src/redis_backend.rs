@@ -21,6 +21,9 @@ pub struct RedisBackendConfig {
     pub url: String,
     /// A decision not answered within this is `Unavailable` (the caller's fail mode applies).
     pub response_timeout: Duration,
+    /// For `rediss://`: the CA certificates (PEM) the server must be signed by; `None`: the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl RedisBackendConfig {
@@ -30,6 +33,7 @@ impl RedisBackendConfig {
         Self {
             url: url.into(),
             response_timeout: Duration::from_millis(500),
+            ca_pem: None,
         }
     }
 }
@@ -50,15 +54,29 @@ impl RedisBackend {
     /// # Errors
     /// [`QuotaError::InvalidArgument`] for a URL the redis crate cannot read.
     pub fn connect_lazy(config: &RedisBackendConfig) -> Result<Self, QuotaError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| QuotaError::invalid("STANNA_REDIS_URL", e.to_string()))?;
+        let invalid = |e: redis::RedisError| QuotaError::invalid("STANNA_REDIS_URL", e.to_string());
+        let client = if config.url.starts_with("rediss://") {
+            // The redis crate builds its rustls configuration with the process's provider: ours
+            // (ring), unless one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: config.ca_pem.clone(),
+                },
+            )
+            .map_err(invalid)?
+        } else {
+            redis::Client::open(config.url.as_str()).map_err(invalid)?
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.response_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| QuotaError::invalid("STANNA_REDIS_URL", e.to_string()))?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(invalid)?;
         Ok(Self {
             connection,
             script: Arc::new(redis::Script::new(SCRIPT)),

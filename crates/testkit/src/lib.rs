@@ -10,6 +10,7 @@
 
 mod clock;
 mod dir;
+pub mod pki;
 mod ports;
 mod postgres;
 mod redis;

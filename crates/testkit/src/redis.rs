@@ -14,16 +14,34 @@ pub struct OwnRedis {
     port: u16,
     child: Option<std::process::Child>,
     dir: TempDir,
+    /// `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file` when it speaks TLS only.
+    tls: Option<[std::path::PathBuf; 3]>,
 }
 
 impl OwnRedis {
     /// Starts one, or `None` (after a loud skip) when `redis-server` is not installed.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, None)
+    }
+
+    /// Starts one that speaks TLS only (`rediss://`), presenting `cert` / `key`, clients not
+    /// asked for certificates; `None` (after a loud skip) without `redis-server`.
+    pub fn start_tls(
+        test: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Option<Self> {
+        Self::start_with(test, Some([cert.to_owned(), key.to_owned(), ca.to_owned()]))
+    }
+
+    fn start_with(test: &str, tls: Option<[std::path::PathBuf; 3]>) -> Option<Self> {
         let port = free_port();
         let mut redis = Self {
             port,
             child: None,
             dir: TempDir::new(),
+            tls,
         };
         if redis.spawn().is_err() {
             crate::skip(
@@ -36,17 +54,21 @@ impl OwnRedis {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = std::process::Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some([cert, key, ca]) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())
@@ -63,9 +85,14 @@ impl OwnRedis {
         Ok(())
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` when it speaks TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it (as a crash would).

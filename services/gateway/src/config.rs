@@ -22,7 +22,8 @@ pub struct Config {
     )]
     pub addr: SocketAddr,
 
-    /// Where public traffic that is not the key API goes (`http://host:port[/base]`); unset: 404.
+    /// Where public traffic that is not the key API goes (`http://host:port[/base]`, or
+    /// `https://` over TLS); unset: 404.
     #[arg(
         long = "upstream-url",
         visible_alias = "upstream",
@@ -100,6 +101,20 @@ pub struct Config {
         value_parser = unauthenticated_limit)]
     pub unauthenticated_rate_limit: UnauthenticatedLimit,
 
+    /// Certificate chain (PEM) of the gateway's listeners: with STANNA_TLS_KEY_FILE they serve
+    /// HTTPS only (HTTP/1.1 and h2 by ALPN). Reloaded on SIGHUP or when the files change.
+    #[arg(long, env = "STANNA_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of STANNA_TLS_CERT_FILE.
+    #[arg(long, env = "STANNA_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// CA certificate(s) (PEM) an `https://` upstream must be signed by (default: Mozilla's
+    /// roots, compiled in).
+    #[arg(long, env = "STANNA_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+
     /// BENCHMARKS ONLY: forward every request without Verify or quota (a bare proxy), to measure
     /// what authentication costs. Exists only in a build with the `bench-no-auth` cargo feature
     /// (the bench scripts build one); the shipped binary has no such setting and ignores the
@@ -130,6 +145,9 @@ impl Config {
             max_body_size: 10 * 1024 * 1024,
             max_connections: 10_000,
             unauthenticated_rate_limit: UnauthenticatedLimit(None),
+            tls_cert_file: None,
+            tls_key_file: None,
+            upstream_ca_file: None,
         }
     }
 
@@ -236,9 +254,9 @@ impl FromStr for UpstreamUrl {
             .scheme()
             .cloned()
             .ok_or("missing scheme: expected http://")?;
-        if scheme != http::uri::Scheme::HTTP {
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
             return Err(format!(
-                "scheme {scheme} is not supported: the upstream is reached over plain HTTP on the internal network"
+                "scheme {scheme} is not supported: expected http:// or https://"
             ));
         }
         let authority = uri.authority().cloned().ok_or("missing host")?;
@@ -309,15 +327,14 @@ mod tests {
 
     #[test]
     fn unusable_upstream_urls_are_refused_with_a_reason() {
-        for bad in [
-            "",
-            "localhost:3000",
-            "https://a:1",
-            "http://a:1/?q=1",
-            "ftp://x",
-        ] {
+        for bad in ["", "localhost:3000", "http://a:1/?q=1", "ftp://x"] {
             let err = bad.parse::<UpstreamUrl>().unwrap_err();
             assert!(!err.is_empty(), "{bad:?}");
         }
+        assert!(
+            "https://api.example.com:443/base"
+                .parse::<UpstreamUrl>()
+                .is_ok()
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod rate_limit_headers;
 pub mod readiness;
 pub mod rest;
 pub mod serve;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// The admin token cannot travel as gRPC metadata.
     #[error("STANNA_ADMIN_TOKEN must be printable ASCII")]
     AdminToken,
+    /// A TLS file is unusable; the message names the setting and the file.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The gateway: cheap to clone (one `Arc`), shared by every request.
@@ -103,6 +107,8 @@ struct Inner {
     failed_auth: failed_auth::FailedAuthLimiter,
     /// Connection and body limits of every listener.
     limits: serve::ServeLimits,
+    /// HTTPS on every listener (`STANNA_TLS_CERT_FILE`); `None`: plain HTTP.
+    tls: Option<tls::GatewayTls>,
 }
 
 /// Which listener a request came in on, when the dashboard has one of its own.
@@ -139,6 +145,22 @@ impl Gateway {
         } = wiring;
         let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
             .map_err(|_| StartError::AdminToken)?;
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                Some(tls::GatewayTls::load(cert, key).map_err(|e| StartError::Tls(e.to_string()))?)
+            }
+            _ => None,
+        };
+        let trust = match &config.upstream_ca_file {
+            Some(path) => proxy::UpstreamTrust::from_file(path).map_err(StartError::Tls)?,
+            None => proxy::UpstreamTrust::WebPki,
+        };
+        let upstream = config
+            .upstream_url
+            .clone()
+            .map(|url| Upstream::new(url, config.upstream_timeout.0, &trust, tls.is_some()))
+            .transpose()
+            .map_err(StartError::Tls)?;
         if config.bench_no_auth() {
             tracing::warn!(
                 "STANNA_BENCH_NO_AUTH is set: requests are forwarded WITHOUT any authentication or rate limit (benchmarks only)"
@@ -150,10 +172,8 @@ impl Gateway {
                 verify_timeout: config.verify_timeout.0,
                 registry: stanna_grpc::with_timeout(registry, REGISTRY_TIMEOUT),
                 admin_bearer: AdminBearer(bearer),
-                upstream: config
-                    .upstream_url
-                    .clone()
-                    .map(|url| Upstream::new(url, config.upstream_timeout.0)),
+                upstream,
+                tls,
                 bench_no_auth: config.bench_no_auth(),
                 metrics,
                 readiness: Readiness::new(readiness),
@@ -391,11 +411,13 @@ pub async fn serve_dashboard(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = gateway.inner.limits;
-    serve_router(gateway.dashboard_router(), listener, shutdown, limits).await
+    let tls = gateway.inner.tls.clone();
+    serve::serve_router(gateway.dashboard_router(), listener, limits, tls, shutdown).await
 }
 
-/// Serves `gateway` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `gateway` on `listener` (HTTP/1.1 and h2c, or HTTPS with h2 by ALPN when
+/// `STANNA_TLS_CERT_FILE` is set, its certificate watched for changes) until `shutdown`
+/// completes, then lets in-flight requests finish.
 ///
 /// # Errors
 /// An I/O error if serving fails.
@@ -405,14 +427,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = gateway.inner.limits;
-    serve_router(gateway.router(), listener, shutdown, limits).await
-}
-
-async fn serve_router(
-    router: Router,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    limits: serve::ServeLimits,
-) -> std::io::Result<()> {
-    serve::serve_router(router, listener, limits, shutdown).await
+    let tls = gateway.inner.tls.clone();
+    // One watcher for the certificate both listeners share, for as long as this one serves.
+    let watching = tokio_util::sync::CancellationToken::new();
+    if let Some(tls) = &tls {
+        tls.watch(watching.clone());
+    }
+    let _stop_watching = watching.drop_guard();
+    serve::serve_router(gateway.router(), listener, limits, tls, shutdown).await
 }

@@ -93,6 +93,7 @@ pub async fn serve_router(
     router: Router,
     listener: TcpListener,
     limits: ServeLimits,
+    tls: Option<crate::tls::GatewayTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -147,8 +148,9 @@ pub async fn serve_router(
         let router = router.clone();
         let builder = builder.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            serve_connection(stream, peer, router, builder, limits, stop).await;
+            serve_connection(stream, peer, router, builder, limits, tls, stop).await;
             drop(permit);
         });
     }
@@ -158,13 +160,14 @@ pub async fn serve_router(
     Ok(())
 }
 
-/// One connection, from its first bytes to its close.
+/// One connection, from its first bytes (and TLS handshake) to its close.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    mut builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     limits: ServeLimits,
+    tls: Option<crate::tls::GatewayTls>,
     stop: CancellationToken,
 ) {
     // First bytes: sniffing h1 or h2 waits for them without a deadline of its own.
@@ -176,6 +179,33 @@ async fn serve_connection(
     if !matches!(first, Ok(Ok(n)) if n > 0) {
         return;
     }
+    let Some(tls) = tls else {
+        return run_connection(stream, peer, router, builder, limits, stop).await;
+    };
+    // The handshake within the header timeout too: a client that starts one and stalls holds
+    // nothing for longer than one that stalls in its headers.
+    let handshake = tokio::select! {
+        () = stop.cancelled() => return,
+        done = tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(stream)) => done,
+    };
+    match handshake {
+        Ok(Ok(stream)) => run_connection(stream, peer, router, builder, limits, stop).await,
+        Ok(Err(err)) => tracing::debug!(error = %err, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not done within the header timeout"),
+    }
+}
+
+/// HTTP on an established connection (TCP, or TLS over it), until it closes.
+async fn run_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Router,
+    mut builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    limits: ServeLimits,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::new());
     builder.http1().timer(HeadTimer {
         state: state.clone(),
@@ -405,13 +435,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The TCP stream, counting the bytes read.
-struct CountingStream {
-    inner: TcpStream,
+/// The connection's stream (TCP, or TLS over it), counting the bytes read.
+struct CountingStream<S> {
+    inner: S,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for CountingStream {
+impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -429,7 +459,7 @@ impl AsyncRead for CountingStream {
     }
 }
 
-impl AsyncWrite for CountingStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -33,6 +33,11 @@ pub enum Command {
         /// runs.
         #[arg(long)]
         ready: bool,
+        /// The gRPC TLS settings of the service (the same `STANNA_GRPC_*` variables): with
+        /// STANNA_GRPC_TLS_CERT_FILE or STANNA_GRPC_CA_FILE set, a gRPC check speaks TLS,
+        /// trusting STANNA_GRPC_CA_FILE and presenting STANNA_GRPC_CLIENT_CERT_FILE.
+        #[command(flatten)]
+        tls: stanna_config::GrpcTlsConfig,
     },
 }
 

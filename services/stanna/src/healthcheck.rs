@@ -17,7 +17,11 @@ const DEADLINE: Duration = Duration::from_secs(3);
 ///
 /// # Errors
 /// What the server answered, or why there was no answer.
-pub async fn check(addr: &str, ready: bool) -> anyhow::Result<()> {
+pub async fn check(
+    addr: &str,
+    ready: bool,
+    tls: &stanna_config::GrpcTlsConfig,
+) -> anyhow::Result<()> {
     if addr.starts_with("http://") || addr.starts_with("https://") {
         return check_http(addr, ready).await;
     }
@@ -25,9 +29,22 @@ pub async fn check(addr: &str, ready: bool) -> anyhow::Result<()> {
         !addr.contains("://"),
         "{addr}: give host:port for a gRPC service, or an http:// or https:// URL for the gateway"
     );
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    // The service's own TLS settings tell whether its servers speak TLS (its certificate is
+    // set) and what to trust and present.
+    let secure = tls.grpc_tls_cert_file.is_some() || tls.grpc_ca_file.is_some();
+    let scheme = if secure { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(DEADLINE)
         .timeout(DEADLINE);
+    if secure {
+        let loaded = stanna_grpc::GrpcTls::load(&stanna_grpc::GrpcTlsFiles {
+            ca: tls.grpc_ca_file.as_deref(),
+            client_cert: tls.grpc_client_cert_file.as_deref(),
+            client_key: tls.grpc_client_key_file.as_deref(),
+            ..Default::default()
+        })?;
+        endpoint = endpoint.tls_config(loaded.client().clone())?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         anyhow::anyhow!(
             "{addr}: no gRPC service answers there ({})",

@@ -55,8 +55,8 @@ fn run() -> anyhow::Result<()> {
             println!("{}", session_link(&args)?);
             Ok(())
         }
-        cli::Command::Healthcheck { addr, ready } => {
-            runtime.block_on(healthcheck::check(&addr, ready))
+        cli::Command::Healthcheck { addr, ready, tls } => {
+            runtime.block_on(healthcheck::check(&addr, ready, &tls))
         }
     }
 }

@@ -120,6 +120,7 @@ impl System {
             stop: &stop_servers,
             health: &mut self.health,
             metrics: self.grpc_metrics.clone(),
+            tls: self.grpc_server_tls.clone(),
         };
         let started = async {
             if let Some(((core, token), listener)) = registry {
@@ -271,6 +272,8 @@ struct Servers<'a> {
     health: &'a mut Vec<Monitored>,
     /// Where the gRPC servers count their calls.
     metrics: stanna_grpc::GrpcMetrics,
+    /// TLS of the gRPC servers; `None`: plaintext.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Servers<'_> {
@@ -295,8 +298,9 @@ impl Servers<'_> {
         log_listening(label, &listener);
         let stopped = self.stop.clone().cancelled_owned();
         let metrics = self.metrics.clone();
+        let tls = self.tls.clone();
         self.set.spawn(async move {
-            stanna_grpc::serve_counted(routes, listener, stopped, metrics)
+            stanna_grpc::serve_counted(routes, listener, stopped, metrics, tls)
                 .await
                 .map_err(failed)
         });

@@ -50,6 +50,10 @@ pub struct Settings {
     #[command(flatten)]
     pub shared: stanna_config::SharedConfig,
 
+    /// TLS and mTLS between the services.
+    #[command(flatten)]
+    pub grpc_tls: stanna_config::GrpcTlsConfig,
+
     /// Dashboard sign-in (shared by the registry and the gateway).
     #[command(flatten)]
     pub session: stanna_config::SessionConfig,
@@ -90,6 +94,7 @@ impl Settings {
             log_format: stanna_telemetry::LogFormat::Text,
             shutdown_grace: stanna_config::DurationArg(Duration::from_secs(10)),
             shared: stanna_config::SharedConfig::for_tests(database_url),
+            grpc_tls: stanna_config::GrpcTlsConfig::default(),
             session: stanna_config::SessionConfig::for_tests(TEST_SESSION_SECRET),
             registry: stanna_key_registry::Config::for_tests(admin_token),
             auth_check: stanna_auth_check::Config::for_tests(),
@@ -101,6 +106,23 @@ impl Settings {
     /// Whether this process runs `service` (every one in the all-in-one mode).
     pub fn runs(&self, service: ServiceName) -> bool {
         self.service.is_none_or(|only| only == service)
+    }
+
+    /// The TLS of this process's gRPC servers and clients, read from the files given.
+    ///
+    /// # Errors
+    /// What is wrong, naming the variable and the file.
+    pub fn grpc_tls(&self) -> Result<stanna_grpc::GrpcTls, String> {
+        let t = &self.grpc_tls;
+        stanna_grpc::GrpcTls::load(&stanna_grpc::GrpcTlsFiles {
+            server_cert: t.grpc_tls_cert_file.as_deref(),
+            server_key: t.grpc_tls_key_file.as_deref(),
+            client_ca: t.grpc_client_ca_file.as_deref(),
+            ca: t.grpc_ca_file.as_deref(),
+            client_cert: t.grpc_client_cert_file.as_deref(),
+            client_key: t.grpc_client_key_file.as_deref(),
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// The name this process reports in traces (unless `OTEL_SERVICE_NAME` says otherwise).

@@ -71,6 +71,9 @@ pub struct System {
     pub(crate) health: Vec<Monitored>,
     /// Calls of this process's gRPC servers, by method and code.
     pub(crate) grpc_metrics: stanna_grpc::GrpcMetrics,
+    /// What this process's gRPC servers present and require (`STANNA_GRPC_TLS_*`); `None`:
+    /// plaintext.
+    pub(crate) grpc_server_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl System {
@@ -84,6 +87,16 @@ impl System {
         let grpc_metrics = stanna_grpc::GrpcMetrics::register(&mut metrics);
         // Checked together, with the variables named (each is in range on its own).
         settings.check().map_err(BuildError::Setting)?;
+        let grpc_tls = settings.grpc_tls().map_err(BuildError::Setting)?;
+        // A URL of another service: over TLS when it is https://.
+        let channel = |variable: &str, url: &str| {
+            stanna_grpc::lazy_channel_with(url, &grpc_tls).map_err(|e| match e {
+                stanna_grpc::ServeError::PlainUrl(_) => BuildError::Setting(format!(
+                    "{variable} ({url}) is http:// but STANNA_GRPC_CA_FILE or STANNA_GRPC_CLIENT_CERT_FILE is set: write https://"
+                )),
+                other => BuildError::Grpc(other),
+            })
+        };
         let needs_store =
             settings.runs(ServiceName::Registry) || settings.runs(ServiceName::AuthCheck);
         let store = if needs_store {
@@ -143,10 +156,14 @@ impl System {
         let quota = if settings.runs(ServiceName::Quota)
             || (settings.runs(ServiceName::AuthCheck) && settings.auth_check.quota_url.is_none())
         {
-            let service = QuotaService::new(
-                settings.quota.backend()?,
-                QuotaMetrics::register(&mut metrics),
-            );
+            let backend = settings.quota.backend().map_err(|e| match e {
+                // A setting named by the error (STANNA_REDIS_URL, STANNA_REDIS_CA_FILE).
+                stanna_quota::QuotaError::InvalidArgument { field, reason } => {
+                    BuildError::Setting(format!("{field}: {reason}"))
+                }
+                other => BuildError::Quota(other),
+            })?;
+            let service = QuotaService::new(backend, QuotaMetrics::register(&mut metrics));
             check_redis(&settings, &service).await?;
             match &settings.quota.redis_url {
                 Some(url) => {
@@ -173,7 +190,7 @@ impl System {
                 let connection = match (overrides.quota, &settings.auth_check.quota_url, &quota) {
                     (Some(connection), _, _) => connection,
                     (None, Some(url), _) => {
-                        let channel = stanna_grpc::lazy_channel(url)?;
+                        let channel = channel("STANNA_QUOTA_URL", url)?;
                         checks.push((
                             "quota",
                             health::remote(channel.clone(), stanna_quota_service::SERVICE),
@@ -229,7 +246,7 @@ impl System {
             ) {
                 (Some(connection), _, _) => connection,
                 (None, Some(url), _) => {
-                    let channel = stanna_grpc::lazy_channel(url)?;
+                    let channel = channel("STANNA_AUTH_CHECK_URL", url)?;
                     readiness.push((
                         "auth-check",
                         health::remote(channel.clone(), stanna_auth_check::SERVICE),
@@ -254,7 +271,7 @@ impl System {
             ) {
                 (Some(transport), _, _) => transport,
                 (None, Some(url), _) => {
-                    let channel = stanna_grpc::lazy_channel(url)?;
+                    let channel = channel("STANNA_REGISTRY_URL", url)?;
                     readiness.push((
                         "key-registry",
                         health::remote(channel.clone(), stanna_key_registry::SERVICE),
@@ -280,7 +297,11 @@ impl System {
                     public_url: settings.session.public_url.clone(),
                 }),
             };
-            let gateway = Gateway::new(&settings.gateway, wiring, token.expose())?;
+            let gateway =
+                Gateway::new(&settings.gateway, wiring, token.expose()).map_err(|e| match e {
+                    stanna_gateway::StartError::Tls(message) => BuildError::Setting(message),
+                    other => BuildError::Gateway(other),
+                })?;
             if settings.gateway.registry_url.is_some() {
                 check_registry_token(&gateway).await?;
             }
@@ -289,6 +310,7 @@ impl System {
             None
         };
         Ok(Self {
+            grpc_server_tls: grpc_tls.server,
             settings,
             store,
             registry,

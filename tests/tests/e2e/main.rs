@@ -16,3 +16,4 @@ mod readme_public_api;
 mod split_mode;
 mod store_outage;
 mod telemetry;
+mod tls;

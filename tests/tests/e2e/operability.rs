@@ -282,13 +282,48 @@ fn settings_that_cannot_work_are_refused_at_start_with_the_variable_named() {
                 "ftp:// is not supported",
             ],
         ),
+        // TLS files: missing, half a pair, not PEM, a plaintext URL where TLS is configured.
         (
             &["serve"],
-            &[("STANNA_REDIS_URL", "rediss://cache:6380")],
             &[
-                "STANNA_REDIS_URL (--redis-url)",
-                "rediss:// (TLS) is not supported yet",
+                ("STANNA_GRPC_TLS_CERT_FILE", "/nonexistent/cert.pem"),
+                ("STANNA_GRPC_TLS_KEY_FILE", "/nonexistent/key.pem"),
             ],
+            &["STANNA_GRPC_TLS_CERT_FILE: cannot read /nonexistent/cert.pem"],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_GRPC_CLIENT_CERT_FILE", "/etc/hostname")],
+            &["STANNA_GRPC_CLIENT_CERT_FILE is set without STANNA_GRPC_CLIENT_KEY_FILE"],
+        ),
+        (
+            &["serve"],
+            &[
+                ("STANNA_TLS_CERT_FILE", "/etc/hostname"),
+                ("STANNA_TLS_KEY_FILE", "/etc/hostname"),
+            ],
+            &["STANNA_TLS_CERT_FILE: /etc/hostname holds no"],
+        ),
+        (
+            &["serve"],
+            &[("STANNA_TLS_CERT_FILE", "/etc/hostname")],
+            &["--tls-key-file"],
+        ),
+        (
+            &["serve", "auth-check"],
+            &[
+                ("STANNA_QUOTA_URL", "http://127.0.0.1:50053"),
+                ("STANNA_GRPC_CA_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+            ],
+            &["STANNA_QUOTA_URL (http://127.0.0.1:50053) is http:// but STANNA_GRPC_CA_FILE"],
+        ),
+        (
+            &["serve"],
+            &[
+                ("STANNA_REDIS_URL", "rediss://127.0.0.1:6380"),
+                ("STANNA_REDIS_CA_FILE", "/etc/hostname"),
+            ],
+            &["STANNA_REDIS_CA_FILE", "holds no PEM certificate"],
         ),
         (
             &["serve"],
