@@ -15,10 +15,14 @@
 //! no wait, and a key created mid-flood verifies on a retry (by the next regular poll, within a
 //! second, at the latest).
 //!
+//! A deleted id (a key deleted, a session revoked) is remembered as gone — the last
+//! [`MAX_GONE`] of them — so a client still using a deleted key is told "invalid" at once, at any
+//! rate, without a poll: ids are random and never reused, so gone is final.
+//!
 //! Memory: a `HashSet` of the 12-byte ids, 13 bytes a bucket at a load of at most 7/8 — 27 MiB
 //! at one million keys (2²¹ buckets; computed from the layout, see docs/auth-check.md).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -44,10 +48,34 @@ pub(crate) const NOT_KNOWN_YET: &str =
 /// Longest a miss waits for its poll (the store slow) before it is answered UNAVAILABLE.
 pub const MISS_WAIT: Duration = Duration::from_secs(2);
 
-/// The set of ids that exist.
+/// Deleted ids remembered (oldest forgotten first): about 4 MiB at 100 000 key ids.
+pub const MAX_GONE: usize = 100_000;
+
+/// The set of ids that exist, and the ids recently deleted.
 pub(crate) struct KnownIds<K> {
     ids: RwLock<HashSet<K>>,
     loaded: AtomicBool,
+    /// Ids whose deletion a poll saw, newest last (only misses and deletions touch it).
+    gone: Mutex<Gone<K>>,
+}
+
+/// Recently deleted ids, bounded.
+struct Gone<K> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
+}
+
+impl<K: Hash + Eq + Copy> Gone<K> {
+    fn insert(&mut self, id: K) {
+        if self.set.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > MAX_GONE
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl<K: Hash + Eq + Copy> KnownIds<K> {
@@ -56,7 +84,21 @@ impl<K: Hash + Eq + Copy> KnownIds<K> {
         Self {
             ids: RwLock::new(HashSet::new()),
             loaded: AtomicBool::new(false),
+            gone: Mutex::new(Gone {
+                set: HashSet::new(),
+                order: VecDeque::new(),
+            }),
         }
+    }
+
+    /// Whether `id` was deleted (a recent deletion this process saw): final, ids are never
+    /// reused.
+    pub(crate) fn is_gone(&self, id: &K) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set
+            .contains(id)
     }
 
     /// Whether `id` exists (as far as the last poll knows).
@@ -69,12 +111,22 @@ impl<K: Hash + Eq + Copy> KnownIds<K> {
 
     /// Applies a page of changes under one write lock: `(id, exists)`.
     pub(crate) fn apply(&self, changes: impl IntoIterator<Item = (K, bool)>) {
-        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
-        for (id, exists) in changes {
-            if exists {
-                ids.insert(id);
-            } else {
-                ids.remove(&id);
+        let mut deleted = Vec::new();
+        {
+            let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+            for (id, exists) in changes {
+                if exists {
+                    ids.insert(id);
+                } else {
+                    ids.remove(&id);
+                    deleted.push(id);
+                }
+            }
+        }
+        if !deleted.is_empty() {
+            let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+            for id in deleted {
+                gone.insert(id);
             }
         }
     }

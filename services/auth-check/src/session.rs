@@ -232,6 +232,10 @@ impl Verifier {
         if self.inner.known_sessions.contains(&id) {
             return Ok(true);
         }
+        // Revoked or signed out: final, no poll.
+        if self.inner.known_sessions.is_gone(&id) {
+            return Ok(false);
+        }
         let authoritative = self.poll_for_miss().await?;
         let known = self.inner.known_sessions.contains(&id);
         if !known && !authoritative {

@@ -284,6 +284,11 @@ impl Verifier {
         // key created a moment ago, so the miss runs one early change poll first (or is told to
         // retry when none is left).
         if !self.inner.known_keys.contains(&id) {
+            // Deleted: invalid at once, without a poll, however often it is tried.
+            if self.inner.known_keys.is_gone(&id) {
+                self.unknown_id();
+                return Ok(Err(Verdict::not_found()));
+            }
             let authoritative = self.poll_for_miss().await?;
             if !self.inner.known_keys.contains(&id) {
                 if !authoritative {

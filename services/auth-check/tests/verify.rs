@@ -513,6 +513,45 @@ async fn a_key_created_after_the_load_verifies_at_every_auth_check_on_its_first_
     assert_eq!(f.lookups(), lookups);
 }
 
+/// A deleted key used again and again — a client never told, or a tester replaying it — is
+/// invalid every time, at any rate: its deletion is remembered, so no early poll is spent on it
+/// and it never turns into "retry" (found by schemathesis, which replays keys it saw deleted).
+#[tokio::test]
+async fn a_deleted_key_tried_a_thousand_times_at_once_is_invalid_every_time_without_a_poll() {
+    let f = fixture().await;
+    let (key, _) = f.key().await;
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    f.store
+        .delete(
+            &scope(),
+            &KeyId::parse(&key[3..15]).unwrap(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    f.verifier.poll_changes().await.unwrap();
+    let stats = f.verifier.stats();
+    let (early, lookups) = (stats.early_polls.load(Ordering::SeqCst), f.lookups());
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (verifier, key) = (f.verifier.clone(), key.clone());
+            tokio::spawn(async move { verifier.verify(&key, "", 1).await })
+        })
+        .collect();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(verdict) => assert_eq!(verdict.code, VerifyCode::NotFound),
+            Err(err) => panic!("a deleted key answered {err:?}"),
+        }
+    }
+    assert_eq!(
+        stats.early_polls.load(Ordering::SeqCst),
+        early,
+        "no early poll"
+    );
+    assert_eq!(f.lookups(), lookups, "no store lookup");
+}
+
 /// The mechanism, deterministically: a change reaches the cache by the next poll, not before.
 #[tokio::test]
 async fn a_change_poll_delivers_deactivation_deletion_and_rotation() {

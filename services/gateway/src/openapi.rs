@@ -87,6 +87,36 @@ pub fn document() -> &'static str {
     })
 }
 
+/// What a new key's answer leads to (OpenAPI links: clients and stateful testers such as
+/// schemathesis follow them from `create_key` / `rotate_key` to the key's other operations).
+fn add_links(operation: &mut Value) {
+    if operation["operationId"] == "list_keys"
+        && let Some(response) = operation["responses"].get_mut("200")
+    {
+        response["links"] = json!({"NextPage": {
+            "operationId": "list_keys",
+            "parameters": {"pageToken": "$response.body#/nextPageToken"},
+            "description": "The next page, while `nextPageToken` is present",
+        }});
+        return;
+    }
+    let status = match operation["operationId"].as_str() {
+        Some("create_key") => "201",
+        Some("rotate_key") => "200",
+        _ => return,
+    };
+    let key = json!({"id": "$response.body#/key/id"});
+    let link = |operation_id: &str, description: &str| json!({"operationId": operation_id, "parameters": key, "description": description});
+    if let Some(response) = operation["responses"].get_mut(status) {
+        response["links"] = json!({
+            "GetKey": link("get_key", "The key just made"),
+            "UpdateKey": link("update_key", "Rename, deactivate or reactivate it"),
+            "RotateKey": link("rotate_key", "Rotate it"),
+            "DeleteKey": link("delete_key", "Delete it"),
+        });
+    }
+}
+
 /// Completes `api` (the routes' own document) with what every authenticated route shares.
 fn complete(api: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(api).unwrap_or_default();
@@ -94,6 +124,12 @@ fn complete(api: utoipa::openapi::OpenApi) -> Value {
     components["securitySchemes"] = json!({
         "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer sk-…`"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": crate::dashboard::COOKIE,
+            "description": "The dashboard's session (key API routes only; `__Host-stanna_session` when the public URL is https). A call that changes something also needs `X-CSRF-Token` (from `GET /v1/me`), `Content-Type: application/json` and an `Origin` of `STANNA_PUBLIC_URL`.",
+        },
     });
     components["parameters"] = json!({
         "WorkspaceId": {
@@ -146,6 +182,33 @@ fn complete(api: utoipa::openapi::OpenApi) -> Value {
             if public {
                 operation["security"] = json!([]);
                 continue;
+            }
+            // A key id in the path: the form the registry checks, so generated ids are real ones.
+            for parameter in operation
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if parameter["in"] == "path" && parameter["name"] == "id" {
+                    parameter["schema"] = json!({
+                        "type": "string",
+                        "pattern": "^[0-9A-Za-z]{12}$",
+                        "minLength": 12,
+                        "maxLength": 12,
+                    });
+                }
+            }
+            if path.starts_with("/v1/") {
+                operation["security"] = json!([{"bearer": []}, {"apiKey": []}, {"session": []}]);
+            }
+            add_links(operation);
+            // The rotate body may be left out (README: no grace period); utoipa marks every
+            // request body required.
+            if operation["operationId"] == "rotate_key"
+                && let Some(body) = operation.get_mut("requestBody")
+            {
+                body["required"] = json!(false);
             }
             let parameters = operation.as_object_mut().and_then(|o| {
                 o.entry("parameters")

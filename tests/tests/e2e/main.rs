@@ -13,6 +13,7 @@ mod gateway_split;
 mod http;
 mod operability;
 mod readme_public_api;
+mod schemathesis;
 mod split_mode;
 mod store_outage;
 mod telemetry;

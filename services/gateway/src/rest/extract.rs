@@ -177,6 +177,27 @@ fn reworded(reason: &str, value: Option<&Value>) -> String {
 /// A field the route does not take: named, with why (and, for a mistyped one, the fields the
 /// route does take).
 fn refused_field(field: &str, known: &[&str]) -> ApiError {
+    // A name that may be a secret pasted in the wrong place (`?sk-…`, a key as a JSON member
+    // name) is not repeated: errors are logged and shown (found by the `rest_query_and_path`
+    // fuzz target).
+    // Repeated only when it reads as a field name: up to 32 of `A-Za-z0-9_-`, no run of 20
+    // letters and digits (a key's secret has 32).
+    let secret_shaped = field.len() > 32
+        || !field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        || field
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|run| run.len() >= 20);
+    if secret_shaped {
+        return ApiError::invalid(
+            "unknown",
+            format!(
+                "a field this route does not take (not repeated here: it does not read as a field name and may be a key) (known: {})",
+                known.join(", ")
+            ),
+        );
+    }
     let why = match lower_camel_case(field).as_str() {
         "rateLimits" => {
             "keys made over the API get the default rate limits; an admin sets others".to_owned()

@@ -262,7 +262,13 @@ pub struct MeJson {
 #[schema(as = CreateKeyRequest)]
 pub struct CreateKeyBody {
     /// 1–100 characters after trimming, no control characters.
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 100)]
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// When the key stops verifying; must be in the future.
     #[serde(default)]
@@ -276,6 +282,11 @@ pub struct CreateKeyBody {
 pub struct UpdateKeyBody {
     /// A new name, under the same rules as at creation.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: Option<String>,
     /// A new status.
     #[serde(default)]
@@ -287,8 +298,12 @@ pub struct UpdateKeyBody {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schema(as = RotateKeyRequest)]
 pub struct RotateKeyBody {
-    /// How long the old key keeps working (at most 30 days); absent: it stops at once.
+    /// How long the old key keeps working, `"3600s"` or `"1.5s"`, at most 30 days
+    /// (`"2592000s"`); absent: it stops at once.
     #[serde(default)]
+    // The schema says the range too (a pattern: JSON Schema has no duration type), so a client
+    // or a generator reading the document makes only grace periods the API takes.
+    #[schema(value_type = Option<String>, examples("3600s"), pattern = "^0*(?:(?:[0-9]|[1-9][0-9]{1,5}|1[0-9]{6}|2[0-4][0-9]{5}|25[0-8][0-9]{4}|259[01][0-9]{3})(?:\\.[0-9]{1,9})?|2592000(?:\\.0{1,9})?)s$")]
     pub grace_period: Option<Duration>,
 }
 
@@ -318,17 +333,19 @@ impl<'de> Deserialize<'de> for PageSize {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a whole number from 0 to 100")
             }
+            // The value is not repeated in the refusal (it may be a key pasted in the wrong
+            // place), and the range is checked here, where the field is named.
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                text.parse().map(PageSize).map_err(|_| {
-                    E::custom(format!(
-                        "must be a whole number from 0 to 100, got {text:?}"
-                    ))
-                })
+                text.parse::<u64>()
+                    .map_err(|_| E::custom("must be a whole number from 0 to 100"))
+                    .and_then(|n| self.visit_u64(n))
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
                 u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 100)
                     .map(PageSize)
-                    .map_err(|_| E::custom("must be a whole number from 0 to 100"))
+                    .ok_or_else(|| E::custom("must be a whole number from 0 to 100"))
             }
         }
         deserializer.deserialize_any(SizeVisitor)

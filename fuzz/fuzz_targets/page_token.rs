@@ -1,0 +1,3 @@
+#![no_main]
+//! `cargo fuzz run page_token`: see `stanna_fuzz_targets::page_token` for what each input must never do.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| stanna_fuzz_targets::page_token(data));
