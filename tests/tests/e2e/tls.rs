@@ -256,6 +256,9 @@ fn tls_client(ca: &Path) -> tokio_rustls::TlsConnector {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every handshake a full one: a resumed session reports the certificate of the session it
+    // resumes, not what the server presents now.
+    config.resumption = rustls::client::Resumption::disabled();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
