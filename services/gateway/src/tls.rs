@@ -171,6 +171,11 @@ impl Reloading {
     }
 
     fn reload(&self) -> Result<(), TlsError> {
+        // The files as read now are seen: a SIGHUP after a change does not load them twice.
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps(&self.cert, &self.key);
         let loaded = load_pair(&self.cert, &self.key, &self.provider)?;
         *self
             .current
