@@ -59,6 +59,21 @@ pub enum DomainError {
     /// A `LIMIT/PERIOD` text does not parse.
     #[error("expected LIMIT/PERIOD such as 100/60s (units ms, s, m, h), got {0:?}")]
     WindowSyntax(String),
+    /// Metadata is not JSON; where it breaks (never the text itself, which may be anything).
+    #[error("must be a JSON object; it does not parse ({0})")]
+    MetadataSyntax(String),
+    /// Metadata is JSON but not an object.
+    #[error("must be a JSON object, got {0}")]
+    MetadataNotObject(&'static str),
+    /// Metadata is longer than [`KeyMetadata::MAX_BYTES`].
+    #[error("must be at most {max} bytes, got {actual}", max = KeyMetadata::MAX_BYTES)]
+    MetadataTooLong {
+        /// Bytes given.
+        actual: usize,
+    },
+    /// Metadata holds an API key: a secret must not be stored where it is shown again.
+    #[error("must not contain an API key (it would be stored and shown in the clear)")]
+    MetadataHoldsKey,
 }
 
 /// Characters allowed in workspace and user ids.
@@ -215,6 +230,68 @@ fn is_invisible(c: char) -> bool {
                 | '\u{E0000}'..='\u{E007F}'
                 | '\u{E0100}'..='\u{E01EF}'
         )
+}
+
+/// A key's metadata: a JSON object chosen by its owner (a customer id, a plan), at most
+/// [`KeyMetadata::MAX_BYTES`] as given, kept in compact form. Never an API key: metadata is shown
+/// with the key and returned by Verify, so a secret pasted into it would be exposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMetadata(String);
+
+impl KeyMetadata {
+    /// The longest metadata accepted, in bytes of the text given.
+    pub const MAX_BYTES: usize = 1024;
+
+    /// Checks the rules and compacts the object.
+    ///
+    /// # Errors
+    /// [`DomainError::MetadataTooLong`], [`DomainError::MetadataSyntax`],
+    /// [`DomainError::MetadataNotObject`] or [`DomainError::MetadataHoldsKey`].
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        if value.len() > Self::MAX_BYTES {
+            return Err(DomainError::MetadataTooLong {
+                actual: value.len(),
+            });
+        }
+        let parsed: serde_json::Value = serde_json::from_str(value).map_err(|e| {
+            DomainError::MetadataSyntax(format!("line {} column {}", e.line(), e.column()))
+        })?;
+        let kind = match &parsed {
+            serde_json::Value::Object(_) => None,
+            serde_json::Value::Null => Some("null"),
+            serde_json::Value::Bool(_) => Some("a boolean"),
+            serde_json::Value::Number(_) => Some("a number"),
+            serde_json::Value::String(_) => Some("a string"),
+            serde_json::Value::Array(_) => Some("an array"),
+        };
+        if let Some(kind) = kind {
+            return Err(DomainError::MetadataNotObject(kind));
+        }
+        // Compacting never lengthens: escapes are kept or shortened, whitespace dropped.
+        let compact = parsed.to_string();
+        if holds_key(&compact) {
+            return Err(DomainError::MetadataHoldsKey);
+        }
+        Ok(Self(compact))
+    }
+
+    /// Stored metadata read back as it was written (it was checked when it was stored).
+    pub fn from_stored(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether `text` holds a well-formed API key (prefix, length, alphabet and checksum).
+fn holds_key(text: &str) -> bool {
+    text.match_indices(crate::format::PREFIX).any(|(at, _)| {
+        text.get(at..at + crate::format::KEY_LEN)
+            .is_some_and(|candidate| crate::PresentedKey::parse(candidate).is_ok())
+    })
 }
 
 /// Whether a key may be used.
@@ -446,5 +523,59 @@ mod tests {
         ] {
             assert!(bad.parse::<WindowLimit>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn metadata_is_a_compact_json_object_of_at_most_1024_bytes() {
+        let m = KeyMetadata::parse("{ \"plan\" : \"pro\",\n \"seats\": [1, 2] }").unwrap();
+        assert_eq!(m.as_str(), r#"{"plan":"pro","seats":[1,2]}"#);
+        assert_eq!(KeyMetadata::parse("{}").unwrap().as_str(), "{}");
+        let padded = format!("{{\"a\":\"{}\"}}", "x".repeat(1024 - 8));
+        assert_eq!(padded.len(), 1024);
+        assert!(KeyMetadata::parse(&padded).is_ok());
+        let over = format!("{{\"a\":\"{}\"}}", "x".repeat(1024 - 7));
+        assert_eq!(
+            KeyMetadata::parse(&over),
+            Err(DomainError::MetadataTooLong { actual: 1025 })
+        );
+        for (bad, kind) in [
+            ("null", "null"),
+            ("true", "a boolean"),
+            ("3", "a number"),
+            ("\"x\"", "a string"),
+            ("[]", "an array"),
+        ] {
+            assert_eq!(
+                KeyMetadata::parse(bad),
+                Err(DomainError::MetadataNotObject(kind))
+            );
+        }
+        for bad in ["", "{", "{\"a\":}", "{\"a\":1} x"] {
+            assert!(
+                matches!(KeyMetadata::parse(bad), Err(DomainError::MetadataSyntax(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_never_holds_an_api_key_even_escaped() {
+        let key = crate::GeneratedKey::generate().unwrap().into_secret();
+        let plain = format!(r#"{{"note":"{key}"}}"#);
+        assert_eq!(
+            KeyMetadata::parse(&plain),
+            Err(DomainError::MetadataHoldsKey)
+        );
+        // JSON escapes are undone before the check: \u0073 is "s".
+        let escaped = format!(r#"{{"note":"x\u0073{}"}}"#, &key[1..]);
+        assert_eq!(
+            KeyMetadata::parse(&escaped),
+            Err(DomainError::MetadataHoldsKey)
+        );
+        // Something key-shaped whose checksum does not match is only text.
+        let mut near = key.clone().into_bytes();
+        near[10] = if near[10] == b'a' { b'b' } else { b'a' };
+        let near = String::from_utf8(near).unwrap();
+        assert!(KeyMetadata::parse(&format!(r#"{{"note":"{near}"}}"#)).is_ok());
     }
 }

@@ -24,7 +24,9 @@ pub mod login;
 pub mod session;
 pub mod time;
 
-pub use domain::{DomainError, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId};
+pub use domain::{
+    DomainError, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+};
 pub use duration::{DurationSyntax, DurationText, parse_duration};
 pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};
 pub use hash::{HashError, HashParams, KeyHasher};

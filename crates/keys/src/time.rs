@@ -30,6 +30,11 @@ pub fn from_micros_since_epoch(micros: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(micros)
 }
 
+/// `t` in RFC 3339 at whole seconds, UTC (`2026-12-02T15:04:05Z`), for messages a person reads.
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +45,11 @@ mod tests {
         assert_eq!(from_micros_since_epoch(micros_since_epoch(t)), t);
         assert_eq!(millis_since_epoch(t), 1_764_220_000_123);
         assert_eq!(micros_since_epoch(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn rfc3339_is_utc_at_whole_seconds() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_764_687_845_999_999);
+        assert_eq!(rfc3339(t), "2025-12-02T15:04:05Z");
     }
 }

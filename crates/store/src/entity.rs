@@ -46,6 +46,8 @@ pub struct Model {
     pub hourly_limit: Option<i32>,
     /// Per-key override of the long window's period in ms; null follows the default.
     pub hourly_period_ms: Option<i64>,
+    /// The owner's metadata, a compact JSON object of at most 1 KiB; null if none.
+    pub metadata: Option<String>,
 }
 
 /// No relations: one table.

@@ -23,6 +23,9 @@ pub enum StoreError {
         /// The key that replaced it.
         replaced_by: KeyId,
     },
+    /// An expiry change was refused by the key's state; nothing changed.
+    #[error("{0}")]
+    ExpiryRefused(ExpiryRefusal),
     /// A generated key id collided with an existing one (≈2⁻⁷¹ per pair; retry with a new key).
     #[error("key id already exists")]
     DuplicateKeyId,
@@ -43,6 +46,36 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Why an expiry change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryRefusal {
+    /// The key has expired: no expiry change revives it.
+    #[error("the key has expired, so its expiry cannot change; rotate it for a new key")]
+    Expired,
+    /// The key was rotated out: its grace period can only shorten.
+    #[error(
+        "the key was rotated out, so its expiry can only move earlier than {current}",
+        current = stanna_keys::time::rfc3339(*current)
+    )]
+    RotatedOut {
+        /// The current expiry.
+        current: std::time::SystemTime,
+    },
+    /// The caller may only move the expiry earlier than `current`.
+    #[error(
+        "can only move earlier than the key's current expiry, {current}",
+        current = stanna_keys::time::rfc3339(*current)
+    )]
+    OnlyEarlier {
+        /// The current expiry.
+        current: std::time::SystemTime,
+    },
+    /// The caller may only move the expiry earlier, so it cannot clear it (never expiring is
+    /// later than any time).
+    #[error("can only move earlier, so it cannot be cleared")]
+    NotClearable,
 }
 
 impl From<DbErr> for StoreError {

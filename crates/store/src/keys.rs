@@ -12,10 +12,10 @@ use sea_orm::{
 use stanna_keys::KeyId;
 
 use crate::entity::{Column, Entity};
-use crate::model::{new_row, record_from_model};
+use crate::model::{new_row, record_from_model, window_columns};
 use crate::{
-    KeyChanges, KeyRecord, KeyStore, NewKey, NewKeySecret, Page, PageRequest, PageToken, Scope,
-    StoreError, time,
+    ExpiryRefusal, KeyChanges, KeyRecord, KeyStore, NewKey, NewKeySecret, Page, PageRequest,
+    PageToken, Scope, StoreError, time,
 };
 
 impl KeyStore {
@@ -139,10 +139,15 @@ impl KeyStore {
         Ok(Page { keys, next })
     }
 
-    /// Applies `changes` to one key in `scope` in a single scoped `UPDATE … RETURNING`.
+    /// Applies `changes` to one key in `scope` in a single scoped `UPDATE … RETURNING`. An
+    /// expiry change carries its rules in the same statement, so no rotation or other change
+    /// between a read and the write can slip past them: an expired key's expiry never changes, a
+    /// rotated-out key's only moves earlier, and with `expiry_earlier_only` any key's only moves
+    /// earlier. A time at or before `now` is stored as `now` (the key stops at once).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if no such key is visible in `scope`.
+    /// [`StoreError::NotFound`] if no such key is visible in `scope`;
+    /// [`StoreError::ExpiryRefused`] when the rules refuse the expiry change (nothing changes).
     #[tracing::instrument(target = "stanna_span", name = "store.update", skip_all, fields(db.system = self.backend_name()))]
     pub async fn update(
         &self,
@@ -151,8 +156,9 @@ impl KeyStore {
         changes: KeyChanges,
         now: SystemTime,
     ) -> Result<KeyRecord, StoreError> {
+        let now_us = time::to_micros(now);
         let mut update = Entity::update_many()
-            .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
+            .col_expr(Column::UpdatedAt, Expr::value(now_us))
             .filter(scope.condition())
             .filter(Column::KeyId.eq(key_id.as_str()));
         if let Some(name) = &changes.name {
@@ -161,13 +167,84 @@ impl KeyStore {
         if let Some(status) = changes.status {
             update = update.col_expr(Column::Status, Expr::value(status.as_str()));
         }
+        if let Some(expiry) = changes.expires_at {
+            update = update.filter(
+                Condition::any()
+                    .add(Column::ExpiresAt.is_null())
+                    .add(Column::ExpiresAt.gt(now_us)),
+            );
+            match expiry {
+                Some(at) => {
+                    let at = time::to_micros(at.max(now));
+                    let later_allowed = if changes.expiry_earlier_only {
+                        Column::ExpiresAt.is_null()
+                    } else {
+                        Column::ReplacedBy.is_null()
+                    };
+                    update = update.col_expr(Column::ExpiresAt, Expr::value(at)).filter(
+                        Condition::any()
+                            .add(later_allowed)
+                            .add(Column::ExpiresAt.gte(at)),
+                    );
+                }
+                None if changes.expiry_earlier_only => {
+                    return Err(StoreError::ExpiryRefused(ExpiryRefusal::NotClearable));
+                }
+                None => {
+                    update = update
+                        .col_expr(Column::ExpiresAt, Expr::value(Option::<i64>::None))
+                        .filter(Column::ReplacedBy.is_null());
+                }
+            }
+        }
+        for (window, limit_col, period_col) in [
+            (
+                changes.rate_limits.burst,
+                Column::BurstLimit,
+                Column::BurstPeriodMs,
+            ),
+            (
+                changes.rate_limits.hourly,
+                Column::HourlyLimit,
+                Column::HourlyPeriodMs,
+            ),
+        ] {
+            if let Some(window) = window {
+                let (limit, period) = window_columns(window);
+                update = update
+                    .col_expr(limit_col, Expr::value(limit))
+                    .col_expr(period_col, Expr::value(period));
+            }
+        }
+        if let Some(metadata) = &changes.metadata {
+            let text = metadata.as_ref().map(|m| m.as_str().to_owned());
+            update = update.col_expr(Column::Metadata, Expr::value(text));
+        }
         let model = update
             .exec_with_returning(&self.db)
             .await?
             .into_iter()
-            .next()
-            .ok_or(StoreError::NotFound)?;
-        record_from_model(model)
+            .next();
+        match model {
+            Some(model) => record_from_model(model),
+            None if changes.expires_at.is_some() => {
+                // Either the key is not there, or the expiry rules refused: say which.
+                let current = self.get(scope, key_id).await?;
+                Err(StoreError::ExpiryRefused(if current.is_expired(now) {
+                    ExpiryRefusal::Expired
+                } else {
+                    match (current.replaced_by, current.expires_at) {
+                        (Some(_), Some(current)) => ExpiryRefusal::RotatedOut { current },
+                        (None, Some(current)) => ExpiryRefusal::OnlyEarlier { current },
+                        // Unreachable with a consistent row (a key without an expiry takes any
+                        // time, and one rotated out has one); "not clearable" is the honest
+                        // remainder.
+                        (_, None) => ExpiryRefusal::NotClearable,
+                    }
+                }))
+            }
+            None => Err(StoreError::NotFound),
+        }
     }
 
     /// Deletes one key in `scope`: it stops verifying and disappears from every read. The row
@@ -265,6 +342,7 @@ impl KeyStore {
             name: current.name.clone(),
             expires_at: if expired { None } else { current.expires_at },
             rate_limits: current.rate_limits,
+            metadata: current.metadata.clone(),
         };
         let mut row = new_row(&replacement, now);
         row.status = Set(current.status.as_str().to_owned());

@@ -32,9 +32,10 @@ use sea_orm::{
 };
 
 pub use change_feed::{ChangePosition, KeyChange};
-pub use error::StoreError;
+pub use error::{ExpiryRefusal, StoreError};
 pub use model::{
-    KeyChanges, KeyRecord, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest, Scope,
+    KeyChanges, KeyRecord, LimitChanges, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
+    Scope,
 };
 pub use page_token::{InvalidPageToken, PageToken};
 pub use sessions::{NewSessionRow, SessionRecord, SessionScope};

@@ -47,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(SoftDeleteAndChangeFeed),
             Box::new(RotationLineage),
             Box::new(SessionsAndWiderUserIds),
+            Box::new(KeyMetadata),
         ]
     }
 }
@@ -81,6 +82,7 @@ enum ApiKeys {
     HourlyPeriodMs,
     DeletedAt,
     ReplacedBy,
+    Metadata,
 }
 
 #[async_trait::async_trait]
@@ -383,6 +385,41 @@ impl MigrationTrait for SessionsAndWiderUserIds {
             .await?;
         manager
             .drop_table(Table::drop().table(Sessions::Table).to_owned())
+            .await
+    }
+}
+
+/// `metadata`: a JSON object of the key's owner (≤ 1 KiB, validated by the registry), kept as
+/// text so both databases store it the same way and nothing queries inside it.
+struct KeyMetadata;
+
+impl MigrationName for KeyMetadata {
+    fn name(&self) -> &str {
+        "m20261202_000005_key_metadata"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeyMetadata {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .add_column(ColumnDef::new(ApiKeys::Metadata).text().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .drop_column(ApiKeys::Metadata)
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition};
-use stanna_keys::{KeyId, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId};
+use stanna_keys::{
+    KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+};
 
 use crate::entity::{self, ActiveModel, Column};
 use crate::error::StoreError;
@@ -53,6 +55,8 @@ pub struct NewKey {
     pub expires_at: Option<SystemTime>,
     /// Per-window overrides; `None` follows the configured default.
     pub rate_limits: LimitOverrides,
+    /// The owner's metadata, if any.
+    pub metadata: Option<KeyMetadata>,
 }
 
 /// Per-key overrides of the default windows; `None` means "the configured default", so changing
@@ -104,6 +108,8 @@ pub struct KeyRecord {
     pub rate_limits: LimitOverrides,
     /// The key that replaced this one by rotation, if it was rotated.
     pub replaced_by: Option<KeyId>,
+    /// The owner's metadata, if any.
+    pub metadata: Option<KeyMetadata>,
 }
 
 impl KeyRecord {
@@ -120,6 +126,37 @@ pub struct KeyChanges {
     pub name: Option<KeyName>,
     /// A new status.
     pub status: Option<KeyStatus>,
+    /// A new expiry: `Some(None)` clears it (the key never expires). Checked against the stored
+    /// one in the same statement ([`KeyStore::update`](crate::KeyStore::update)).
+    pub expires_at: Option<Option<SystemTime>>,
+    /// With an expiry change: it may only move earlier (never later, never cleared).
+    pub expiry_earlier_only: bool,
+    /// Per-window override changes.
+    pub rate_limits: LimitChanges,
+    /// New metadata: `Some(None)` clears it.
+    pub metadata: Option<Option<KeyMetadata>>,
+}
+
+impl KeyChanges {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.status.is_none()
+            && self.expires_at.is_none()
+            && self.rate_limits.burst.is_none()
+            && self.rate_limits.hourly.is_none()
+            && self.metadata.is_none()
+    }
+}
+
+/// Changes to a key's per-window overrides: per window, `None` keeps it, `Some(None)` returns it
+/// to the configured default, `Some(Some(w))` sets it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitChanges {
+    /// The burst window.
+    pub burst: Option<Option<WindowLimit>>,
+    /// The long window.
+    pub hourly: Option<Option<WindowLimit>>,
 }
 
 /// How many keys a list call returns at most, and where to continue.
@@ -173,10 +210,11 @@ pub(crate) fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
         burst_period_ms: Set(burst_period_ms),
         hourly_limit: Set(hourly_limit),
         hourly_period_ms: Set(hourly_period_ms),
+        metadata: Set(key.metadata.as_ref().map(|m| m.as_str().to_owned())),
     }
 }
 
-fn window_columns(window: Option<WindowLimit>) -> (Option<i32>, Option<i64>) {
+pub(crate) fn window_columns(window: Option<WindowLimit>) -> (Option<i32>, Option<i64>) {
     match window {
         // Limits are at most 10 000 and periods at most 24 h, so both conversions are exact.
         Some(w) => (Some(w.limit() as i32), Some(w.period().as_millis() as i64)),
@@ -222,6 +260,7 @@ pub(crate) fn record_from_model(m: entity::Model) -> Result<KeyRecord, StoreErro
         updated_at: time::from_micros(m.updated_at),
         last_used_at: m.last_used_at.map(time::from_micros),
         expires_at: m.expires_at.map(time::from_micros),
+        metadata: m.metadata.map(KeyMetadata::from_stored),
         preview: m.preview,
         key_hash: m.key_hash,
     })

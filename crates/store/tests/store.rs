@@ -9,8 +9,8 @@ use stanna_keys::{
     GeneratedKey, HashParams, KeyHasher, KeyName, KeyStatus, UserId, WindowLimit, WorkspaceId,
 };
 use stanna_store::{
-    ChangePosition, KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret,
-    PageRequest, Scope, StoreError,
+    ChangePosition, ExpiryRefusal, KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey,
+    NewKeySecret, PageRequest, Scope, StoreError,
 };
 use stanna_testkit::TempDir;
 
@@ -76,7 +76,204 @@ on_both_backends!(
     migrations_are_idempotent,
     changes_after_reports_updates_and_deletions_in_order,
     deleted_keys_do_not_count_against_the_maximum,
+    expiry_changes_never_revive_a_key_or_extend_a_grace_period,
+    limit_overrides_and_metadata_are_set_and_cleared_live,
 );
+
+async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeyStore) {
+    let s = scope("ws1", None);
+    let expiry = |at: Option<SystemTime>, earlier_only: bool| KeyChanges {
+        expires_at: Some(at),
+        expiry_earlier_only: earlier_only,
+        ..KeyChanges::default()
+    };
+    let refusal = |r: Result<stanna_store::KeyRecord, StoreError>| match r {
+        Err(StoreError::ExpiryRefused(refusal)) => refusal,
+        other => panic!("expected a refused expiry, got {other:?}"),
+    };
+    let (k, _) = new_key("ws1", "alice", "k");
+    let id = store.create(k, None, t(0)).await.unwrap().key_id;
+
+    // No expiry yet: earlier-only may set any time, but not clear.
+    let set = store
+        .update(&s, &id, expiry(Some(t(1000)), true), t(10))
+        .await
+        .unwrap();
+    assert_eq!(set.expires_at, Some(t(1000)));
+    assert_eq!(
+        refusal(store.update(&s, &id, expiry(None, true), t(10)).await),
+        ExpiryRefusal::NotClearable
+    );
+    // Earlier-only: later is refused and leaves the row as it was; earlier is taken.
+    assert_eq!(
+        refusal(
+            store
+                .update(&s, &id, expiry(Some(t(2000)), true), t(10))
+                .await
+        ),
+        ExpiryRefusal::OnlyEarlier { current: t(1000) }
+    );
+    assert_eq!(store.get(&s, &id).await.unwrap().updated_at, t(10));
+    let earlier = store
+        .update(&s, &id, expiry(Some(t(500)), true), t(20))
+        .await
+        .unwrap();
+    assert_eq!(earlier.expires_at, Some(t(500)));
+    // An admin (not earlier-only) may extend a live key, and clear its expiry.
+    let later = store
+        .update(&s, &id, expiry(Some(t(3000)), false), t(30))
+        .await
+        .unwrap();
+    assert_eq!(later.expires_at, Some(t(3000)));
+    let cleared = store
+        .update(&s, &id, expiry(None, false), t(40))
+        .await
+        .unwrap();
+    assert_eq!(cleared.expires_at, None);
+    // A time already past stops the key at once, stored as "now".
+    let stopped = store
+        .update(&s, &id, expiry(Some(t(1)), true), t(50))
+        .await
+        .unwrap();
+    assert_eq!(stopped.expires_at, Some(t(50)));
+    assert!(stopped.is_expired(t(50)));
+    // Expired: nobody moves it, either way; other fields still change.
+    for (at, earlier_only) in [(Some(t(5000)), false), (None, false), (Some(t(60)), true)] {
+        assert_eq!(
+            refusal(store.update(&s, &id, expiry(at, earlier_only), t(60)).await),
+            ExpiryRefusal::Expired
+        );
+    }
+    let renamed = KeyChanges {
+        name: Some(KeyName::parse("still renamable").unwrap()),
+        ..KeyChanges::default()
+    };
+    store.update(&s, &id, renamed, t(61)).await.unwrap();
+
+    // A rotated-out key's grace only shortens, even for an admin.
+    let (k, _) = new_key("ws1", "alice", "rotated");
+    let old = store.create(k, None, t(0)).await.unwrap().key_id;
+    let (_, fresh) = new_key("ws1", "alice", "x");
+    let secret = NewKeySecret {
+        key_id: fresh.key().key_id(),
+        preview: fresh.key().preview(),
+        key_hash: "$argon2id$placeholder".to_owned(),
+    };
+    store
+        .rotate(&s, &old, secret, t(3700), None, t(100))
+        .await
+        .unwrap();
+    for at in [Some(t(3701)), None] {
+        assert_eq!(
+            refusal(store.update(&s, &old, expiry(at, false), t(110)).await),
+            ExpiryRefusal::RotatedOut { current: t(3700) }
+        );
+    }
+    let shorter = store
+        .update(&s, &old, expiry(Some(t(200)), false), t(120))
+        .await
+        .unwrap();
+    assert_eq!(shorter.expires_at, Some(t(200)));
+    // Another workspace's key is not found, never "refused".
+    assert!(matches!(
+        store
+            .update(
+                &scope("ws2", None),
+                &old,
+                expiry(Some(t(150)), true),
+                t(130)
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) {
+    let s = scope("ws1", None);
+    let (mut k, _) = new_key("ws1", "alice", "k");
+    k.rate_limits.hourly = Some("500/1h".parse().unwrap());
+    k.metadata = Some(stanna_keys::KeyMetadata::parse(r#"{"plan":"free"}"#).unwrap());
+    let id = store.create(k, None, t(0)).await.unwrap().key_id;
+    let burst: WindowLimit = "3/60s".parse().unwrap();
+    let changed = store
+        .update(
+            &s,
+            &id,
+            KeyChanges {
+                rate_limits: stanna_store::LimitChanges {
+                    burst: Some(Some(burst)),
+                    hourly: None,
+                },
+                metadata: Some(Some(
+                    stanna_keys::KeyMetadata::parse(r#"{"plan":"pro"}"#).unwrap(),
+                )),
+                ..KeyChanges::default()
+            },
+            t(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.rate_limits.burst, Some(burst));
+    assert_eq!(
+        changed.rate_limits.hourly,
+        Some("500/1h".parse().unwrap()),
+        "kept"
+    );
+    assert_eq!(
+        changed.metadata.as_ref().map(|m| m.as_str()),
+        Some(r#"{"plan":"pro"}"#)
+    );
+    // The change feed carries it (what every auth-check applies).
+    let fed = store
+        .changes_after(
+            ChangePosition {
+                updated_at: t(5),
+                key_id: None,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&fed[..], [KeyChange::Updated(r)] if r.rate_limits.burst == Some(burst)));
+    let cleared = store
+        .update(
+            &s,
+            &id,
+            KeyChanges {
+                rate_limits: stanna_store::LimitChanges {
+                    burst: Some(None),
+                    hourly: Some(None),
+                },
+                metadata: Some(None),
+                ..KeyChanges::default()
+            },
+            t(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.rate_limits, LimitOverrides::default());
+    assert_eq!(cleared.metadata, None);
+    // A rotation carries the metadata to the replacement.
+    let with_meta = KeyChanges {
+        metadata: Some(Some(stanna_keys::KeyMetadata::parse(r#"{"a":1}"#).unwrap())),
+        ..KeyChanges::default()
+    };
+    store.update(&s, &id, with_meta, t(30)).await.unwrap();
+    let (_, fresh) = new_key("ws1", "alice", "x");
+    let secret = NewKeySecret {
+        key_id: fresh.key().key_id(),
+        preview: fresh.key().preview(),
+        key_hash: "$argon2id$placeholder".to_owned(),
+    };
+    let (new, _) = store
+        .rotate(&s, &id, secret, t(40), None, t(40))
+        .await
+        .unwrap();
+    assert_eq!(
+        new.metadata.as_ref().map(|m| m.as_str()),
+        Some(r#"{"a":1}"#)
+    );
+}
 
 async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
     let (a, _) = new_key("ws1", "alice", "a");
@@ -93,8 +290,8 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
         "only b is newer than t(0)"
     );
     let off = KeyChanges {
-        name: None,
         status: Some(KeyStatus::Inactive),
+        ..KeyChanges::default()
     };
     store
         .update(&scope("ws1", None), &a, off, t(5))
@@ -172,6 +369,7 @@ fn new_key(w: &str, u: &str, name: &str) -> (NewKey, GeneratedKey) {
         name: KeyName::parse(name).unwrap(),
         expires_at: None,
         rate_limits: LimitOverrides::default(),
+        metadata: None,
     };
     (key, generated)
 }
@@ -273,6 +471,7 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
         let rename = KeyChanges {
             name: Some(KeyName::parse("stolen").unwrap()),
             status: None,
+            ..KeyChanges::default()
         };
         assert!(matches!(
             store.update(&outsider, &id, rename, t(1)).await,
@@ -310,6 +509,7 @@ async fn update_renames_and_deactivates(store: KeyStore) {
     let changes = KeyChanges {
         name: Some(KeyName::parse("new name").unwrap()),
         status: Some(KeyStatus::Inactive),
+        ..KeyChanges::default()
     };
     let updated = store
         .update(&scope("ws1", None), &id, changes, t(5))
@@ -323,6 +523,7 @@ async fn update_renames_and_deactivates(store: KeyStore) {
     let only_status = KeyChanges {
         name: None,
         status: Some(KeyStatus::Active),
+        ..KeyChanges::default()
     };
     let updated = store
         .update(&scope("ws1", Some("alice")), &id, only_status, t(6))
@@ -567,11 +768,12 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
     "m20261202_000004_sessions_and_wider_user_ids",
+    "m20261202_000005_key_metadata",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {

@@ -83,12 +83,12 @@ impl AuthCheck for AuthCheckService {
             span.record("key_id", tracing::field::display(&key.key_id));
             span.record("workspace_id", tracing::field::display(&key.workspace));
         }
-        Ok(Response::new(response_of(verdict)))
+        Ok(Response::new(response_of(verdict, r.include_metadata)))
     }
 }
 
-/// A verdict as the contract carries it.
-fn response_of(verdict: Verdict) -> pb::VerifyResponse {
+/// A verdict as the contract carries it; the key's metadata only when asked for.
+fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
     let mut response = pb::VerifyResponse {
         valid: verdict.code == VerifyCode::Valid,
         code: code_to_proto(verdict.code) as i32,
@@ -116,6 +116,9 @@ fn response_of(verdict: Verdict) -> pb::VerifyResponse {
         response.workspace_id = key.workspace.to_string();
         response.user_id = key.user.to_string();
         response.name.clone_from(&key.name);
+        if include_metadata && let Some(metadata) = &key.metadata {
+            response.metadata = metadata.to_string();
+        }
     }
     response
 }

@@ -30,6 +30,8 @@ pub struct KeyState {
     pub windows: [NamedWindow; 2],
     /// The key that replaced this one by rotation, named when it is refused as expired.
     pub replaced_by: Option<KeyId>,
+    /// The key's metadata, shared (returned only when a Verify asks for it).
+    pub metadata: Option<Arc<str>>,
 }
 
 impl KeyState {
@@ -48,6 +50,7 @@ impl KeyState {
                 limit,
             }),
             replaced_by: record.replaced_by,
+            metadata: record.metadata.as_ref().map(|m| Arc::from(m.as_str())),
         }
     }
 

@@ -127,6 +127,7 @@ impl Fixture {
             name: KeyName::parse("Production Dashboard").unwrap(),
             expires_at,
             rate_limits: limits,
+            metadata: None,
         };
         let record = self
             .store
@@ -142,8 +143,8 @@ impl Fixture {
 
     async fn set_status(&self, id: &KeyId, status: KeyStatus) {
         let changes = KeyChanges {
-            name: None,
             status: Some(status),
+            ..KeyChanges::default()
         };
         self.store
             .update(&scope(), id, changes, SystemTime::now())

@@ -286,6 +286,8 @@ async fn verify(
         session,
         workspace_id,
         cost: 1,
+        // Metadata is the admin's: it does not go upstream, so it is not asked for.
+        include_metadata: false,
     };
     let call = async {
         match &gateway.inner.auth_check {

@@ -9,6 +9,9 @@ use tonic::{Code, Status};
 /// The precondition kind of rotating a key that was rotated already.
 pub const ALREADY_ROTATED: &str = "ALREADY_ROTATED";
 
+/// The precondition kind of an expiry change the key's state refuses.
+pub const EXPIRY_REFUSED: &str = "EXPIRY_REFUSED";
+
 /// The precondition kind of a login token spent before.
 pub const LOGIN_TOKEN_USED: &str = "LOGIN_TOKEN_USED";
 
@@ -32,6 +35,9 @@ pub enum RegistryError {
         /// The key that replaced it.
         replaced_by: stanna_keys::KeyId,
     },
+    /// The key's state refuses the expiry change (expired, rotated out, or earlier-only).
+    #[error("expires_at: {0}")]
+    ExpiryRefused(stanna_store::ExpiryRefusal),
     /// The user holds `STANNA_MAX_KEYS_PER_USER` keys already.
     #[error(
         "the user already has {max} keys, the most allowed (STANNA_MAX_KEYS_PER_USER); delete one first"
@@ -73,6 +79,7 @@ impl From<StoreError> for RegistryError {
             StoreError::NotFound => Self::NotFound,
             StoreError::TooManyKeys { max } => Self::TooManyKeys { max },
             StoreError::AlreadyRotated { replaced_by } => Self::AlreadyRotated { replaced_by },
+            StoreError::ExpiryRefused(refusal) => Self::ExpiryRefused(refusal),
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::LoginTokenUsed => Self::LoginTokenUsed,
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
@@ -98,6 +105,11 @@ impl From<RegistryError> for Status {
                     ),
                 )
             }
+            RegistryError::ExpiryRefused(refusal) => stanna_grpc::status::failed_precondition(
+                EXPIRY_REFUSED,
+                "expires_at",
+                &refusal.to_string(),
+            ),
             RegistryError::LoginRefused(error) => {
                 stanna_grpc::status::invalid_argument("login_token", &error.to_string())
             }

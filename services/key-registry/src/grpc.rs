@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stanna_keys::{
-    DomainError, KeyId, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+    DomainError, KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit,
+    WorkspaceId,
 };
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_server::{KeyRegistry, KeyRegistryServer};
-use stanna_store::{KeyChanges, KeyRecord, LimitOverrides, PageRequest, PageToken, Scope};
+use stanna_store::{
+    KeyChanges, KeyRecord, LimitChanges, LimitOverrides, PageRequest, PageToken, Scope,
+};
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -107,6 +110,7 @@ impl KeyRegistry for KeyRegistryService {
                 .map(|t| system_time("expires_at", t))
                 .transpose()?,
             rate_limits: limit_overrides(&r.rate_limits)?,
+            metadata: metadata(Some(&r.metadata))?,
         };
         let created = self.registry.create_key(create).await?;
         Ok(Response::new(self.created_response(created)))
@@ -162,29 +166,7 @@ impl KeyRegistry for KeyRegistryService {
     ) -> Result<Response<pb::ApiKey>, Status> {
         let r = request.into_inner();
         let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
-        let changes = KeyChanges {
-            name: r
-                .name
-                .as_deref()
-                .map(KeyName::parse)
-                .transpose()
-                .map_err(|e| RegistryError::invalid("name", e))?,
-            status: match pb::KeyStatus::try_from(r.status) {
-                Ok(pb::KeyStatus::Unspecified) => None,
-                Ok(pb::KeyStatus::Active) => Some(KeyStatus::Active),
-                Ok(pb::KeyStatus::Inactive) => Some(KeyStatus::Inactive),
-                Err(_) => {
-                    return Err(RegistryError::invalid(
-                        "status",
-                        format!(
-                            "must be KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE, got {}",
-                            r.status
-                        ),
-                    )
-                    .into());
-                }
-            },
-        };
+        let changes = update_changes(&r)?;
         let key = self.registry.update_key(&scope, &key_id, changes).await?;
         Ok(Response::new(api_key(&key, self.registry.default_limits())))
     }
@@ -313,6 +295,137 @@ fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, RegistryE
         .map_err(|_| RegistryError::invalid(field, "must be a non-negative duration"))
 }
 
+/// The fields an `update_mask` may name.
+const UPDATE_MASK_FIELDS: [&str; 5] = ["name", "status", "expires_at", "rate_limits", "metadata"];
+
+/// Reads an UpdateKey request into the changes it asks for: with an `update_mask`, exactly the
+/// fields it names (a named field left unset is cleared, where it can be); without one, the
+/// fields that are set.
+fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError> {
+    let named = match &r.update_mask {
+        None => None,
+        Some(mask) => {
+            if mask.paths.is_empty() {
+                return Err(RegistryError::invalid(
+                    "update_mask",
+                    "names no field; give one or more of name, status, expires_at, rate_limits, metadata",
+                ));
+            }
+            let mut named = [false; UPDATE_MASK_FIELDS.len()];
+            for (i, path) in mask.paths.iter().enumerate() {
+                let Some(slot) = UPDATE_MASK_FIELDS.iter().position(|f| f == path) else {
+                    // Echoed only when it looks like a field name, never arbitrary input.
+                    let shown = if path.len() <= 32
+                        && path
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+                    {
+                        format!("{path:?} ")
+                    } else {
+                        String::new()
+                    };
+                    return Err(RegistryError::invalid(
+                        format!("update_mask.paths[{i}]"),
+                        format!(
+                            "{shown}is not a field UpdateKey changes; use name, status, expires_at, rate_limits or metadata"
+                        ),
+                    ));
+                };
+                named[slot] = true;
+            }
+            Some(named)
+        }
+    };
+    // Indexes into UPDATE_MASK_FIELDS.
+    const NAME: usize = 0;
+    const STATUS: usize = 1;
+    const EXPIRES_AT: usize = 2;
+    const RATE_LIMITS: usize = 3;
+    const METADATA: usize = 4;
+    let in_mask = |field: usize| named.map(|named| named[field]);
+    let name = match (in_mask(NAME), &r.name) {
+        (Some(false), _) | (None, None) => None,
+        (Some(true), None) => {
+            return Err(RegistryError::invalid(
+                "name",
+                "is named in update_mask but not given; a key always has a name",
+            ));
+        }
+        (_, Some(name)) => {
+            Some(KeyName::parse(name).map_err(|e| RegistryError::invalid("name", e))?)
+        }
+    };
+    let status = match pb::KeyStatus::try_from(r.status) {
+        Ok(pb::KeyStatus::Unspecified) if in_mask(STATUS) == Some(true) => {
+            return Err(RegistryError::invalid(
+                "status",
+                "is named in update_mask but not given; use KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE",
+            ));
+        }
+        _ if in_mask(STATUS) == Some(false) => None,
+        Ok(pb::KeyStatus::Unspecified) => None,
+        Ok(pb::KeyStatus::Active) => Some(KeyStatus::Active),
+        Ok(pb::KeyStatus::Inactive) => Some(KeyStatus::Inactive),
+        Err(_) => {
+            return Err(RegistryError::invalid(
+                "status",
+                format!(
+                    "must be KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE, got {}",
+                    r.status
+                ),
+            ));
+        }
+    };
+    let expiry = r
+        .expires_at
+        .map(|t| system_time("expires_at", t))
+        .transpose()?;
+    let expires_at = match in_mask(EXPIRES_AT) {
+        Some(true) => Some(expiry),
+        Some(false) => None,
+        None => expiry.map(Some),
+    };
+    let given = limit_overrides(&r.rate_limits)?;
+    let rate_limits = match in_mask(RATE_LIMITS) {
+        Some(true) => LimitChanges {
+            burst: Some(given.burst),
+            hourly: Some(given.hourly),
+        },
+        Some(false) => LimitChanges::default(),
+        None => LimitChanges {
+            burst: given.burst.map(Some),
+            hourly: given.hourly.map(Some),
+        },
+    };
+    let metadata = match in_mask(METADATA) {
+        Some(true) => Some(metadata(r.metadata.as_deref())?),
+        Some(false) => None,
+        None => r
+            .metadata
+            .as_deref()
+            .map(|m| metadata(Some(m)))
+            .transpose()?,
+    };
+    Ok(KeyChanges {
+        name,
+        status,
+        expires_at,
+        expiry_earlier_only: r.expiry_earlier_only,
+        rate_limits,
+        metadata,
+    })
+}
+
+/// Reads `metadata`: empty or absent is none.
+fn metadata(text: Option<&str>) -> Result<Option<KeyMetadata>, RegistryError> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => KeyMetadata::parse(text)
+            .map(Some)
+            .map_err(|e| RegistryError::invalid("metadata", e)),
+    }
+}
+
 /// Reads `rate_limits`: only windows named `burst` and `hourly`, each at most once.
 fn limit_overrides(limits: &[pb::RateLimit]) -> Result<LimitOverrides, RegistryError> {
     let mut overrides = LimitOverrides::default();
@@ -365,5 +478,18 @@ pub fn api_key(key: &KeyRecord, defaults: RateLimits) -> pb::ApiKey {
         expires_at: key.expires_at.map(Into::into),
         rate_limits: stanna_proto::convert::rate_limits(limits),
         replaced_by: key.replaced_by.map(|id| id.to_string()).unwrap_or_default(),
+        metadata: key
+            .metadata
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
+        overridden_limits: [
+            (RateLimits::BURST, key.rate_limits.burst.is_some()),
+            (RateLimits::HOURLY, key.rate_limits.hourly.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, overridden)| *overridden)
+        .map(|(name, _)| name.to_owned())
+        .collect(),
     }
 }

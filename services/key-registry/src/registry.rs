@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use stanna_keys::{
-    Clock, GeneratedKey, KeyHasher, KeyId, KeyName, RateLimits, UserId, WorkspaceId,
+    Clock, GeneratedKey, KeyHasher, KeyId, KeyMetadata, KeyName, RateLimits, UserId, WorkspaceId,
 };
 use stanna_store::{
     KeyChanges, KeyRecord, KeyStore, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
@@ -37,6 +37,8 @@ pub struct CreateKey {
     pub expires_at: Option<SystemTime>,
     /// Per-key limits; unset windows follow the configured defaults.
     pub rate_limits: LimitOverrides,
+    /// The owner's metadata, if any.
+    pub metadata: Option<KeyMetadata>,
 }
 
 /// A key just made, with its plaintext: the one moment it exists.
@@ -169,6 +171,7 @@ impl Registry {
                 name: request.name.clone(),
                 expires_at: request.expires_at,
                 rate_limits: request.rate_limits,
+                metadata: request.metadata.clone(),
             };
             match self
                 .inner
@@ -205,28 +208,28 @@ impl Registry {
         Ok(self.inner.store.get(scope, key_id).await?)
     }
 
-    /// Renames, activates or deactivates a key; with no change, returns it as it is.
+    /// Changes a key (name, status, expiry, limit overrides, metadata); with no change, returns
+    /// it as it is. Every auth-check applies the change at its next change poll.
     ///
     /// # Errors
-    /// `NotFound` if it is not visible in `scope`.
+    /// `NotFound` if it is not visible in `scope`; `ExpiryRefused` when the key's state refuses
+    /// the expiry change.
     pub async fn update_key(
         &self,
         scope: &Scope,
         key_id: &KeyId,
         changes: KeyChanges,
     ) -> Result<KeyRecord, RegistryError> {
-        if changes.name.is_none() && changes.status.is_none() {
+        if changes.is_empty() {
             return self.get_key(scope, key_id).await;
         }
-        let status = changes.status;
+        let changed = changed_fields(&changes);
         let key = self
             .inner
             .store
             .update(scope, key_id, changes, self.now())
             .await?;
-        if let Some(status) = status {
-            tracing::info!(key_id = %key.key_id, workspace = %key.workspace, status = status.as_str(), "key status set");
-        }
+        tracing::info!(key_id = %key.key_id, workspace = %key.workspace, changed = %changed, status = key.status.as_str(), "key updated");
         Ok(key)
     }
 
@@ -315,4 +318,24 @@ impl Registry {
         .await
         .map_err(|e| RegistryError::Internal(Box::new(e)))?
     }
+}
+
+/// The names of the fields `changes` sets, for the log line (never their values: a name or
+/// metadata is the customer's text).
+fn changed_fields(changes: &KeyChanges) -> String {
+    [
+        ("name", changes.name.is_some()),
+        ("status", changes.status.is_some()),
+        ("expires_at", changes.expires_at.is_some()),
+        (
+            "rate_limits",
+            changes.rate_limits.burst.is_some() || changes.rate_limits.hourly.is_some(),
+        ),
+        ("metadata", changes.metadata.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(name, _)| *name)
+    .collect::<Vec<_>>()
+    .join(",")
 }

@@ -101,6 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 name: KeyName::parse(&format!("bench {i}"))?,
                 expires_at: None,
                 rate_limits: limits,
+                metadata: None,
             })
             .await?;
         if i < KEYS {
@@ -126,6 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 key: key.clone(),
                 workspace_id: String::new(),
                 cost: 1,
+                include_metadata: false,
             })
             .await?;
         cold.push(start.elapsed());
@@ -140,6 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 key: key.clone(),
                 workspace_id: String::new(),
                 cost: 1,
+                include_metadata: false,
             })
             .await?;
     }
@@ -188,6 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         key: keys[i % keys.len()].clone(),
                         workspace_id: String::new(),
                         cost: 1,
+                        include_metadata: false,
                     };
                     auth.verify(request)
                         .await

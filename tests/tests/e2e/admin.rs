@@ -27,6 +27,7 @@ pub async fn create_key(registry_port: u16, token: &str, name: &str) -> pb::Crea
             name: name.into(),
             expires_at: None,
             rate_limits: Vec::new(),
+            metadata: String::new(),
         })
         .await
         .expect("create a key")

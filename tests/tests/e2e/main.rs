@@ -11,6 +11,7 @@ mod dashboard_http;
 mod edge;
 mod gateway_split;
 mod http;
+mod key_changes;
 mod operability;
 mod readme_public_api;
 mod schemathesis;

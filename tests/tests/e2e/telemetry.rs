@@ -263,6 +263,7 @@ impl System {
                 name: "Traced".into(),
                 expires_at: None,
                 rate_limits: Vec::new(),
+                metadata: String::new(),
             })
             .await
             .unwrap()

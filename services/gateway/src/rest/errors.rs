@@ -48,11 +48,12 @@ pub enum KeyErrors {
 #[response(status = 404, description = "`not_found`")]
 pub struct NotFound(pub ErrorBody<'static>);
 
-/// The user holds the most keys allowed, or the key was rotated already.
+/// The user holds the most keys allowed, the key was rotated already, or its expiry cannot move
+/// that way.
 #[derive(IntoResponses)]
 #[response(
     status = 409,
-    description = "`too_many_keys` or `conflict` (the message names the replacement)"
+    description = "`too_many_keys`, or `conflict`: the key was rotated already (the message names the replacement), or an expiry may only move earlier (the message names the current one)"
 )]
 pub struct Conflict(pub ErrorBody<'static>);
 

@@ -43,6 +43,7 @@ pub async fn create_key(
             name,
             expires_at: body.expires_at.map(|t| t.0),
             rate_limits: Vec::new(),
+            metadata: String::new(),
         })
         .await
         .map_err(from_registry)?
@@ -98,29 +99,28 @@ pub async fn get_key(
     Ok(json(StatusCode::OK, &ApiKeyJson::from(&key)))
 }
 
-/// Renames, deactivates or reactivates one of the caller's keys (merge semantics: absent fields
-/// are kept).
+/// Renames, deactivates or reactivates one of the caller's keys, or moves its expiry earlier
+/// (merge semantics: absent fields are kept).
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = KEYS, request_body = UpdateKeyBody,
     params(("id" = String, Path, description = "The key id")),
-    responses((status = 200, description = "The key as changed", body = ApiKeyJson), NotFound, TooLarge, KeyErrors))]
+    responses((status = 200, description = "The key as changed", body = ApiKeyJson), NotFound, Conflict, TooLarge, KeyErrors))]
 pub async fn update_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
     KeyIdPath(id): KeyIdPath,
     JsonBody(body): JsonBody<UpdateKeyBody>,
 ) -> Result<Response, ApiError> {
+    // An admin may deactivate any member's key, or make it expire sooner; renaming and
+    // reactivating stay the owner's (a key its owner turned off, say after a leak, is not the
+    // admin's to revive). Both only ever restrict a key.
+    let restricts_only = body.name.is_none()
+        && body
+            .status
+            .is_none_or(|s| s.to_proto() == pb::KeyStatus::Inactive)
+        && (body.status.is_some() || body.expires_at.is_some());
     let key = registry(&gateway)
         .update_key(pb::UpdateKeyRequest {
-            // An admin may deactivate any member's key; renaming and reactivating stay the
-            // owner's (a key its owner turned off, say after a leak, is not the admin's to
-            // revive).
-            user_id: acting_user(
-                &caller,
-                body.name.is_none()
-                    && body
-                        .status
-                        .is_some_and(|s| s.to_proto() == pb::KeyStatus::Inactive),
-            ),
+            user_id: acting_user(&caller, restricts_only),
             workspace_id: caller.workspace_id,
             key_id: id,
             name: body.name,
@@ -128,6 +128,10 @@ pub async fn update_key(
                 .status
                 .map_or(pb::KeyStatus::Unspecified, |s| s.to_proto())
                 .into(),
+            expires_at: body.expires_at.map(|t| t.0),
+            // The key API acts for the key's owner: it may shorten a key's life, never extend it.
+            expiry_earlier_only: true,
+            ..Default::default()
         })
         .await
         .map_err(from_registry)?

@@ -291,6 +291,11 @@ pub struct UpdateKeyBody {
     /// A new status.
     #[serde(default)]
     pub status: Option<KeyStatusJson>,
+    /// A new expiry, **earlier** than the current one (any time, if the key has none): the key
+    /// API can shorten a key's life, never extend it (nor a rotated-out key's grace). A time
+    /// already past stops the key at once.
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `POST /v1/keys/{id}/rotate`: the body may be empty.

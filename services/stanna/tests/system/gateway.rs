@@ -145,6 +145,7 @@ async fn a_deactivated_key_is_401_inactive_and_works_again_once_reactivated() {
                     key_id: id,
                     name: None,
                     status: status.into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -194,6 +194,7 @@ async fn attempt(
                     key_id,
                     name: Some("renamed".into()),
                     status: pb::KeyStatus::Unspecified.into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),
@@ -204,6 +205,7 @@ async fn attempt(
                     key_id,
                     name: None,
                     status: pb::KeyStatus::Inactive.into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

@@ -736,6 +736,7 @@ async fn product_user_ids_work_everywhere() {
             name: "n".into(),
             expires_at: None,
             rate_limits: Vec::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

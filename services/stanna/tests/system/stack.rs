@@ -182,6 +182,7 @@ impl Stack {
                 name: "test key".into(),
                 expires_at: expires_at.map(prost_types_timestamp),
                 rate_limits: Vec::new(),
+                ..Default::default()
             })
             .await
             .unwrap()
