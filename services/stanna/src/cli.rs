@@ -24,6 +24,9 @@ pub enum Command {
     /// the one `stanna serve` keeps in STANNA_STATE_DIR). For trying the dashboard locally; a
     /// product mints its own login tokens (README "Dashboard").
     SessionLink(Box<SessionLink>),
+    /// Manage keys as an admin, over the KeyRegistry's gRPC API: create, list, get, update,
+    /// rotate, delete, and revoke dashboard sessions. Human tables, or `--json`.
+    Keys(Box<crate::keys_cli::Keys>),
     /// Check a service: gRPC health at host:port, or GET http://host:port/healthz (`--ready`:
     /// /readyz) of the gateway; exit 0 when it answers SERVING / 200 within 3 s, 1 otherwise.
     Healthcheck {

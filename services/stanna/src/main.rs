@@ -7,6 +7,7 @@
 
 mod cli;
 mod healthcheck;
+mod keys_cli;
 
 use stanna::{Listeners, Overrides, System};
 
@@ -34,6 +35,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     ) || matches!(
         err.downcast_ref::<stanna_telemetry::TelemetryError>(),
         Some(stanna_telemetry::TelemetryError::Setting(_))
+    ) || matches!(
+        err.downcast_ref::<keys_cli::KeysError>(),
+        Some(keys_cli::KeysError::Usage(_))
     );
     if refused { 2 } else { 1 }
 }
@@ -55,6 +59,7 @@ fn run() -> anyhow::Result<()> {
             println!("{}", session_link(&args)?);
             Ok(())
         }
+        cli::Command::Keys(keys) => Ok(runtime.block_on(keys_cli::run(*keys))?),
         cli::Command::Healthcheck { addr, ready, tls } => {
             runtime.block_on(healthcheck::check(&addr, ready, &tls))
         }

@@ -12,6 +12,7 @@ mod edge;
 mod gateway_split;
 mod http;
 mod key_changes;
+mod keys_cli;
 mod operability;
 mod readme_public_api;
 mod schemathesis;
