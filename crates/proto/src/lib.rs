@@ -37,4 +37,44 @@ pub mod convert {
             })
             .collect()
     }
+
+    /// A protobuf `Duration` as a `std` one; `None` when negative. Never panics, unlike
+    /// prost-types' `TryFrom`, whose error path negates the seconds and overflows on `i64::MIN`
+    /// in builds with overflow checks (found by the `rate_limit_headers` fuzz target).
+    pub fn std_duration(d: prost_types::Duration) -> Option<std::time::Duration> {
+        let d = d.normalized();
+        // Normalised, `nanos` is below one second and has the sign of `seconds`.
+        let seconds = u64::try_from(d.seconds).ok()?;
+        let nanos = u32::try_from(d.nanos).ok()?;
+        Some(std::time::Duration::new(seconds, nanos))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn std_duration_takes_what_is_positive_and_never_panics() {
+            let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+            assert_eq!(
+                std_duration(d(3, 500)),
+                Some(std::time::Duration::new(3, 500))
+            );
+            assert_eq!(
+                std_duration(d(1, 1_500_000_000)),
+                Some(std::time::Duration::new(2, 500_000_000))
+            );
+            for (seconds, nanos) in [
+                (-1, 0),
+                (0, -1),
+                (i64::MIN, 0),
+                (i64::MIN, -999_999_999),
+                (i64::MIN, i32::MIN),
+                (i64::MIN, i32::MAX),
+            ] {
+                assert_eq!(std_duration(d(seconds, nanos)), None, "{seconds} {nanos}");
+            }
+            assert!(std_duration(d(i64::MAX, i32::MAX)).is_some());
+        }
+    }
 }

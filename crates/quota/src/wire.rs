@@ -2,8 +2,6 @@
 //! this crate's types, written once for both ends: the Quota service reads requests and writes
 //! decisions; auth-check, calling it over gRPC, writes requests and reads decisions.
 
-use std::time::Duration;
-
 use stanna_keys::{DomainError, WindowLimit};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::prost_types;
@@ -22,7 +20,7 @@ pub fn windows_from_proto(limits: &[pb::RateLimit]) -> Result<Vec<NamedWindow>, 
         .map(|(i, l)| {
             let period = l
                 .period
-                .and_then(|p| Duration::try_from(p).ok())
+                .and_then(stanna_proto::convert::std_duration)
                 .ok_or_else(|| {
                     QuotaError::invalid(
                         format!("limits[{i}].period"),
@@ -86,7 +84,7 @@ pub fn decision_to_proto(d: &Decision) -> pb::ConsumeResponse {
 /// A decision read back from the contract (a negative or missing duration reads as zero).
 pub fn decision_from_proto(r: pb::ConsumeResponse) -> Decision {
     let duration = |d: Option<prost_types::Duration>| {
-        d.and_then(|d| Duration::try_from(d).ok())
+        d.and_then(stanna_proto::convert::std_duration)
             .unwrap_or_default()
     };
     Decision {
@@ -102,7 +100,7 @@ pub fn decision_from_proto(r: pb::ConsumeResponse) -> Decision {
                 reset_after: duration(w.reset_after),
             })
             .collect(),
-        retry_after: r.retry_after.and_then(|d| Duration::try_from(d).ok()),
+        retry_after: r.retry_after.and_then(stanna_proto::convert::std_duration),
     }
 }
 
@@ -136,6 +134,8 @@ pub fn error_from_status(status: tonic::Status) -> QuotaError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -171,7 +171,7 @@ fn insert_custom_window(headers: &mut HeaderMap, name: &str, window: &pb::Window
 
 /// A proto duration as a std one (absent or negative: zero).
 pub fn duration(d: &Option<prost_types::Duration>) -> Duration {
-    d.and_then(|d| Duration::try_from(d).ok())
+    d.and_then(stanna_proto::convert::std_duration)
         .unwrap_or_default()
 }
 

@@ -291,8 +291,8 @@ fn system_time(field: &str, t: prost_types::Timestamp) -> Result<SystemTime, Reg
 }
 
 fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, RegistryError> {
-    Duration::try_from(d)
-        .map_err(|_| RegistryError::invalid(field, "must be a non-negative duration"))
+    stanna_proto::convert::std_duration(d)
+        .ok_or_else(|| RegistryError::invalid(field, "must be a non-negative duration"))
 }
 
 /// The fields an `update_mask` may name.

@@ -581,7 +581,7 @@ fn limits_text(key: &pb::ApiKey) -> String {
         .map(|l| {
             let period = l
                 .period
-                .and_then(|p| Duration::try_from(p).ok())
+                .and_then(stanna_proto::convert::std_duration)
                 .map_or_else(|| "?".to_owned(), |p| format!("{}s", p.as_secs_f64()));
             let mark = if key.overridden_limits.contains(&l.name) {
                 " (override)"
@@ -608,7 +608,7 @@ fn key_json(key: &pb::ApiKey) -> Value {
         "rateLimits": key.rate_limits.iter().map(|l| json!({
             "name": l.name,
             "limit": l.limit,
-            "period": l.period.and_then(|p| Duration::try_from(p).ok()).map(|p| format!("{}s", p.as_secs_f64())),
+            "period": l.period.and_then(stanna_proto::convert::std_duration).map(|p| format!("{}s", p.as_secs_f64())),
         })).collect::<Vec<_>>(),
     });
     let optional = [
