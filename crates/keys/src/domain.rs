@@ -267,12 +267,13 @@ impl KeyMetadata {
         if let Some(kind) = kind {
             return Err(DomainError::MetadataNotObject(kind));
         }
-        // Compacting never lengthens: escapes are kept or shortened, whitespace dropped.
-        let compact = parsed.to_string();
-        if holds_key(&compact) {
+        // The check reads the parsed form, where JSON escapes are undone; what is stored is the
+        // text as written minus whitespace, so numbers keep their digits (serde_json would turn
+        // `1e15` into `1000000000000000.0`) and the stored text is never longer than the input.
+        if holds_key(&parsed.to_string()) {
             return Err(DomainError::MetadataHoldsKey);
         }
-        Ok(Self(compact))
+        Ok(Self(minify(value)))
     }
 
     /// Stored metadata read back as it was written (it was checked when it was stored).
@@ -284,6 +285,29 @@ impl KeyMetadata {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Valid JSON without the whitespace between tokens (whitespace inside strings is kept).
+fn minify(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `text` holds a well-formed API key (prefix, length, alphabet and checksum).
@@ -527,8 +551,14 @@ mod tests {
 
     #[test]
     fn metadata_is_a_compact_json_object_of_at_most_1024_bytes() {
-        let m = KeyMetadata::parse("{ \"plan\" : \"pro\",\n \"seats\": [1, 2] }").unwrap();
-        assert_eq!(m.as_str(), r#"{"plan":"pro","seats":[1,2]}"#);
+        let m = KeyMetadata::parse(
+            "{ \"plan\" : \"pro plus\",\n \"seats\": [1, 2e15], \"q\": \"a\\\" b\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            m.as_str(),
+            r#"{"plan":"pro plus","seats":[1,2e15],"q":"a\" b"}"#
+        );
         assert_eq!(KeyMetadata::parse("{}").unwrap().as_str(), "{}");
         let padded = format!("{{\"a\":\"{}\"}}", "x".repeat(1024 - 8));
         assert_eq!(padded.len(), 1024);

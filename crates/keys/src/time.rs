@@ -31,8 +31,16 @@ pub fn from_micros_since_epoch(micros: u64) -> SystemTime {
 }
 
 /// `t` in RFC 3339 at whole seconds, UTC (`2026-12-02T15:04:05Z`), for messages a person reads.
+/// A time past what chrono represents (year 262 143) is written as seconds since the epoch
+/// rather than panicking.
 pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    let seconds = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    match chrono::DateTime::<chrono::Utc>::from_timestamp(seconds, 0) {
+        Some(at) => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => format!("{seconds} s after 1970-01-01T00:00:00Z"),
+    }
 }
 
 #[cfg(test)]
@@ -51,5 +59,7 @@ mod tests {
     fn rfc3339_is_utc_at_whole_seconds() {
         let t = UNIX_EPOCH + Duration::from_micros(1_764_687_845_999_999);
         assert_eq!(rfc3339(t), "2025-12-02T15:04:05Z");
+        let far = UNIX_EPOCH + Duration::from_micros(u64::MAX);
+        assert!(rfc3339(far).ends_with("s after 1970-01-01T00:00:00Z"));
     }
 }

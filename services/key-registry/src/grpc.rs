@@ -280,11 +280,14 @@ fn key_id(value: &str) -> Result<KeyId, RegistryError> {
     KeyId::parse(value).map_err(|e| RegistryError::invalid("key_id", e))
 }
 
+/// 9999-12-31T23:59:59Z: the last time RFC 3339 (and so every client) can write.
+const LAST_TIME: i64 = 253_402_300_799;
+
 fn system_time(field: &str, t: prost_types::Timestamp) -> Result<SystemTime, RegistryError> {
-    if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+    if !(0..=LAST_TIME).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
         return Err(RegistryError::invalid(
             field,
-            "must be a valid timestamp after 1970",
+            "must be a valid timestamp from 1970 to 9999",
         ));
     }
     Ok(UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32))
@@ -296,7 +299,16 @@ fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, RegistryE
 }
 
 /// The fields an `update_mask` may name.
-const UPDATE_MASK_FIELDS: [&str; 5] = ["name", "status", "expires_at", "rate_limits", "metadata"];
+/// `rate_limits.burst` / `rate_limits.hourly` change one window and leave the other as it is.
+const UPDATE_MASK_FIELDS: [&str; 7] = [
+    "name",
+    "status",
+    "expires_at",
+    "rate_limits",
+    "metadata",
+    "rate_limits.burst",
+    "rate_limits.hourly",
+];
 
 /// Reads an UpdateKey request into the changes it asks for: with an `update_mask`, exactly the
 /// fields it names (a named field left unset is cleared, where it can be); without one, the
@@ -327,7 +339,7 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
                     return Err(RegistryError::invalid(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{shown}is not a field UpdateKey changes; use name, status, expires_at, rate_limits or metadata"
+                            "{shown}is not a field UpdateKey changes; use name, status, expires_at, rate_limits (or rate_limits.burst, rate_limits.hourly) or metadata"
                         ),
                     ));
                 };
@@ -342,6 +354,8 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
     const EXPIRES_AT: usize = 2;
     const RATE_LIMITS: usize = 3;
     const METADATA: usize = 4;
+    const BURST: usize = 5;
+    const HOURLY: usize = 6;
     let in_mask = |field: usize| named.map(|named| named[field]);
     let name = match (in_mask(NAME), &r.name) {
         (Some(false), _) | (None, None) => None,
@@ -376,26 +390,35 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
             ));
         }
     };
-    let expiry = r
-        .expires_at
-        .map(|t| system_time("expires_at", t))
-        .transpose()?;
-    let expires_at = match in_mask(EXPIRES_AT) {
-        Some(true) => Some(expiry),
-        Some(false) => None,
-        None => expiry.map(Some),
+    // A field the mask leaves out is ignored, not checked (AIP-134).
+    let expiry = || {
+        r.expires_at
+            .map(|t| system_time("expires_at", t))
+            .transpose()
     };
-    let given = limit_overrides(&r.rate_limits)?;
-    let rate_limits = match in_mask(RATE_LIMITS) {
-        Some(true) => LimitChanges {
-            burst: Some(given.burst),
-            hourly: Some(given.hourly),
-        },
-        Some(false) => LimitChanges::default(),
-        None => LimitChanges {
-            burst: given.burst.map(Some),
-            hourly: given.hourly.map(Some),
-        },
+    let expires_at = match in_mask(EXPIRES_AT) {
+        Some(true) => Some(expiry()?),
+        Some(false) => None,
+        None => expiry()?.map(Some),
+    };
+    let rate_limits = match named {
+        Some(named) if !(named[RATE_LIMITS] || named[BURST] || named[HOURLY]) => {
+            LimitChanges::default()
+        }
+        Some(named) => {
+            let given = limit_overrides(&r.rate_limits)?;
+            LimitChanges {
+                burst: (named[RATE_LIMITS] || named[BURST]).then_some(given.burst),
+                hourly: (named[RATE_LIMITS] || named[HOURLY]).then_some(given.hourly),
+            }
+        }
+        None => {
+            let given = limit_overrides(&r.rate_limits)?;
+            LimitChanges {
+                burst: given.burst.map(Some),
+                hourly: given.hourly.map(Some),
+            }
+        }
     };
     let metadata = match in_mask(METADATA) {
         Some(true) => Some(metadata(r.metadata.as_deref())?),

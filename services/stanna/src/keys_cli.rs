@@ -198,6 +198,25 @@ pub enum KeysError {
 /// # Errors
 /// [`KeysError`]: what was refused, in words.
 pub async fn run(keys: Keys) -> Result<(), KeysError> {
+    // Bad usage is said before any token is read or call made.
+    if let KeysCommand::Update {
+        name: None,
+        status: None,
+        expires_at: None,
+        no_expiry: false,
+        burst: None,
+        default_burst: false,
+        hourly: None,
+        default_hourly: false,
+        metadata: None,
+        no_metadata: false,
+        ..
+    } = &keys.command
+    {
+        return Err(KeysError::Usage(
+            "nothing to change: give --name, --status, --expires-at/--no-expiry, --burst/--default-burst, --hourly/--default-hourly or --metadata/--no-metadata".into(),
+        ));
+    }
     let token = admin_token(&keys)?;
     let mut client = connect(&keys).await?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}")
@@ -317,43 +336,19 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
             if metadata.is_some() || no_metadata {
                 paths.push("metadata");
             }
-            let limits_change =
-                burst.is_some() || default_burst || hourly.is_some() || default_hourly;
+            // One window at a time (`rate_limits.burst`), so the other stays as the registry
+            // has it: no read-modify-write that a concurrent change could be lost in.
             let mut rate_limits = Vec::new();
-            if limits_change {
-                // The mask's "rate_limits" replaces both windows: carry the one not mentioned
-                // over as it is now (an override stays an override; a default stays default).
-                let current = client
-                    .get_key(authorized(
-                        &bearer,
-                        pb::GetKeyRequest {
-                            workspace_id: workspace.clone(),
-                            user_id: String::new(),
-                            key_id: key_id.clone(),
-                        },
-                    ))
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                for (window, given, reset) in [
-                    ("burst", burst, default_burst),
-                    ("hourly", hourly, default_hourly),
-                ] {
-                    if let Some((limit, period)) = given {
-                        rate_limits.push(window_proto(window, limit, period));
-                    } else if !reset
-                        && current.overridden_limits.iter().any(|w| w == window)
-                        && let Some(kept) = current.rate_limits.iter().find(|l| l.name == window)
-                    {
-                        rate_limits.push(kept.clone());
-                    }
+            for (window, given, reset, path) in [
+                ("burst", burst, default_burst, "rate_limits.burst"),
+                ("hourly", hourly, default_hourly, "rate_limits.hourly"),
+            ] {
+                if let Some((limit, period)) = given {
+                    rate_limits.push(window_proto(window, limit, period));
                 }
-                paths.push("rate_limits");
-            }
-            if paths.is_empty() {
-                return Err(KeysError::Usage(
-                    "nothing to change: give --name, --status, --expires-at/--no-expiry, --burst/--default-burst, --hourly/--default-hourly or --metadata/--no-metadata".into(),
-                ));
+                if given.is_some() || reset {
+                    paths.push(path);
+                }
             }
             let key = client
                 .update_key(authorized(

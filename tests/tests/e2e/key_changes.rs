@@ -418,14 +418,14 @@ fn metadata_set_by_an_admin_reaches_verify_only_when_asked_for() {
         )
         .unwrap();
     assert_eq!(
-        key["metadata"], r#"{"customer":42,"plan":"pro"}"#,
+        key["metadata"], r#"{"plan":"pro","customer":42}"#,
         "stored compact"
     );
     let plain = system.verify(&json!({"key": secret}));
     assert_eq!(plain["valid"], true);
     assert_eq!(plain.get("metadata"), None, "not sent unless asked for");
     let asked = system.verify(&json!({"key": secret, "includeMetadata": true}));
-    assert_eq!(asked["metadata"], r#"{"customer":42,"plan":"pro"}"#);
+    assert_eq!(asked["metadata"], r#"{"plan":"pro","customer":42}"#);
 
     system
         .update(json!({"workspace_id": "ws_meta", "key_id": id, "metadata": "{\"plan\":\"team\"}"}))
