@@ -39,14 +39,27 @@ pub(crate) fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
 }
 
 pub(crate) fn start_auth_check(dir: &TempDir, port: u16, db: &str, quota_port: u16) -> Stanna {
+    start_auth_check_with(dir, port, db, quota_port, &[])
+}
+
+/// An auth-check alone, with `extra` settings.
+fn start_auth_check_with(
+    dir: &TempDir,
+    port: u16,
+    db: &str,
+    quota_port: u16,
+    extra: &[(&str, String)],
+) -> Stanna {
+    let mut env = vec![
+        ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{port}")),
+        ("STANNA_DATABASE_URL", db.to_owned()),
+        ("STANNA_QUOTA_URL", format!("http://127.0.0.1:{quota_port}")),
+    ];
+    env.extend(extra.iter().cloned());
     Stanna::start(
         dir.path(),
         &["serve", "auth-check"],
-        &[
-            ("STANNA_AUTH_CHECK_ADDR", format!("127.0.0.1:{port}")),
-            ("STANNA_DATABASE_URL", db.to_owned()),
-            ("STANNA_QUOTA_URL", format!("http://127.0.0.1:{quota_port}")),
-        ],
+        &env,
         "auth-check listening on",
     )
 }
@@ -195,7 +208,16 @@ async fn two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_
     for _ in 0..2 {
         let (quota_port, auth_port, gateway_port) = (free_port(), free_port(), free_port());
         processes.push(start_quota(&dir, quota_port, Some(&redis)));
-        processes.push(start_auth_check(&dir, auth_port, &db, quota_port));
+        // Closed: a quota call that times out on an overloaded machine is a 503, never an
+        // admission the quota did not make (the default, open, would admit it: correct, and
+        // not what this test counts).
+        processes.push(start_auth_check_with(
+            &dir,
+            auth_port,
+            &db,
+            quota_port,
+            &[("STANNA_QUOTA_FAIL_MODE", "closed".to_owned())],
+        ));
         processes.push(start_gateway(&dir, gateway_port, auth_port, registry_port));
         gateways.push(format!("http://127.0.0.1:{gateway_port}/v1/me"));
     }
@@ -220,9 +242,27 @@ async fn two_gateways_two_auth_checks_and_two_quotas_on_one_redis_admit_exactly_
     for task in tasks {
         *by_status.entry(task.await.unwrap()).or_insert(0) += 1;
     }
-    assert_eq!(
-        by_status,
-        [(200, 100), (429, 900)].into_iter().collect(),
-        "two of everything on one Redis admit exactly the burst limit"
+    // Every decision the quota made is exact: 100 admitted. A quota call that timed out (a
+    // loaded machine) is a 503 whose admission may or may not have been counted, so the only
+    // exact claim then is: never more than 100, and nothing admitted lost track of.
+    let admitted = by_status.get(&200).copied().unwrap_or(0);
+    let unavailable = by_status.get(&503).copied().unwrap_or(0);
+    assert!(
+        by_status.keys().all(|s| [200, 429, 503].contains(s)),
+        "{by_status:?}"
     );
+    assert!(admitted <= 100, "over-admitted: {by_status:?}");
+    assert!(
+        admitted + unavailable >= 100,
+        "under-admitted: {by_status:?}"
+    );
+    if unavailable == 0 {
+        assert_eq!(
+            by_status,
+            [(200, 100), (429, 900)].into_iter().collect(),
+            "two of everything on one Redis admit exactly the burst limit"
+        );
+    } else {
+        println!("{unavailable} quota calls timed out on this machine: {by_status:?}");
+    }
 }
