@@ -121,6 +121,42 @@ pub fn grpcurl_json(
 
 pub use stanna_testkit::free_port;
 
+/// Runs `grpcurl -plaintext [-H authorization] -d BODY ADDR METHOD`: `Ok(json)`, or
+/// `Err((grpc code name, message))` as grpcurl prints them for a refused call.
+///
+/// # Panics
+/// If grpcurl cannot be run or a success does not print JSON.
+pub fn grpcurl_call(
+    grpcurl: &Path,
+    addr: &str,
+    method: &str,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> Result<serde_json::Value, (String, String)> {
+    let mut command = Command::new(grpcurl);
+    command.arg("-plaintext");
+    if let Some(token) = token {
+        command.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    let output = command
+        .args(["-d", &body.to_string(), addr, method])
+        .output()
+        .expect("run grpcurl");
+    if output.status.success() {
+        return Ok(serde_json::from_slice(&output.stdout).expect("grpcurl prints JSON"));
+    }
+    // grpcurl prints "ERROR:\n  Code: FailedPrecondition\n  Message: …".
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let field = |name: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Err((field("Code:"), field("Message:")))
+}
+
 /// The session secret split-mode tests give every registry and gateway (they require one).
 pub const SESSION_SECRET: &str = "e2e-session-secret-of-at-least-32-bytes";
 

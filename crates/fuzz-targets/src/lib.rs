@@ -14,7 +14,10 @@
 //! - **login tokens**: verification answers, and an accepted token satisfies the claim rules;
 //! - **page tokens**: what parses prints back to a token that parses to the same position;
 //! - **rate-limit headers**: every value is a valid header value and the numbers agree with the
-//!   binding window.
+//!   binding window;
+//! - **request paths**: the normal form the gateway routes, maps to scopes and forwards has no
+//!   empty, `.` or `..` segment, no encoded slash, backslash or NUL, no escape of a plain
+//!   character, and is its own normal form.
 
 use std::future::Future;
 use std::pin::pin;
@@ -39,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("login_token", login_token),
     ("page_token", page_token),
     ("rate_limit_headers", rate_limit_headers),
+    ("request_path", request_path),
 ];
 
 /// Polls a future that never waits (the extractors and full bodies used here complete at once).
@@ -382,4 +386,70 @@ pub fn rate_limit_headers(data: &[u8]) {
             "one policy item per window"
         );
     }
+}
+
+/// A request path through the gateway's normalisation (`stanna_gateway::path`).
+pub fn request_path(data: &[u8]) {
+    let Ok(input) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Only what hyper would accept as a request target reaches the gateway.
+    let Ok(uri) = input.parse::<http::Uri>() else {
+        return;
+    };
+    let path = uri.path();
+    let Ok(normal) = stanna_gateway::path::normalise(path) else {
+        return;
+    };
+    let borrowed = matches!(normal, std::borrow::Cow::Borrowed(_));
+    let normal = normal.into_owned();
+    if borrowed {
+        assert_eq!(normal, path, "a borrowed normal form is the path itself");
+    }
+    assert!(normal.starts_with('/'), "{normal:?}");
+    let segments: Vec<&str> = normal[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        assert!(
+            !segment.is_empty() || last,
+            "an empty segment in {normal:?}"
+        );
+        assert!(
+            *segment != "." && *segment != "..",
+            "a dot segment in {normal:?}"
+        );
+    }
+    assert!(
+        !normal.contains('\\') && !normal.contains(';'),
+        "a backslash or ';' in {normal:?}"
+    );
+    let bytes = normal.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b != b'%' {
+            continue;
+        }
+        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("two hex digits");
+        assert_eq!(
+            hex,
+            hex.to_ascii_uppercase(),
+            "escapes are upper case: {normal:?}"
+        );
+        let byte = u8::from_str_radix(hex, 16).expect("two hex digits");
+        assert!(
+            !(byte.is_ascii_alphanumeric()
+                || matches!(
+                    byte,
+                    b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b';' | b'%' | 0
+                )),
+            "%{hex} survives in {normal:?}"
+        );
+    }
+    match stanna_gateway::path::normalise(&normal) {
+        Ok(std::borrow::Cow::Borrowed(again)) => assert_eq!(again, normal),
+        other => panic!("{normal:?} is not its own normal form: {other:?}"),
+    }
+    assert!(
+        normal.parse::<http::uri::PathAndQuery>().is_ok(),
+        "{normal:?} is a valid path"
+    );
 }

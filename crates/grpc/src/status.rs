@@ -57,6 +57,31 @@ pub fn precondition_violation(status: &Status) -> Option<(String, String, String
     Some((violation.r#type, violation.subject, violation.description))
 }
 
+/// The `google.rpc.ErrorInfo` reason of a refused scope escalation.
+pub const SCOPE_ESCALATION: &str = "SCOPE_ESCALATION";
+/// The `google.rpc.ErrorInfo` domain of Stanna's own reasons.
+pub const DOMAIN: &str = "stanna.keys.v1";
+
+/// `PERMISSION_DENIED` for a scoped caller that would manage a key beyond its scopes: an
+/// `ErrorInfo` with reason [`SCOPE_ESCALATION`] and the scope at fault in its `scope` metadata
+/// (`*` for "every permission").
+pub fn scope_escalation(scope: &str, reason: &str) -> Status {
+    let metadata = std::collections::HashMap::from([("scope".to_owned(), scope.to_owned())]);
+    Status::with_error_details(
+        Code::PermissionDenied,
+        reason.to_owned(),
+        ErrorDetails::with_error_info(SCOPE_ESCALATION, DOMAIN, metadata),
+    )
+}
+
+/// The scope of a status made by [`scope_escalation`].
+pub fn escalated_scope(status: &Status) -> Option<String> {
+    let info = status.get_details_error_info()?;
+    (info.reason == SCOPE_ESCALATION)
+        .then(|| info.metadata.get("scope").cloned())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,15 @@ pub enum DomainError {
     /// Metadata holds an API key: a secret must not be stored where it is shown again.
     #[error("must not contain an API key (it would be stored and shown in the clear)")]
     MetadataHoldsKey,
+    /// A scope name is empty, too long or has a character outside `[a-z0-9:._-]`.
+    #[error("a scope must be 1 to 64 characters of a-z, 0-9, ':', '.', '_' or '-'")]
+    ScopeSyntax,
+    /// More scopes than [`Scopes::MAX_SCOPES`](crate::Scopes::MAX_SCOPES).
+    #[error("at most {max} scopes per key, got {got}", max = crate::Scopes::MAX_SCOPES)]
+    TooManyScopes {
+        /// Scopes given.
+        got: usize,
+    },
 }
 
 /// Characters allowed in workspace and user ids.

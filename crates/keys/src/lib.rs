@@ -12,6 +12,7 @@
 //!   [`KeyName`], [`WindowLimit`]); [`KeyId`] has its own module, [`key_id`].
 //! - [`duration`]: the one text form of durations in settings and limits (`250ms`, `5s`).
 //! - [`time`]: the injected [`Clock`] and counts since the epoch.
+//! - [`scopes`]: what a key may do ([`Scopes`]; none = the user's full permissions).
 //! - [`session`]: dashboard session tokens and roles; [`login`]: the product's login token (JWT).
 
 mod base62;
@@ -21,6 +22,7 @@ pub mod format;
 pub mod hash;
 pub mod key_id;
 pub mod login;
+pub mod scopes;
 pub mod session;
 pub mod time;
 
@@ -31,5 +33,6 @@ pub use duration::{DurationSyntax, DurationText, parse_duration};
 pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};
 pub use hash::{HashError, HashParams, KeyHasher};
 pub use key_id::KeyId;
+pub use scopes::{Scopes, ScopesError};
 pub use session::{NewSession, PresentedSession, Role, SessionId, to_hex};
 pub use time::{Clock, system_clock};

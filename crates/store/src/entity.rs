@@ -48,6 +48,8 @@ pub struct Model {
     pub hourly_period_ms: Option<i64>,
     /// The owner's metadata, a compact JSON object of at most 1 KiB; null if none.
     pub metadata: Option<String>,
+    /// The key's scopes, sorted and space-separated; null for an unscoped key.
+    pub scopes: Option<String>,
 }
 
 /// No relations: one table.

@@ -26,6 +26,13 @@ pub enum StoreError {
     /// An expiry change was refused by the key's state; nothing changed.
     #[error("{0}")]
     ExpiryRefused(ExpiryRefusal),
+    /// A scoped caller tried to change a key with a scope it lacks (`*`: an unscoped key, which
+    /// has every permission), or to give one; nothing changed.
+    #[error("the acting key lacks the scope {scope:?} of the key it would change")]
+    ScopeEscalation {
+        /// The first scope outside the caller's.
+        scope: String,
+    },
     /// A generated key id collided with an existing one (≈2⁻⁷¹ per pair; retry with a new key).
     #[error("key id already exists")]
     DuplicateKeyId,

@@ -18,6 +18,9 @@ use crate::{
     PageToken, Scope, StoreError, time,
 };
 
+/// How often a scoped caller's write re-checks a target whose scopes changed under it.
+const GUARD_ATTEMPTS: u32 = 3;
+
 impl KeyStore {
     /// Stores a new key. With `max_per_user`, refuses when the user already holds that many keys
     /// that are not past their expiry; the check and the insert are one serialised transaction,
@@ -147,7 +150,10 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope`;
-    /// [`StoreError::ExpiryRefused`] when the rules refuse the expiry change (nothing changes).
+    /// [`StoreError::ExpiryRefused`] when the rules refuse the expiry change (nothing changes);
+    /// [`StoreError::ScopeEscalation`] when a scoped caller ([`Scope::within`]) targets a key
+    /// outside its scopes or would give scopes it lacks. The target's scopes are checked and the
+    /// write made only while they are still the ones checked.
     #[tracing::instrument(target = "stanna_span", name = "store.update", skip_all, fields(db.system = self.backend_name()))]
     pub async fn update(
         &self,
@@ -156,11 +162,57 @@ impl KeyStore {
         changes: KeyChanges,
         now: SystemTime,
     ) -> Result<KeyRecord, StoreError> {
+        if let Some(scopes) = &changes.scopes {
+            scope.check_within(scopes)?;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let guard = self.scopes_guard(scope, key_id).await?;
+            match self
+                .update_once(scope, key_id, &changes, guard.as_deref(), now)
+                .await
+            {
+                // The key's scopes changed between the check and the write: check again.
+                Err(StoreError::NotFound) if guard.is_some() && attempt < GUARD_ATTEMPTS => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// For a scoped caller ([`Scope::within`]): reads the target, refuses it unless its scopes
+    /// are within the caller's, and returns the stored scopes text the write must still find (so
+    /// a change of the target's scopes in between refuses the write rather than slipping past).
+    /// `None` for an unscoped caller, who needs no read.
+    async fn scopes_guard(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+    ) -> Result<Option<String>, StoreError> {
+        if scope.within.is_unscoped() {
+            return Ok(None);
+        }
+        let target = self.get(scope, key_id).await?;
+        scope.check_within(&target.scopes)?;
+        Ok(target.scopes.to_stored())
+    }
+
+    async fn update_once(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        changes: &KeyChanges,
+        guard: Option<&str>,
+        now: SystemTime,
+    ) -> Result<KeyRecord, StoreError> {
         let now_us = time::to_micros(now);
         let mut update = Entity::update_many()
             .col_expr(Column::UpdatedAt, Expr::value(now_us))
             .filter(scope.condition())
             .filter(Column::KeyId.eq(key_id.as_str()));
+        if let Some(guard) = guard {
+            update = update.filter(Column::Scopes.eq(guard));
+        }
         if let Some(name) = &changes.name {
             update = update.col_expr(Column::Name, Expr::value(name.as_str()));
         }
@@ -220,6 +272,9 @@ impl KeyStore {
             let text = metadata.as_ref().map(|m| m.as_str().to_owned());
             update = update.col_expr(Column::Metadata, Expr::value(text));
         }
+        if let Some(scopes) = &changes.scopes {
+            update = update.col_expr(Column::Scopes, Expr::value(scopes.to_stored()));
+        }
         let model = update
             .exec_with_returning(&self.db)
             .await?
@@ -230,6 +285,10 @@ impl KeyStore {
             None if changes.expires_at.is_some() => {
                 // Either the key is not there, or the expiry rules refused: say which.
                 let current = self.get(scope, key_id).await?;
+                if guard.is_some_and(|g| current.scopes.to_stored().as_deref() != Some(g)) {
+                    // Its scopes changed meanwhile: the caller checks them again.
+                    return Err(StoreError::NotFound);
+                }
                 Err(StoreError::ExpiryRefused(if current.is_expired(now) {
                     ExpiryRefusal::Expired
                 } else {
@@ -251,7 +310,8 @@ impl KeyStore {
     /// stays as a tombstone so change polls (auth-check's revocation) see the deletion.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too).
+    /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too);
+    /// [`StoreError::ScopeEscalation`] for a key outside a scoped caller's scopes.
     #[tracing::instrument(target = "stanna_span", name = "store.delete", skip_all, fields(db.system = self.backend_name()))]
     pub async fn delete(
         &self,
@@ -260,17 +320,25 @@ impl KeyStore {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         let now = time::to_micros(now);
-        let result = Entity::update_many()
-            .col_expr(Column::DeletedAt, Expr::value(now))
-            .col_expr(Column::UpdatedAt, Expr::value(now))
-            .filter(scope.condition())
-            .filter(Column::KeyId.eq(key_id.as_str()))
-            .exec(&self.db)
-            .await?;
-        if result.rows_affected == 0 {
-            return Err(StoreError::NotFound);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let guard = self.scopes_guard(scope, key_id).await?;
+            let mut delete = Entity::update_many()
+                .col_expr(Column::DeletedAt, Expr::value(now))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(scope.condition())
+                .filter(Column::KeyId.eq(key_id.as_str()));
+            if let Some(guard) = &guard {
+                delete = delete.filter(Column::Scopes.eq(guard.as_str()));
+            }
+            let result = delete.exec(&self.db).await?;
+            match result.rows_affected {
+                0 if guard.is_some() && attempt < GUARD_ATTEMPTS => {}
+                0 => return Err(StoreError::NotFound),
+                _ => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Replaces the key `old` in `scope` by `new` in one transaction: `new` is stored with the old
@@ -282,8 +350,9 @@ impl KeyStore {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if `old` is not visible in `scope`,
-    /// [`StoreError::AlreadyRotated`], or [`StoreError::TooManyKeys`] for an expired key of a user
-    /// at the maximum.
+    /// [`StoreError::AlreadyRotated`], [`StoreError::TooManyKeys`] for an expired key of a user
+    /// at the maximum, or [`StoreError::ScopeEscalation`] for a key outside a scoped caller's
+    /// scopes.
     #[tracing::instrument(target = "stanna_span", name = "store.rotate", skip_all, fields(db.system = self.backend_name()))]
     pub async fn rotate(
         &self,
@@ -308,6 +377,10 @@ impl KeyStore {
         let current = record_from_model(current)?;
         // One successor per key: rotating a key that is already being retired would make a
         // second successor inheriting the first rotation's grace expiry (a new key that dies).
+        // The replacement inherits the scopes: a scoped caller may rotate only a key within its
+        // own. Checked inside the serialised transaction, so the read is the one written over,
+        // and first, so a key outside the caller's scopes tells it nothing (not its successor).
+        scope.check_within(&current.scopes)?;
         if let Some(replaced_by) = successor {
             return Err(StoreError::AlreadyRotated { replaced_by });
         }
@@ -322,12 +395,21 @@ impl KeyStore {
         let retire_at = current
             .expires_at
             .map_or(old_expires_at, |at| at.min(old_expires_at));
-        let retired = Entity::update_many()
+        let mut retire = Entity::update_many()
             .col_expr(Column::ExpiresAt, Expr::value(time::to_micros(retire_at)))
             .col_expr(Column::ReplacedBy, Expr::value(new.key_id.as_str()))
             .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
             .filter(scope.condition())
-            .filter(Column::KeyId.eq(old.as_str()))
+            .filter(Column::KeyId.eq(old.as_str()));
+        if let Some(checked) = current
+            .scopes
+            .to_stored()
+            .filter(|_| !scope.within.is_unscoped())
+        {
+            // PostgreSQL's read above took no lock: the write must still find the scopes checked.
+            retire = retire.filter(Column::Scopes.eq(checked));
+        }
+        let retired = retire
             .exec_with_returning(&txn)
             .await?
             .into_iter()
@@ -343,6 +425,7 @@ impl KeyStore {
             expires_at: if expired { None } else { current.expires_at },
             rate_limits: current.rate_limits,
             metadata: current.metadata.clone(),
+            scopes: current.scopes.clone(),
         };
         let mut row = new_row(&replacement, now);
         row.status = Set(current.status.as_str().to_owned());

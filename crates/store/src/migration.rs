@@ -48,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(RotationLineage),
             Box::new(SessionsAndWiderUserIds),
             Box::new(KeyMetadata),
+            Box::new(KeyScopes),
         ]
     }
 }
@@ -83,6 +84,7 @@ enum ApiKeys {
     DeletedAt,
     ReplacedBy,
     Metadata,
+    Scopes,
 }
 
 #[async_trait::async_trait]
@@ -418,6 +420,43 @@ impl MigrationTrait for KeyMetadata {
                 Table::alter()
                     .table(ApiKeys::Table)
                     .drop_column(ApiKeys::Metadata)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `scopes`: what a key may do, its names sorted and joined by single spaces (validated by the
+/// registry); null for an unscoped key (its user's full permissions), so every existing key keeps
+/// what it could do. Text, not an array: both databases store it alike, and scope checks run in
+/// auth-check's memory, never in SQL.
+struct KeyScopes;
+
+impl MigrationName for KeyScopes {
+    fn name(&self) -> &str {
+        "m20261203_000006_key_scopes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeyScopes {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .add_column(ColumnDef::new(ApiKeys::Scopes).text().null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .drop_column(ApiKeys::Scopes)
                     .to_owned(),
             )
             .await

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, Condition};
 use stanna_keys::{
-    KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+    KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, Scopes, UserId, WindowLimit, WorkspaceId,
 };
 
 use crate::entity::{self, ActiveModel, Column};
@@ -15,16 +15,40 @@ use crate::error::StoreError;
 use crate::page_token::PageToken;
 use crate::time;
 
-/// Which keys a call may see: always one workspace, optionally one user in it.
+/// Which keys a call may see: always one workspace, optionally one user in it; and which of them
+/// it may change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     /// The workspace every query is confined to.
     pub workspace: WorkspaceId,
     /// When set, only this user's keys.
     pub user: Option<UserId>,
+    /// The acting key's scopes. Reads see every key of the scope; writes (update, delete,
+    /// rotate) touch only keys whose scopes are within these, and set no scopes outside them
+    /// (no escalation). Unscoped (an admin, a session, an unscoped key): no restriction.
+    pub within: Scopes,
 }
 
 impl Scope {
+    /// Every key of `workspace` (of `user`, when given), with no write restriction.
+    pub fn new(workspace: WorkspaceId, user: Option<UserId>) -> Self {
+        Self {
+            workspace,
+            user,
+            within: Scopes::unscoped(),
+        }
+    }
+
+    /// Refuses `target` scopes outside [`Scope::within`].
+    pub(crate) fn check_within(&self, target: &Scopes) -> Result<(), StoreError> {
+        match target.first_outside(&self.within) {
+            None => Ok(()),
+            Some(scope) => Err(StoreError::ScopeEscalation {
+                scope: scope.to_owned(),
+            }),
+        }
+    }
+
     pub(crate) fn condition(&self) -> Condition {
         let mut condition = Condition::all()
             .add(Column::WorkspaceId.eq(self.workspace.as_str()))
@@ -57,6 +81,8 @@ pub struct NewKey {
     pub rate_limits: LimitOverrides,
     /// The owner's metadata, if any.
     pub metadata: Option<KeyMetadata>,
+    /// What the key may do; unscoped: its user's full permissions.
+    pub scopes: Scopes,
 }
 
 /// Per-key overrides of the default windows; `None` means "the configured default", so changing
@@ -110,6 +136,8 @@ pub struct KeyRecord {
     pub replaced_by: Option<KeyId>,
     /// The owner's metadata, if any.
     pub metadata: Option<KeyMetadata>,
+    /// What the key may do; unscoped: its user's full permissions.
+    pub scopes: Scopes,
 }
 
 impl KeyRecord {
@@ -135,6 +163,8 @@ pub struct KeyChanges {
     pub rate_limits: LimitChanges,
     /// New metadata: `Some(None)` clears it.
     pub metadata: Option<Option<KeyMetadata>>,
+    /// New scopes: `Some(Scopes::unscoped())` makes the key unscoped.
+    pub scopes: Option<Scopes>,
 }
 
 impl KeyChanges {
@@ -146,6 +176,7 @@ impl KeyChanges {
             && self.rate_limits.burst.is_none()
             && self.rate_limits.hourly.is_none()
             && self.metadata.is_none()
+            && self.scopes.is_none()
     }
 }
 
@@ -211,6 +242,7 @@ pub(crate) fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
         hourly_limit: Set(hourly_limit),
         hourly_period_ms: Set(hourly_period_ms),
         metadata: Set(key.metadata.as_ref().map(|m| m.as_str().to_owned())),
+        scopes: Set(key.scopes.to_stored()),
     }
 }
 
@@ -261,6 +293,7 @@ pub(crate) fn record_from_model(m: entity::Model) -> Result<KeyRecord, StoreErro
         last_used_at: m.last_used_at.map(time::from_micros),
         expires_at: m.expires_at.map(time::from_micros),
         metadata: m.metadata.map(KeyMetadata::from_stored),
+        scopes: Scopes::from_stored(m.scopes.as_deref()).map_err(|_| corrupt("bad scopes"))?,
         preview: m.preview,
         key_hash: m.key_hash,
     })

@@ -78,6 +78,7 @@ on_both_backends!(
     deleted_keys_do_not_count_against_the_maximum,
     expiry_changes_never_revive_a_key_or_extend_a_grace_period,
     limit_overrides_and_metadata_are_set_and_cleared_live,
+    a_scoped_caller_writes_only_keys_within_its_scopes,
 );
 
 async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeyStore) {
@@ -348,10 +349,7 @@ fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 fn scope(w: &str, u: Option<&str>) -> Scope {
-    Scope {
-        workspace: ws(w),
-        user: u.map(user),
-    }
+    Scope::new(ws(w), u.map(user))
 }
 fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000 + secs)
@@ -370,6 +368,7 @@ fn new_key(w: &str, u: &str, name: &str) -> (NewKey, GeneratedKey) {
         expires_at: None,
         rate_limits: LimitOverrides::default(),
         metadata: None,
+        scopes: stanna_keys::Scopes::unscoped(),
     };
     (key, generated)
 }
@@ -768,12 +767,13 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
     "m20261202_000004_sessions_and_wider_user_ids",
     "m20261202_000005_key_metadata",
+    "m20261203_000006_key_scopes",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {
@@ -845,4 +845,111 @@ async fn postgres_concurrent_start_up_migrates_once() {
     {
         concurrent_start_up(database.url().to_owned()).await;
     }
+}
+
+fn scopes(names: &[&str]) -> stanna_keys::Scopes {
+    stanna_keys::Scopes::parse(names).unwrap()
+}
+
+async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
+    let make = |name: &str, scoped: &[&str]| {
+        let (mut key, _) = new_key("ws1", "alice", name);
+        key.scopes = scopes(scoped);
+        key
+    };
+    let unscoped = store.create(make("full", &[]), None, t(0)).await.unwrap();
+    let inside = store.create(make("in", &["a"]), None, t(1)).await.unwrap();
+    let wider = store
+        .create(make("wide", &["a", "c"]), None, t(2))
+        .await
+        .unwrap();
+    assert_eq!(inside.scopes, scopes(&["a"]));
+    let caller = Scope {
+        within: scopes(&["a", "b"]),
+        ..scope("ws1", Some("alice"))
+    };
+    let rename = || KeyChanges {
+        name: Some(KeyName::parse("renamed").unwrap()),
+        ..KeyChanges::default()
+    };
+    let escalation = |scope: &str| StoreError::ScopeEscalation {
+        scope: scope.to_owned(),
+    };
+    // Keys beyond the caller: refused, unchanged.
+    for (key, outside) in [(&unscoped, "*"), (&wider, "c")] {
+        let refused = store.update(&caller, &key.key_id, rename(), t(5)).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string() == escalation(outside).to_string()),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            store.delete(&caller, &key.key_id, t(5)).await,
+            Err(StoreError::ScopeEscalation { .. })
+        ));
+        let (_, fresh) = new_key("ws1", "alice", "x");
+        let secret = NewKeySecret {
+            key_id: fresh.key().key_id(),
+            preview: fresh.key().preview(),
+            key_hash: "$argon2id$placeholder".to_owned(),
+        };
+        assert!(matches!(
+            store
+                .rotate(&caller, &key.key_id, secret, t(6), None, t(6))
+                .await,
+            Err(StoreError::ScopeEscalation { .. })
+        ));
+        let read = store.get(&caller, &key.key_id).await.unwrap();
+        assert_eq!(
+            (read.name.as_str(), read.replaced_by),
+            (key.name.as_str(), None)
+        );
+    }
+    // Giving scopes beyond the caller, or none at all (everything), is refused too.
+    for given in [scopes(&["a", "z"]), stanna_keys::Scopes::unscoped()] {
+        let change = KeyChanges {
+            scopes: Some(given),
+            ..KeyChanges::default()
+        };
+        assert!(matches!(
+            store.update(&caller, &inside.key_id, change, t(7)).await,
+            Err(StoreError::ScopeEscalation { .. })
+        ));
+    }
+    // Within: changed, rotated (the replacement keeps the scopes), deleted.
+    let widened = KeyChanges {
+        scopes: Some(scopes(&["a", "b"])),
+        ..KeyChanges::default()
+    };
+    let changed = store
+        .update(&caller, &inside.key_id, widened, t(8))
+        .await
+        .unwrap();
+    assert_eq!(changed.scopes, scopes(&["a", "b"]));
+    let (_, fresh) = new_key("ws1", "alice", "x");
+    let secret = NewKeySecret {
+        key_id: fresh.key().key_id(),
+        preview: fresh.key().preview(),
+        key_hash: "$argon2id$placeholder".to_owned(),
+    };
+    let (replacement, _) = store
+        .rotate(&caller, &inside.key_id, secret, t(9), None, t(9))
+        .await
+        .unwrap();
+    assert_eq!(replacement.scopes, scopes(&["a", "b"]));
+    store
+        .delete(&caller, &replacement.key_id, t(10))
+        .await
+        .unwrap();
+    // An unscoped caller (an admin) is held to nothing.
+    let admin = scope("ws1", None);
+    let freed = KeyChanges {
+        scopes: Some(stanna_keys::Scopes::unscoped()),
+        ..KeyChanges::default()
+    };
+    let freed = store
+        .update(&admin, &wider.key_id, freed, t(11))
+        .await
+        .unwrap();
+    assert!(freed.scopes.is_unscoped());
+    store.delete(&admin, &unscoped.key_id, t(12)).await.unwrap();
 }

@@ -10,7 +10,7 @@ use stanna_quota::wire;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::state::{Verdict, VerifyCode, VerifyError};
+use crate::state::{Required, Verdict, VerifyCode, VerifyError};
 use crate::verifier::Verifier;
 
 /// The AuthCheck gRPC service over a [`Verifier`].
@@ -56,12 +56,15 @@ impl AuthCheck for AuthCheckService {
                     .instrument(span.clone())
                     .await
             }
-            _ => {
-                self.verifier
-                    .verify(&r.key, &r.workspace_id, r.cost)
-                    .instrument(span.clone())
-                    .await
-            }
+            _ => match required(&r) {
+                Ok(required) => {
+                    self.verifier
+                        .verify_with(&r.key, &r.workspace_id, r.cost, required)
+                        .instrument(span.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         }
         .map_err(|e| {
             let (code, status) = match e {
@@ -87,6 +90,34 @@ impl AuthCheck for AuthCheckService {
     }
 }
 
+/// What the request needs of the key's scopes, each name checked (a name no key could hold is
+/// the caller's mistake, said as such, not a refusal of the key).
+fn required(r: &pb::VerifyRequest) -> Result<Required<'_>, VerifyError> {
+    if r.unscoped_only {
+        return Ok(Required::UnscopedOnly);
+    }
+    if r.required_scopes.is_empty() {
+        return Ok(Required::Nothing);
+    }
+    if r.required_scopes.len() > stanna_keys::Scopes::MAX_SCOPES {
+        return Err(VerifyError::InvalidArgument {
+            field: "required_scopes",
+            reason: format!(
+                "at most {} scopes, got {}",
+                stanna_keys::Scopes::MAX_SCOPES,
+                r.required_scopes.len()
+            ),
+        });
+    }
+    for (i, name) in r.required_scopes.iter().enumerate() {
+        stanna_keys::scopes::check_name(name).map_err(|e| VerifyError::InvalidArgument {
+            field: "required_scopes",
+            reason: format!("entry {i}: {e}"),
+        })?;
+    }
+    Ok(Required::All(&r.required_scopes))
+}
+
 /// A verdict as the contract carries it; the key's metadata only when asked for.
 fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
     let mut response = pb::VerifyResponse {
@@ -97,6 +128,7 @@ fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
         retry_after: verdict
             .retry_after
             .and_then(|d| prost_types::Duration::try_from(d).ok()),
+        missing_scope: verdict.missing_scope,
         ..Default::default()
     };
     if let Some(session) = verdict.session {
@@ -116,6 +148,8 @@ fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
         response.workspace_id = key.workspace.to_string();
         response.user_id = key.user.to_string();
         response.name.clone_from(&key.name);
+        // Empty for an unscoped key: nothing is allocated on the usual path.
+        response.scopes = key.scopes.names().to_vec();
         if include_metadata && let Some(metadata) = &key.metadata {
             response.metadata = metadata.to_string();
         }
@@ -134,5 +168,6 @@ pub fn code_to_proto(code: VerifyCode) -> pb::VerifyCode {
         VerifyCode::Expired => pb::VerifyCode::Expired,
         VerifyCode::WorkspaceMismatch => pb::VerifyCode::WorkspaceMismatch,
         VerifyCode::RateLimited => pb::VerifyCode::RateLimited,
+        VerifyCode::InsufficientScope => pb::VerifyCode::InsufficientScope,
     }
 }

@@ -38,7 +38,7 @@ pub use metrics::VerifyMetrics;
 pub use quota::QuotaConnection;
 pub use session::SessionState;
 pub use settings::{FailMode, HashCheck, Stats, VerifierSettings};
-pub use state::{KeyState, Verdict, VerifyCode, VerifyError};
+pub use state::{KeyState, Required, Verdict, VerifyCode, VerifyError};
 pub use verifier::{MAX_STATE_AGE, Verifier, VerifierBuilder};
 
 /// The gRPC service name health reports this service under.

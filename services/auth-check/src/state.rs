@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use stanna_keys::{KeyId, KeyStatus, RateLimits, UserId, WorkspaceId};
+use stanna_keys::{KeyId, KeyStatus, RateLimits, Scopes, UserId, WorkspaceId};
 use stanna_quota::{NamedWindow, WindowState};
 use stanna_store::KeyRecord;
 
@@ -32,6 +32,8 @@ pub struct KeyState {
     pub replaced_by: Option<KeyId>,
     /// The key's metadata, shared (returned only when a Verify asks for it).
     pub metadata: Option<Arc<str>>,
+    /// What the key may do; unscoped (empty, nothing allocated): its user's full permissions.
+    pub scopes: Scopes,
 }
 
 impl KeyState {
@@ -51,6 +53,7 @@ impl KeyState {
             }),
             replaced_by: record.replaced_by,
             metadata: record.metadata.as_ref().map(|m| Arc::from(m.as_str())),
+            scopes: record.scopes.clone(),
         }
     }
 
@@ -84,6 +87,44 @@ pub enum VerifyCode {
     WorkspaceMismatch,
     /// A window is exhausted, or the key id's failure budget is spent.
     RateLimited,
+    /// Good, but lacking a scope the request requires (or scoped, where only unscoped keys may
+    /// go).
+    InsufficientScope,
+}
+
+/// What a request needs of the key's scopes (`VerifyRequest.required_scopes` and
+/// `unscoped_only`). A key without scopes, or a session, meets every requirement.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Required<'a> {
+    /// Any key.
+    #[default]
+    Nothing,
+    /// A key holding all of these (validated scope names).
+    All(&'a [String]),
+    /// An unscoped key only: the route is mapped to no scopes.
+    UnscopedOnly,
+}
+
+impl Required<'_> {
+    /// Why `scopes` fall short, as (missing scope, message); `None` when they suffice.
+    pub fn refusal(&self, scopes: &Scopes) -> Option<(String, String)> {
+        if scopes.is_unscoped() {
+            return None;
+        }
+        match self {
+            Self::Nothing => None,
+            Self::All(required) => scopes.first_missing(required).map(|missing| {
+                (
+                    missing.to_owned(),
+                    format!("the API key lacks the scope \"{missing}\" this request requires"),
+                )
+            }),
+            Self::UnscopedOnly => Some((
+                String::new(),
+                "the API key is limited to scopes and this request is not mapped to any: only a key with its user's full permissions may make it".to_owned(),
+            )),
+        }
+    }
 }
 
 impl VerifyCode {
@@ -98,6 +139,7 @@ impl VerifyCode {
             Self::Expired => "expired",
             Self::WorkspaceMismatch => "workspace_mismatch",
             Self::RateLimited => "rate_limited",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 }
@@ -117,6 +159,9 @@ pub struct Verdict {
     pub windows: Vec<WindowState>,
     /// When refused for a limit or the failure budget.
     pub retry_after: Option<Duration>,
+    /// For [`VerifyCode::InsufficientScope`]: the first required scope the key lacks (empty when
+    /// refused for being scoped at all).
+    pub missing_scope: String,
 }
 
 impl Verdict {
@@ -129,6 +174,7 @@ impl Verdict {
             session: None,
             windows: Vec::new(),
             retry_after: None,
+            missing_scope: String::new(),
         }
     }
 

@@ -30,7 +30,7 @@ use crate::metrics::VerifyMetrics;
 use crate::quota::QuotaConnection;
 use crate::settings::{HashCheck, Stats, VerifierSettings};
 use crate::single_flight::SingleFlight;
-use crate::state::{KeyState, Verdict, VerifyCode, VerifyError};
+use crate::state::{KeyState, Required, Verdict, VerifyCode, VerifyError};
 
 /// The workspace a Verify asks for: none when empty, else a valid workspace id.
 pub(crate) fn asked_workspace(workspace: &str) -> Result<Option<WorkspaceId>, VerifyError> {
@@ -202,6 +202,23 @@ impl Verifier {
         workspace: &str,
         cost: u32,
     ) -> Result<Verdict, VerifyError> {
+        self.verify_with(key, workspace, cost, Required::Nothing)
+            .await
+    }
+
+    /// [`Verifier::verify`] for a request that needs scopes: a key lacking one is
+    /// [`VerifyCode::InsufficientScope`], decided after the key's state and workspace and before
+    /// the quota, so it charges nothing.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub async fn verify_with(
+        &self,
+        key: &str,
+        workspace: &str,
+        cost: u32,
+        required: Required<'_>,
+    ) -> Result<Verdict, VerifyError> {
         if key.is_empty() {
             return Ok(Verdict::denied(
                 VerifyCode::Missing,
@@ -242,6 +259,11 @@ impl Verifier {
                 "the API key belongs to another workspace",
                 state,
             ));
+        }
+        if let Some((missing, message)) = required.refusal(&state.scopes) {
+            let mut verdict = Verdict::about(VerifyCode::InsufficientScope, message, state);
+            verdict.missing_scope = missing;
+            return Ok(verdict);
         }
         let smallest = state.smallest_limit();
         if cost > smallest.limit.limit() {

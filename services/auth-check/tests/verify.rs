@@ -100,10 +100,7 @@ fn fixture_on(
 }
 
 fn scope() -> Scope {
-    Scope {
-        workspace: WorkspaceId::parse("wsA").unwrap(),
-        user: None,
-    }
+    Scope::new(WorkspaceId::parse("wsA").unwrap(), None)
 }
 
 fn hasher() -> KeyHasher {
@@ -117,6 +114,16 @@ impl Fixture {
         limits: LimitOverrides,
         expires_at: Option<SystemTime>,
     ) -> (String, KeyId) {
+        self.create_scoped(limits, expires_at, stanna_keys::Scopes::unscoped())
+            .await
+    }
+
+    async fn create_scoped(
+        &self,
+        limits: LimitOverrides,
+        expires_at: Option<SystemTime>,
+        scopes: stanna_keys::Scopes,
+    ) -> (String, KeyId) {
         let generated = GeneratedKey::generate().unwrap();
         let new = NewKey {
             key_id: generated.key().key_id(),
@@ -128,6 +135,7 @@ impl Fixture {
             expires_at,
             rate_limits: limits,
             metadata: None,
+            scopes,
         };
         let record = self
             .store
@@ -204,6 +212,66 @@ fn guessed_secret_for(key: &str, n: usize) -> String {
     body.truncate(47);
     let sum = stanna_keys::format::checksum(body.as_bytes());
     format!("{body}{}", std::str::from_utf8(&sum).unwrap())
+}
+
+#[tokio::test]
+async fn a_scope_refusal_is_decided_before_the_quota_and_charges_nothing() {
+    use stanna_auth_check::Required;
+    let f = fixture().await;
+    let two = LimitOverrides {
+        burst: Some(WindowLimit::new(2, Duration::from_secs(60)).unwrap()),
+        hourly: None,
+    };
+    let scoped = stanna_keys::Scopes::parse(["a", "keys:read"]).unwrap();
+    let (key, _) = f.create_scoped(two, None, scoped).await;
+    let needs =
+        |names: &'static [&'static str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let (lacking, held) = (needs(&["a", "b"]), needs(&["keys:read", "a"]));
+    for _ in 0..5 {
+        let refused = f
+            .verifier
+            .verify_with(&key, "", 1, Required::All(&lacking))
+            .await
+            .unwrap();
+        assert_eq!(refused.code, VerifyCode::InsufficientScope);
+        assert_eq!(refused.missing_scope, "b");
+        assert!(refused.message.contains("\"b\""), "{}", refused.message);
+        assert!(refused.windows.is_empty(), "no quota decision was made");
+        let unmapped = f
+            .verifier
+            .verify_with(&key, "", 1, Required::UnscopedOnly)
+            .await
+            .unwrap();
+        assert_eq!(unmapped.code, VerifyCode::InsufficientScope);
+        assert_eq!(unmapped.missing_scope, "");
+    }
+    // None of the ten refusals was charged: the burst of 2 is all still there.
+    for _ in 0..2 {
+        let held = f
+            .verifier
+            .verify_with(&key, "", 1, Required::All(&held))
+            .await
+            .unwrap();
+        assert_eq!(held.code, VerifyCode::Valid, "{}", held.message);
+    }
+    assert_eq!(f.code(&key, "").await, VerifyCode::RateLimited);
+    // The workspace is checked first (a key of another workspace is that, whatever it holds).
+    let other = f
+        .verifier
+        .verify_with(&key, "wsB", 1, Required::All(&lacking))
+        .await
+        .unwrap();
+    assert_eq!(other.code, VerifyCode::WorkspaceMismatch);
+    // An unscoped key has its user's full permissions: it meets every requirement.
+    let (full, _) = f.key().await;
+    for need in [
+        Required::All(&lacking),
+        Required::UnscopedOnly,
+        Required::Nothing,
+    ] {
+        let verdict = f.verifier.verify_with(&full, "", 1, need).await.unwrap();
+        assert_eq!(verdict.code, VerifyCode::Valid);
+    }
 }
 
 #[tokio::test]

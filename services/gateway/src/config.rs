@@ -31,6 +31,12 @@ pub struct Config {
     )]
     pub upstream_url: Option<UpstreamUrl>,
 
+    /// A file mapping proxied routes to the scopes a scoped key needs, one `METHOD PATH [SCOPE…]`
+    /// per line (README "Scopes"); checked at start. Unset: every proxied route is unmapped, so
+    /// only unscoped keys may call the upstream.
+    #[arg(long, env = "STANNA_ROUTE_SCOPES", value_parser = route_scopes_file)]
+    pub route_scopes: Option<std::sync::Arc<crate::route_scopes::RouteScopes>>,
+
     /// A Verify slower than this answers 503 `unavailable`, 10ms to 60s.
     #[arg(long, env = "STANNA_VERIFY_TIMEOUT", default_value = "2s",
         value_parser = stanna_config::duration_in(Duration::from_millis(10), Duration::from_secs(60)))]
@@ -130,6 +136,7 @@ impl Config {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstream_url: None,
+            route_scopes: None,
             verify_timeout: DurationArg(Duration::from_secs(2)),
             upstream_timeout: DurationArg(Duration::from_secs(5)),
             auth_check_url: None,
@@ -305,6 +312,16 @@ pub fn frame_ancestors(text: &str) -> Result<String, String> {
         return Err("must list at least one origin (leave it unset to allow none)".into());
     }
     Ok(out.join(" "))
+}
+
+/// Reads and checks `STANNA_ROUTE_SCOPES` while the settings are parsed, so a bad line stops the
+/// start with its line number.
+fn route_scopes_file(
+    path: &str,
+) -> Result<std::sync::Arc<crate::route_scopes::RouteScopes>, String> {
+    crate::route_scopes::RouteScopes::load(std::path::Path::new(path))
+        .map(std::sync::Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

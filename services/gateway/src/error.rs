@@ -38,6 +38,10 @@ pub struct ErrorDetail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<&'a str>,
+    /// For `insufficient_scope`: the scope the key lacks (`*`: a key with every permission).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scope: Option<&'a str>,
     /// This request's id, also in `X-Request-Id`: quote it when reporting a problem.
     pub request_id: &'a str,
 }
@@ -53,6 +57,7 @@ pub enum ErrorCode {
     InactiveApiKey,
     ExpiredApiKey,
     WorkspaceMismatch,
+    InsufficientScope,
     AmbiguousApiKey,
     InvalidSession,
     CsrfFailed,
@@ -85,6 +90,15 @@ pub enum ApiError {
     ExpiredApiKey(String),
     /// `X-Workspace-Id` names another workspace (`workspace_mismatch`, 403).
     WorkspaceMismatch,
+    /// The key lacks a scope the route requires, is scoped on a route mapped to none, or would
+    /// manage a key beyond its own scopes (`insufficient_scope`, 403; `scope` names it, `*` for
+    /// "every permission").
+    InsufficientScope {
+        /// The scope missing; empty when the route is mapped to none.
+        scope: String,
+        /// What the client is told.
+        message: String,
+    },
     /// Two different keys were sent (`ambiguous_api_key`, 400); the message says where.
     AmbiguousApiKey(&'static str),
     /// The dashboard session cookie is unknown, signed out, revoked or past its end
@@ -157,6 +171,9 @@ impl ApiError {
                 "workspace_mismatch",
                 "this API key belongs to another workspace than X-Workspace-Id names",
             ),
+            Self::InsufficientScope { message, .. } => {
+                (StatusCode::FORBIDDEN, "insufficient_scope", message)
+            }
             Self::AmbiguousApiKey(message) => {
                 (StatusCode::BAD_REQUEST, "ambiguous_api_key", message)
             }
@@ -237,6 +254,10 @@ impl ApiError {
                 code,
                 message,
                 field: self.field(),
+                scope: match self {
+                    Self::InsufficientScope { scope, .. } if !scope.is_empty() => Some(scope),
+                    _ => None,
+                },
                 request_id,
             },
         };
@@ -260,6 +281,17 @@ impl ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Self::InsufficientScope { scope, .. } = self {
+            // RFC 6750 §3.1; scope names need no escaping inside the quoted string.
+            let challenge = if scope.is_empty() {
+                "Bearer realm=\"stanna\", error=\"insufficient_scope\"".to_owned()
+            } else {
+                format!("Bearer realm=\"stanna\", error=\"insufficient_scope\", scope=\"{scope}\"")
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
         }
         if let Some(seconds) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

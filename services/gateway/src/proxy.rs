@@ -28,6 +28,7 @@ use crate::error::ApiError;
 const WORKSPACE_ID: HeaderName = HeaderName::from_static("x-stanna-workspace-id");
 const USER_ID: HeaderName = HeaderName::from_static("x-stanna-user-id");
 const KEY_ID: HeaderName = HeaderName::from_static("x-stanna-key-id");
+const SCOPES: HeaderName = HeaderName::from_static("x-stanna-scopes");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -269,6 +270,14 @@ fn insert_identity(headers: &mut HeaderMap, caller: &Caller) {
             headers.insert(name, value);
         }
     }
+    // `*`: the key has its user's full permissions; else its scopes, space-separated (scope
+    // names are plain header text by their syntax). Only scoped keys cost an allocation here.
+    let scopes = if caller.scopes.is_empty() {
+        HeaderValue::from_static("*")
+    } else {
+        HeaderValue::from_str(&caller.scopes.join(" ")).unwrap_or(HeaderValue::from_static(""))
+    };
+    headers.insert(SCOPES, scopes);
 }
 
 /// Appends this hop to `X-Forwarded-For` and to RFC 7239 `Forwarded` (the client's own entries,

@@ -256,6 +256,8 @@ async fn handle(
 ) -> Response<TrackedBody> {
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(ConnectInfo(peer));
+    // Before the router: routing must already see the normal path.
+    crate::normalise_path(&mut parts);
     let body = Body::new(LimitedBody {
         inner: body,
         timeout: limits.body_timeout,

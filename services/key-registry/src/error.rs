@@ -38,6 +38,19 @@ pub enum RegistryError {
     /// The key's state refuses the expiry change (expired, rotated out, or earlier-only).
     #[error("expires_at: {0}")]
     ExpiryRefused(stanna_store::ExpiryRefusal),
+    /// A scoped caller would manage a key beyond its own scopes (`*`: an unscoped key, which has
+    /// every permission) or give a scope it lacks.
+    #[error(
+        "the acting key lacks the scope {scope:?}: a key limited to scopes manages only keys within its own scopes"
+    )]
+    ScopeEscalation {
+        /// The first scope outside the caller's.
+        scope: String,
+    },
+    /// The key named in `x-stanna-acting-key` is not one of the request's keys (deleted since
+    /// it verified, or another user's).
+    #[error("the acting key is not one of this user's keys (deleted meanwhile?)")]
+    ActingKeyGone,
     /// The user holds `STANNA_MAX_KEYS_PER_USER` keys already.
     #[error(
         "the user already has {max} keys, the most allowed (STANNA_MAX_KEYS_PER_USER); delete one first"
@@ -80,6 +93,7 @@ impl From<StoreError> for RegistryError {
             StoreError::TooManyKeys { max } => Self::TooManyKeys { max },
             StoreError::AlreadyRotated { replaced_by } => Self::AlreadyRotated { replaced_by },
             StoreError::ExpiryRefused(refusal) => Self::ExpiryRefused(refusal),
+            StoreError::ScopeEscalation { scope } => Self::ScopeEscalation { scope },
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::LoginTokenUsed => Self::LoginTokenUsed,
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
@@ -118,6 +132,10 @@ impl From<RegistryError> for Status {
                 "login_token",
                 "this sign-in link was used already; sign in again from the product",
             ),
+            RegistryError::ScopeEscalation { scope } => {
+                stanna_grpc::status::scope_escalation(scope, &err.to_string())
+            }
+            RegistryError::ActingKeyGone => Status::new(Code::PermissionDenied, err.to_string()),
             RegistryError::SessionsNotConfigured => {
                 Status::new(Code::FailedPrecondition, err.to_string())
             }

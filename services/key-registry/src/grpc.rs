@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stanna_keys::{
-    DomainError, KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit,
+    DomainError, KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, Scopes, UserId, WindowLimit,
     WorkspaceId,
 };
 use stanna_proto::keys::v1 as pb;
@@ -99,6 +99,7 @@ impl KeyRegistry for KeyRegistryService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let acting = acting_key(&request)?;
         let r = request.into_inner();
         let create = CreateKey {
             workspace: WorkspaceId::parse(&r.workspace_id)
@@ -111,8 +112,9 @@ impl KeyRegistry for KeyRegistryService {
                 .transpose()?,
             rate_limits: limit_overrides(&r.rate_limits)?,
             metadata: metadata(Some(&r.metadata))?,
+            scopes: scopes(&r.scopes)?,
         };
-        let created = self.registry.create_key(create).await?;
+        let created = self.registry.create_key(create, acting).await?;
         Ok(Response::new(self.created_response(created)))
     }
 
@@ -164,9 +166,11 @@ impl KeyRegistry for KeyRegistryService {
         &self,
         request: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
+        let acting = acting_key(&request)?;
         let r = request.into_inner();
         let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
         let changes = update_changes(&r)?;
+        let scope = self.registry.acting_scope(scope, acting).await?;
         let key = self.registry.update_key(&scope, &key_id, changes).await?;
         Ok(Response::new(api_key(&key, self.registry.default_limits())))
     }
@@ -175,8 +179,10 @@ impl KeyRegistry for KeyRegistryService {
         &self,
         request: Request<pb::DeleteKeyRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        let acting = acting_key(&request)?;
         let r = request.into_inner();
         let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        let scope = self.registry.acting_scope(scope, acting).await?;
         self.registry.delete_key(&scope, &key_id).await?;
         Ok(Response::new(pb::DeleteKeyResponse {}))
     }
@@ -185,8 +191,10 @@ impl KeyRegistry for KeyRegistryService {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let acting = acting_key(&request)?;
         let r = request.into_inner();
         let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+        let scope = self.registry.acting_scope(scope, acting).await?;
         let grace = match r.grace_period {
             None => Duration::ZERO,
             Some(d) => duration("grace_period", d)?,
@@ -266,13 +274,33 @@ impl KeyRegistryService {
 }
 
 fn scope(workspace_id: &str, user_id: &str) -> Result<Scope, RegistryError> {
-    Ok(Scope {
-        workspace: WorkspaceId::parse(workspace_id)
-            .map_err(|e| RegistryError::invalid("workspace_id", e))?,
-        user: match user_id {
+    Ok(Scope::new(
+        WorkspaceId::parse(workspace_id).map_err(|e| RegistryError::invalid("workspace_id", e))?,
+        match user_id {
             "" => None,
             id => Some(UserId::parse(id).map_err(|e| RegistryError::invalid("user_id", e))?),
         },
+    ))
+}
+
+/// The metadata naming the API key a call is made for (the gateway's key API).
+pub const ACTING_KEY: &str = "x-stanna-acting-key";
+
+/// The key named by [`ACTING_KEY`], if any.
+fn acting_key<T>(request: &Request<T>) -> Result<Option<KeyId>, RegistryError> {
+    let Some(value) = request.metadata().get(ACTING_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || RegistryError::invalid(ACTING_KEY, DomainError::KeyId);
+    let text = value.to_str().map_err(|_| invalid())?;
+    KeyId::parse(text).map(Some).map_err(|_| invalid())
+}
+
+/// Reads a list of scopes, naming the entry at fault as `scopes[i]`.
+fn scopes(names: &[String]) -> Result<Scopes, RegistryError> {
+    Scopes::parse(names).map_err(|e| match e.index {
+        Some(i) => RegistryError::invalid(format!("scopes[{i}]"), e.reason),
+        None => RegistryError::invalid("scopes", e.reason),
     })
 }
 
@@ -300,7 +328,7 @@ fn duration(field: &str, d: prost_types::Duration) -> Result<Duration, RegistryE
 
 /// The fields an `update_mask` may name.
 /// `rate_limits.burst` / `rate_limits.hourly` change one window and leave the other as it is.
-const UPDATE_MASK_FIELDS: [&str; 7] = [
+const UPDATE_MASK_FIELDS: [&str; 8] = [
     "name",
     "status",
     "expires_at",
@@ -308,6 +336,7 @@ const UPDATE_MASK_FIELDS: [&str; 7] = [
     "metadata",
     "rate_limits.burst",
     "rate_limits.hourly",
+    "scopes",
 ];
 
 /// Reads an UpdateKey request into the changes it asks for: with an `update_mask`, exactly the
@@ -320,7 +349,7 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
             if mask.paths.is_empty() {
                 return Err(RegistryError::invalid(
                     "update_mask",
-                    "names no field; give one or more of name, status, expires_at, rate_limits, metadata",
+                    "names no field; give one or more of name, status, expires_at, rate_limits, metadata, scopes",
                 ));
             }
             let mut named = [false; UPDATE_MASK_FIELDS.len()];
@@ -339,7 +368,7 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
                     return Err(RegistryError::invalid(
                         format!("update_mask.paths[{i}]"),
                         format!(
-                            "{shown}is not a field UpdateKey changes; use name, status, expires_at, rate_limits (or rate_limits.burst, rate_limits.hourly) or metadata"
+                            "{shown}is not a field UpdateKey changes; use name, status, expires_at, rate_limits (or rate_limits.burst, rate_limits.hourly), metadata or scopes"
                         ),
                     ));
                 };
@@ -356,6 +385,7 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
     const METADATA: usize = 4;
     const BURST: usize = 5;
     const HOURLY: usize = 6;
+    const SCOPES: usize = 7;
     let in_mask = |field: usize| named.map(|named| named[field]);
     let name = match (in_mask(NAME), &r.name) {
         (Some(false), _) | (None, None) => None,
@@ -429,6 +459,12 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
             .map(|m| metadata(Some(m)))
             .transpose()?,
     };
+    let scopes = match in_mask(SCOPES) {
+        Some(true) => Some(scopes(&r.scopes)?),
+        Some(false) => None,
+        None if r.scopes.is_empty() => None,
+        None => Some(scopes(&r.scopes)?),
+    };
     Ok(KeyChanges {
         name,
         status,
@@ -436,6 +472,7 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
         expiry_earlier_only: r.expiry_earlier_only,
         rate_limits,
         metadata,
+        scopes,
     })
 }
 
@@ -514,5 +551,6 @@ pub fn api_key(key: &KeyRecord, defaults: RateLimits) -> pb::ApiKey {
         .filter(|(_, overridden)| *overridden)
         .map(|(name, _)| name.to_owned())
         .collect(),
+        scopes: key.scopes.names().to_vec(),
     }
 }

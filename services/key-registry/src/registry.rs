@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use stanna_keys::{
-    Clock, GeneratedKey, KeyHasher, KeyId, KeyMetadata, KeyName, RateLimits, UserId, WorkspaceId,
+    Clock, GeneratedKey, KeyHasher, KeyId, KeyMetadata, KeyName, RateLimits, Scopes, UserId,
+    WorkspaceId,
 };
 use stanna_store::{
     KeyChanges, KeyRecord, KeyStore, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
@@ -39,6 +40,9 @@ pub struct CreateKey {
     pub rate_limits: LimitOverrides,
     /// The owner's metadata, if any.
     pub metadata: Option<KeyMetadata>,
+    /// What the key may do; unscoped: its user's full permissions (or, made by a scoped key, that
+    /// key's scopes).
+    pub scopes: Scopes,
 }
 
 /// A key just made, with its plaintext: the one moment it exists.
@@ -146,11 +150,53 @@ impl Registry {
         (self.inner.clock)()
     }
 
-    /// Creates a key and returns it with its plaintext.
+    /// The scopes a call made for `acting` (an API key of the request's user, named by the
+    /// gateway's key API) is held to: `scope` with [`Scope::within`] set to that key's scopes.
+    /// Without an acting key (an admin), or for an unscoped one, `scope` is returned as it is.
     ///
     /// # Errors
-    /// `InvalidArgument` for an `expires_at` not in the future, `TooManyKeys`, or a store error.
-    pub async fn create_key(&self, request: CreateKey) -> Result<CreatedKey, RegistryError> {
+    /// `ActingKeyGone` when the acting key is not (or no longer) one of the request's keys.
+    pub async fn acting_scope(
+        &self,
+        scope: Scope,
+        acting: Option<KeyId>,
+    ) -> Result<Scope, RegistryError> {
+        let Some(acting) = acting else {
+            return Ok(scope);
+        };
+        let key = match self.inner.store.get(&scope, &acting).await {
+            Ok(key) => key,
+            Err(StoreError::NotFound) => return Err(RegistryError::ActingKeyGone),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Scope {
+            within: key.scopes,
+            ..scope
+        })
+    }
+
+    /// Creates a key and returns it with its plaintext. Made for a scoped `acting` key, the new
+    /// key's scopes must be within that key's, and a key asked for without scopes gets them.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an `expires_at` not in the future, `ScopeEscalation`,
+    /// `ActingKeyGone`, `TooManyKeys`, or a store error.
+    pub async fn create_key(
+        &self,
+        mut request: CreateKey,
+        acting: Option<KeyId>,
+    ) -> Result<CreatedKey, RegistryError> {
+        if acting.is_some() {
+            let owner = Scope::new(request.workspace.clone(), Some(request.user.clone()));
+            let within = self.acting_scope(owner, acting).await?.within;
+            if request.scopes.is_unscoped() {
+                request.scopes = within;
+            } else if let Some(scope) = request.scopes.first_outside(&within) {
+                return Err(RegistryError::ScopeEscalation {
+                    scope: scope.to_owned(),
+                });
+            }
+        }
         let now = self.now();
         if request.expires_at.is_some_and(|at| at <= now) {
             return Err(RegistryError::invalid(
@@ -172,6 +218,7 @@ impl Registry {
                 expires_at: request.expires_at,
                 rate_limits: request.rate_limits,
                 metadata: request.metadata.clone(),
+                scopes: request.scopes.clone(),
             };
             match self
                 .inner
@@ -332,6 +379,7 @@ fn changed_fields(changes: &KeyChanges) -> String {
             changes.rate_limits.burst.is_some() || changes.rate_limits.hourly.is_some(),
         ),
         ("metadata", changes.metadata.is_some()),
+        ("scopes", changes.scopes.is_some()),
     ]
     .iter()
     .filter(|(_, set)| *set)

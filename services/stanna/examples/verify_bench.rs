@@ -95,14 +95,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..KEYS + 10 {
         let registry = if i < KEYS { &cheap } else { &owasp };
         let created = registry
-            .create_key(CreateKey {
-                workspace: WorkspaceId::parse("bench")?,
-                user: UserId::parse(&format!("user{}", i % 100))?,
-                name: KeyName::parse(&format!("bench {i}"))?,
-                expires_at: None,
-                rate_limits: limits,
-                metadata: None,
-            })
+            .create_key(
+                CreateKey {
+                    workspace: WorkspaceId::parse("bench")?,
+                    user: UserId::parse(&format!("user{}", i % 100))?,
+                    name: KeyName::parse(&format!("bench {i}"))?,
+                    expires_at: None,
+                    rate_limits: limits,
+                    metadata: None,
+                    scopes: stanna_keys::Scopes::unscoped(),
+                },
+                None,
+            )
             .await?;
         if i < KEYS {
             keys.push(created.secret)
@@ -128,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 workspace_id: String::new(),
                 cost: 1,
                 include_metadata: false,
+                ..Default::default()
             })
             .await?;
         cold.push(start.elapsed());
@@ -143,6 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 workspace_id: String::new(),
                 cost: 1,
                 include_metadata: false,
+                ..Default::default()
             })
             .await?;
     }
@@ -192,6 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         workspace_id: String::new(),
                         cost: 1,
                         include_metadata: false,
+                        ..Default::default()
                     };
                     auth.verify(request)
                         .await

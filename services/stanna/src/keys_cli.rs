@@ -76,6 +76,9 @@ pub enum KeysCommand {
         /// Metadata: a JSON object of at most 1024 bytes.
         #[arg(long)]
         metadata: Option<String>,
+        /// A scope the key is limited to (repeat for more); none: the user's full permissions.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// List keys, newest first.
     List {
@@ -140,6 +143,12 @@ pub enum KeysCommand {
         /// Remove the metadata.
         #[arg(long)]
         no_metadata: bool,
+        /// Limit the key to these scopes, replacing its own (repeat for more).
+        #[arg(long = "scope", value_name = "SCOPE", conflicts_with = "unscoped")]
+        scopes: Vec<String>,
+        /// Remove the key's scopes: it gets its user's full permissions.
+        #[arg(long)]
+        unscoped: bool,
     },
     /// Replace a key by a new one (printed once); the old one works for the grace period.
     Rotate {
@@ -210,11 +219,14 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
         default_hourly: false,
         metadata: None,
         no_metadata: false,
+        scopes,
+        unscoped: false,
         ..
     } = &keys.command
+        && scopes.is_empty()
     {
         return Err(KeysError::Usage(
-            "nothing to change: give --name, --status, --expires-at/--no-expiry, --burst/--default-burst, --hourly/--default-hourly or --metadata/--no-metadata".into(),
+            "nothing to change: give --name, --status, --expires-at/--no-expiry, --burst/--default-burst, --hourly/--default-hourly, --metadata/--no-metadata or --scope/--unscoped".into(),
         ));
     }
     let token = admin_token(&keys)?;
@@ -232,6 +244,7 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
             burst,
             hourly,
             metadata,
+            scopes,
         } => {
             let created = client
                 .create_key(authorized(
@@ -243,6 +256,7 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                         expires_at,
                         rate_limits: windows(burst, hourly),
                         metadata: metadata.unwrap_or_default(),
+                        scopes,
                     },
                 ))
                 .await
@@ -320,6 +334,8 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
             default_hourly,
             metadata,
             no_metadata,
+            scopes,
+            unscoped,
         } => {
             // The mask names exactly what was given, so a flag that clears works the same way
             // as one that sets, and nothing else changes.
@@ -335,6 +351,9 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
             }
             if metadata.is_some() || no_metadata {
                 paths.push("metadata");
+            }
+            if !scopes.is_empty() || unscoped {
+                paths.push("scopes");
             }
             // One window at a time (`rate_limits.burst`), so the other stays as the registry
             // has it: no read-modify-write that a concurrent change could be lost in.
@@ -365,6 +384,7 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                         expires_at,
                         rate_limits,
                         metadata,
+                        scopes,
                         update_mask: Some(prost_types::FieldMask {
                             paths: paths.into_iter().map(str::to_owned).collect(),
                         }),
@@ -629,6 +649,9 @@ fn key_json(key: &pb::ApiKey) -> Value {
     if !key.overridden_limits.is_empty() {
         out["overriddenLimits"] = json!(key.overridden_limits);
     }
+    if !key.scopes.is_empty() {
+        out["scopes"] = json!(key.scopes);
+    }
     out
 }
 
@@ -653,6 +676,7 @@ fn print_key(key: &pb::ApiKey, json_out: bool) {
         ("last used", time(key.last_used_at.as_ref())),
         ("expires", time(key.expires_at.as_ref())),
         ("limits", limits_text(key)),
+        ("scopes", scopes_text(key)),
         (
             "replaced by",
             Some(key.replaced_by.clone())
@@ -668,6 +692,15 @@ fn print_key(key: &pb::ApiKey, json_out: bool) {
     ];
     for (label, value) in rows {
         println!("{label:<12} {value}");
+    }
+}
+
+/// The key's scopes, or what having none means.
+fn scopes_text(key: &pb::ApiKey) -> String {
+    if key.scopes.is_empty() {
+        "* (the user's full permissions)".to_owned()
+    } else {
+        key.scopes.join(" ")
     }
 }
 
@@ -702,8 +735,9 @@ fn print_table(keys: &[pb::ApiKey]) {
         "CREATED",
         "LAST USED",
         "EXPIRES",
+        "SCOPES",
     ];
-    let rows: Vec<[String; 8]> = keys
+    let rows: Vec<[String; 9]> = keys
         .iter()
         .map(|k| {
             [
@@ -715,6 +749,12 @@ fn print_table(keys: &[pb::ApiKey]) {
                 time(k.created_at.as_ref()),
                 time(k.last_used_at.as_ref()),
                 time(k.expires_at.as_ref()),
+                // `*`: the user's full permissions.
+                if k.scopes.is_empty() {
+                    "*".to_owned()
+                } else {
+                    k.scopes.join(",")
+                },
             ]
         })
         .collect();

@@ -28,6 +28,7 @@ pub async fn create_key(registry_port: u16, token: &str, name: &str) -> pb::Crea
             expires_at: None,
             rate_limits: Vec::new(),
             metadata: String::new(),
+            ..Default::default()
         })
         .await
         .expect("create a key")

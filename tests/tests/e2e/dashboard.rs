@@ -457,6 +457,37 @@ async fn dashboard_in_a_browser() {
         "the other key is kept"
     );
 
+    // A key limited to scopes: the dialog checks them as they are typed, and the list says what
+    // the key is limited to.
+    b.click("#create-button").await;
+    b.until(
+        "the create dialog",
+        "return document.getElementById('create-dialog').open",
+    )
+    .await;
+    b.type_into("#key-name", "Reports Script").await;
+    b.type_into("#key-scopes", "reports:read Reports").await;
+    let error = b
+        .js("return document.getElementById('key-scopes-error').textContent")
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("“Reports” is not a scope"),
+        "{error}"
+    );
+    b.js("document.getElementById('key-scopes').value = ''")
+        .await;
+    b.type_into("#key-scopes", "reports:read, analytics:read")
+        .await;
+    b.click("#create-submit").await;
+    let scoped = secret_shown(&b).await;
+    copy_and_close(&b, &scoped).await;
+    let row = row_text(&b, "Reports Script").await;
+    assert!(
+        row.contains("Limited to: analytics:read, reports:read"),
+        "the scopes are listed: {row}"
+    );
+    violations.extend(b.axe(&axe, "a key limited to scopes").await);
+
     // Keyboard only: Tab to "Create New Key", Enter, type, Enter; Esc on the secret asks first;
     // the focus returns to the button.
     b.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")

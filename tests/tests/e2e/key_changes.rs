@@ -4,12 +4,11 @@
 //! admitted, an expiry moved earlier stops the key, the key API cannot move one later, and
 //! metadata reaches Verify only when asked for.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
-use stanna_e2e::{SESSION_SECRET, SharedStore, Stanna, free_port, grpcurl};
+use stanna_e2e::{SESSION_SECRET, SharedStore, Stanna, free_port, grpcurl, grpcurl_call};
 use stanna_testkit::TempDir;
 
 const TOKEN: &str = "e2e-key-changes-admin-token";
@@ -87,37 +86,6 @@ impl System {
     fn update(&self, body: Value) -> Result<Value, (String, String)> {
         self.admin("stanna.keys.v1.KeyRegistry/UpdateKey", &body)
     }
-}
-
-fn grpcurl_call(
-    grpcurl: &Path,
-    addr: &str,
-    method: &str,
-    body: &Value,
-    token: Option<&str>,
-) -> Result<Value, (String, String)> {
-    let mut command = Command::new(grpcurl);
-    command.arg("-plaintext");
-    if let Some(token) = token {
-        command.args(["-H", &format!("authorization: Bearer {token}")]);
-    }
-    let output = command
-        .args(["-d", &body.to_string(), addr, method])
-        .output()
-        .expect("run grpcurl");
-    if output.status.success() {
-        return Ok(serde_json::from_slice(&output.stdout).expect("grpcurl prints JSON"));
-    }
-    // grpcurl prints "ERROR:\n  Code: FailedPrecondition\n  Message: …".
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let field = |name: &str| {
-        stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Err((field("Code:"), field("Message:")))
 }
 
 /// `curl` a gateway route: status, the headers (lowercased names) and the JSON body.

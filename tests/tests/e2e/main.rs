@@ -16,6 +16,7 @@ mod keys_cli;
 mod operability;
 mod readme_public_api;
 mod schemathesis;
+mod scopes;
 mod split_mode;
 mod store_outage;
 mod telemetry;

@@ -264,6 +264,7 @@ impl System {
                 expires_at: None,
                 rate_limits: Vec::new(),
                 metadata: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

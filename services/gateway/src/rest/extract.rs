@@ -286,7 +286,10 @@ mod tests {
 
     #[test]
     fn the_fields_come_from_the_derive() {
-        assert_eq!(fields_of::<CreateKeyBody>(), ["name", "expiresAt"]);
+        assert_eq!(
+            fields_of::<CreateKeyBody>(),
+            ["name", "expiresAt", "scopes"]
+        );
         assert_eq!(fields_of::<RotateKeyBody>(), ["gracePeriod"]);
     }
 
@@ -310,6 +313,8 @@ mod tests {
             "expiresAt"
         );
         assert_eq!(field_of::<UpdateKeyBody>(r#"{"status":"ON"}"#), "status");
+        assert_eq!(field_of::<CreateKeyBody>(r#"{"scopes":"a"}"#), "scopes");
+        assert_eq!(field_of::<UpdateKeyBody>(r#"{"scopes":[1]}"#), "scopes[0]");
         assert_eq!(field_of::<UpdateKeyBody>(r#"{"status":0}"#), "status");
         assert_eq!(
             field_of::<RotateKeyBody>(r#"{"gracePeriod":"1h"}"#),
@@ -336,7 +341,7 @@ mod tests {
         );
         assert_eq!(
             message_of::<CreateKeyBody>(r#"{"colour":"red"}"#),
-            "colour: unknown field (known: name, expiresAt)"
+            "colour: unknown field (known: name, expiresAt, scopes)"
         );
     }
 

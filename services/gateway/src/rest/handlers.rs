@@ -37,14 +37,17 @@ pub async fn create_key(
         .name
         .ok_or_else(|| ApiError::invalid("name", "name: is required"))?;
     let created = registry(&gateway)
-        .create_key(pb::CreateKeyRequest {
-            workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
-            name,
-            expires_at: body.expires_at.map(|t| t.0),
-            rate_limits: Vec::new(),
-            metadata: String::new(),
-        })
+        .create_key(acting(
+            &caller,
+            pb::CreateKeyRequest {
+                workspace_id: caller.workspace_id.clone(),
+                user_id: caller.user_id.clone(),
+                name,
+                expires_at: body.expires_at.map(|t| t.0),
+                scopes: body.scopes.unwrap_or_default(),
+                ..Default::default()
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner();
@@ -114,25 +117,49 @@ pub async fn update_key(
     // reactivating stay the owner's (a key its owner turned off, say after a leak, is not the
     // admin's to revive). Both only ever restrict a key.
     let restricts_only = body.name.is_none()
+        && body.scopes.is_none()
         && body
             .status
             .is_none_or(|s| s.to_proto() == pb::KeyStatus::Inactive)
         && (body.status.is_some() || body.expires_at.is_some());
+    // Scopes need a mask: `[]` (make the key unscoped) is otherwise "no change". The mask then
+    // names every field the body sets.
+    let update_mask = body.scopes.is_some().then(|| {
+        let paths = [
+            ("name", body.name.is_some()),
+            ("status", body.status.is_some()),
+            ("expires_at", body.expires_at.is_some()),
+            ("scopes", true),
+        ];
+        stanna_proto::prost_types::FieldMask {
+            paths: paths
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(path, _)| (*path).to_owned())
+                .collect(),
+        }
+    });
     let key = registry(&gateway)
-        .update_key(pb::UpdateKeyRequest {
-            user_id: acting_user(&caller, restricts_only),
-            workspace_id: caller.workspace_id,
-            key_id: id,
-            name: body.name,
-            status: body
-                .status
-                .map_or(pb::KeyStatus::Unspecified, |s| s.to_proto())
-                .into(),
-            expires_at: body.expires_at.map(|t| t.0),
-            // The key API acts for the key's owner: it may shorten a key's life, never extend it.
-            expiry_earlier_only: true,
-            ..Default::default()
-        })
+        .update_key(acting(
+            &caller,
+            pb::UpdateKeyRequest {
+                user_id: acting_user(&caller, restricts_only),
+                workspace_id: caller.workspace_id.clone(),
+                key_id: id,
+                name: body.name,
+                status: body
+                    .status
+                    .map_or(pb::KeyStatus::Unspecified, |s| s.to_proto())
+                    .into(),
+                expires_at: body.expires_at.map(|t| t.0),
+                // The key API acts for the key's owner: it may shorten a key's life, never
+                // extend it.
+                expiry_earlier_only: true,
+                scopes: body.scopes.unwrap_or_default(),
+                update_mask,
+                ..Default::default()
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner();
@@ -149,11 +176,14 @@ pub async fn delete_key(
     KeyIdPath(id): KeyIdPath,
 ) -> Result<Response, ApiError> {
     registry(&gateway)
-        .delete_key(pb::DeleteKeyRequest {
-            user_id: acting_user(&caller, true),
-            workspace_id: caller.workspace_id,
-            key_id: id,
-        })
+        .delete_key(acting(
+            &caller,
+            pb::DeleteKeyRequest {
+                user_id: acting_user(&caller, true),
+                workspace_id: caller.workspace_id.clone(),
+                key_id: id,
+            },
+        )?)
         .await
         .map_err(from_registry)?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -173,12 +203,15 @@ pub async fn rotate_key(
     JsonBody(body): JsonBody<RotateKeyBody>,
 ) -> Result<Response, ApiError> {
     let rotated = registry(&gateway)
-        .rotate_key(pb::RotateKeyRequest {
-            workspace_id: caller.workspace_id,
-            user_id: caller.user_id,
-            key_id: id,
-            grace_period: body.grace_period.map(|d| d.0),
-        })
+        .rotate_key(acting(
+            &caller,
+            pb::RotateKeyRequest {
+                workspace_id: caller.workspace_id.clone(),
+                user_id: caller.user_id.clone(),
+                key_id: id,
+                grace_period: body.grace_period.map(|d| d.0),
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner();
@@ -232,6 +265,26 @@ fn acting_user(caller: &Caller, across_members: bool) -> String {
         caller.user_id.clone()
     }
 }
+
+/// `message` as a registry request made for `caller`: an API key is named in
+/// `x-stanna-acting-key`, so the registry holds a scoped key to its scopes (no escalation). A
+/// session acts with its user's full permissions and names no key.
+fn acting<T>(caller: &Caller, message: T) -> Result<tonic::Request<T>, ApiError> {
+    let mut request = tonic::Request::new(message);
+    if matches!(caller.kind, CallerKind::ApiKey) {
+        // A key id is 12 base62 characters, so this cannot fail; if it ever did, the call must
+        // not go out as an unrestricted one.
+        let value = caller.key_id.parse().map_err(|_| {
+            tracing::error!("a verified key id is not valid metadata");
+            ApiError::Internal
+        })?;
+        request.metadata_mut().insert(ACTING_KEY, value);
+    }
+    Ok(request)
+}
+
+/// The registry metadata naming the API key a call is made for.
+pub const ACTING_KEY: &str = "x-stanna-acting-key";
 
 fn created_key(key: Option<&pb::ApiKey>, secret: String) -> CreatedKeyJson {
     CreatedKeyJson {

@@ -115,6 +115,10 @@ pub(crate) fn from_registry(status: tonic::Status) -> ApiError {
             ApiError::NotFound("no key with this id among your keys".to_owned())
         }
         tonic::Code::ResourceExhausted => ApiError::TooManyKeys(status.message().to_owned()),
+        tonic::Code::PermissionDenied => ApiError::InsufficientScope {
+            scope: stanna_grpc::status::escalated_scope(&status).unwrap_or_default(),
+            message: status.message().to_owned(),
+        },
         tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => {
             ApiError::Conflict(match stanna_grpc::status::precondition_violation(&status) {
                 Some((_, subject, reason)) => format!("{}: {reason}", rest_field_name(&subject)),

@@ -131,6 +131,36 @@ pub struct ApiKeyJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub replaced_by: Option<String>,
+    /// What the key may do, sorted; empty: its user's full permissions.
+    #[schema(schema_with = scope_list)]
+    pub scopes: Vec<String>,
+}
+
+/// The schema of a scope list: at most 32 names of 1–64 of `[a-z0-9:._-]`.
+fn scope_list() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .min_length(Some(1))
+                .max_length(Some(64))
+                .pattern(Some("^[a-z0-9:._-]{1,64}$")),
+        )
+        .max_items(Some(32))
+        .description(Some(
+            "Scopes, each 1–64 of a-z, 0-9, ':', '.', '_', '-'; empty: the user's full permissions.",
+        ))
+        .build()
+}
+
+/// A request's scope list, which may also be `null` (the field is then kept, like an absent one).
+fn nullable_scope_list() -> utoipa::openapi::Schema {
+    utoipa::openapi::Schema::OneOf(
+        utoipa::openapi::OneOfBuilder::new()
+            .item(scope_list())
+            .item(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Null))
+            .build(),
+    )
 }
 
 impl From<&pb::ApiKey> for ApiKeyJson {
@@ -157,6 +187,7 @@ impl From<&pb::ApiKey> for ApiKeyJson {
                 })
                 .collect(),
             replaced_by: Some(key.replaced_by.clone()).filter(|id| !id.is_empty()),
+            scopes: key.scopes.clone(),
         }
     }
 }
@@ -273,6 +304,12 @@ pub struct CreateKeyBody {
     /// When the key stops verifying; must be in the future.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    /// What the key may do. Absent or empty: the caller's own permissions — all of its user's
+    /// for a session or an unscoped key, the calling key's scopes for a scoped one (which may
+    /// give only scopes it holds).
+    #[serde(default)]
+    #[schema(schema_with = nullable_scope_list)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `PATCH /v1/keys/{id}`: absent (or null) fields are kept.
@@ -296,6 +333,12 @@ pub struct UpdateKeyBody {
     /// already past stops the key at once.
     #[serde(default)]
     pub expires_at: Option<Timestamp>,
+    /// New scopes, replacing the key's; `[]` gives the key its user's full permissions (only a
+    /// caller with them may). A scoped caller may give only scopes it holds, and change only
+    /// keys within its scopes.
+    #[serde(default)]
+    #[schema(schema_with = nullable_scope_list)]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `POST /v1/keys/{id}/rotate`: the body may be empty.

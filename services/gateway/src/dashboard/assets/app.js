@@ -165,12 +165,34 @@
     return !nameProblem(input.value);
   }
 
+  // The server's rule for scopes (crates/keys Scopes): 1–64 of a-z 0-9 : . _ -, at most 32.
+  function scopesOf(raw) {
+    return raw.split(/[\s,]+/).filter((s) => s !== "");
+  }
+
+  function scopesProblem(raw) {
+    const scopes = scopesOf(raw);
+    const bad = scopes.find((s) => !/^[a-z0-9:._-]{1,64}$/.test(s));
+    if (bad !== undefined) return `“${bad.slice(0, 64)}” is not a scope: use 1–64 of a–z, 0–9, “:”, “.”, “_” or “-”.`;
+    if (new Set(scopes).size > 32) return "At most 32 scopes.";
+    return "";
+  }
+
+  function checkScopes() {
+    const input = $("key-scopes");
+    const problem = scopesProblem(input.value);
+    $("key-scopes-error").textContent = problem;
+    input.setAttribute("aria-invalid", problem ? "true" : "false");
+    return !problem;
+  }
+
   function openCreate(opener, firstKey) {
     $("create-form").reset();
     $("key-name").dataset.touched = "";
     $("create-error").textContent = "";
     $("create-intro").hidden = !firstKey;
     checkName();
+    checkScopes();
     openDialog($("create-dialog"), opener);
     $("key-name").focus();
   }
@@ -183,7 +205,13 @@
       input.focus();
       return;
     }
+    if (!checkScopes()) {
+      $("key-scopes").focus();
+      return;
+    }
     const body = { name: input.value.trim() };
+    const scopes = scopesOf($("key-scopes").value);
+    if (scopes.length) body.scopes = scopes;
     const days = $("key-expiry").value;
     if (days) body.expiresAt = new Date(Date.now() + Number(days) * 86400000).toISOString().replace(/\.\d{3}Z$/, "Z");
     const submit = $("create-submit");
@@ -199,6 +227,10 @@
         $("key-name-error").textContent = error.describe();
         input.setAttribute("aria-invalid", "true");
         input.focus();
+      } else if (error.field && error.field.startsWith("scopes")) {
+        $("key-scopes-error").textContent = error.describe();
+        $("key-scopes").setAttribute("aria-invalid", "true");
+        $("key-scopes").focus();
       } else {
         $("create-error").textContent = error.describe();
       }
@@ -298,6 +330,12 @@
       sub.className = "sub";
       const when = at > now ? `expires ${ago(at, now)}` : `expired ${ago(at, now)}`;
       sub.appendChild(timeElement(key.expiresAt, key.replacedBy && at > now ? `rotated: ${when}` : when));
+      name.appendChild(sub);
+    }
+    if (key.scopes && key.scopes.length) {
+      const sub = document.createElement("span");
+      sub.className = "sub scopes";
+      sub.textContent = `Limited to: ${key.scopes.join(", ")}`;
       name.appendChild(sub);
     }
     tr.appendChild(name);
@@ -538,6 +576,7 @@
     $("create-cancel").addEventListener("click", () => closeDialog($("create-dialog")));
     $("create-form").addEventListener("submit", submitCreate);
     $("key-name").addEventListener("input", () => { $("key-name").dataset.touched = "1"; checkName(); });
+    $("key-scopes").addEventListener("input", checkScopes);
     $("copy").addEventListener("click", copySecret);
     $("secret-done").addEventListener("click", finishSecret);
     $("secret-dialog").addEventListener("cancel", (e) => { e.preventDefault(); finishSecret(); });
