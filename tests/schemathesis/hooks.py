@@ -36,11 +36,17 @@ def no_secret_echoed(ctx, response, case):
 
 
 # Rules the document states in words but a schema cannot: a page token is one a previous
-# ListKeys answer gave (any other is a 400, which the fuzz target `page_token` covers), and an
-# expiry is in the future (a past one is a 400, tested in the REST tests). Generated values that
-# break them are replaced by ones that keep them, so "schema-valid request rejected" means what
-# it says.
-PAGE_TOKENS = []
+# ListKeys answer gave, for the same filters (any other is a 400, which the fuzz target
+# `page_token` and the search tests cover), and an expiry is in the future (a past one is a 400,
+# tested in the REST tests). Generated values that break them are replaced by ones that keep
+# them, so "schema-valid request rejected" means what it says.
+FILTERS = ("nameContains", "status", "unusedForDays")
+PAGE_TOKENS = []  # (token, the filters of the listing it continues)
+
+
+def listing_filters(query):
+    query = query if isinstance(query, dict) else {}
+    return {name: query[name] for name in FILTERS if name in query}
 
 
 @schemathesis.hook
@@ -50,19 +56,24 @@ def after_call(context, case, response):
             token = response.json().get("nextPageToken")
         except ValueError:
             return
-        if isinstance(token, str) and token not in PAGE_TOKENS:
-            PAGE_TOKENS.append(token)
+        if isinstance(token, str) and all(token != t for t, _ in PAGE_TOKENS):
+            PAGE_TOKENS.append((token, listing_filters(case.query)))
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
     query = case.query
     if isinstance(query, dict) and isinstance(query.get("pageToken"), str):
-        if query["pageToken"] not in PAGE_TOKENS:
+        known = dict(PAGE_TOKENS)
+        if query["pageToken"] not in known:
             if PAGE_TOKENS:
-                query["pageToken"] = PAGE_TOKENS[len(PAGE_TOKENS) // 2]
+                query["pageToken"] = PAGE_TOKENS[len(PAGE_TOKENS) // 2][0]
             else:
                 del query["pageToken"]
+        if "pageToken" in query:
+            for name in FILTERS:
+                query.pop(name, None)
+            query.update(dict(PAGE_TOKENS)[query["pageToken"]])
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("expiresAt"), str):
         try:

@@ -166,6 +166,14 @@ impl fmt::Display for UserId {
     }
 }
 
+/// Text as a case-insensitive name search compares it: Unicode lowercase (`"ÉTÉ"` → `"été"`),
+/// done here rather than by the database, whose `LOWER` is ASCII-only on SQLite and follows the
+/// server's locale on PostgreSQL. Stored names and search terms fold alike, so the comparison in
+/// SQL is a plain substring match.
+pub fn fold_for_search(text: &str) -> String {
+    text.to_lowercase()
+}
+
 /// A key's human-readable name, e.g. "Production Dashboard": trimmed, 1-100 characters, no control
 /// characters (they would break listings and logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +182,11 @@ pub struct KeyName(String);
 impl KeyName {
     /// The longest name allowed, in characters (not bytes).
     pub const MAX_CHARS: usize = 100;
+
+    /// The name as name search compares it: [`fold_for_search`].
+    pub fn folded(&self) -> String {
+        fold_for_search(&self.0)
+    }
 
     /// Trims `value` and checks the rules.
     ///

@@ -28,6 +28,7 @@ pub mod time;
 
 pub use domain::{
     DomainError, KeyMetadata, KeyName, KeyStatus, RateLimits, UserId, WindowLimit, WorkspaceId,
+    fold_for_search,
 };
 pub use duration::{DurationSyntax, DurationText, parse_duration};
 pub use format::{GeneratedKey, MalformedKey, PresentedKey, preview_of};

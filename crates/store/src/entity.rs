@@ -50,6 +50,9 @@ pub struct Model {
     pub metadata: Option<String>,
     /// The key's scopes, sorted and space-separated; null for an unscoped key.
     pub scopes: Option<String>,
+    /// `name` folded for case-insensitive search ([`stanna_keys::fold_for_search`]); written
+    /// with every name.
+    pub name_folded: String,
 }
 
 /// No relations: one table.

@@ -33,6 +33,12 @@ pub enum StoreError {
         /// The first scope outside the caller's.
         scope: String,
     },
+    /// The page token was issued for a different listing (another workspace, user or filter).
+    #[error(
+        "was issued for a different listing (the workspace, user or filters changed); start again \
+         without a page token"
+    )]
+    PageTokenMismatch,
     /// A generated key id collided with an existing one (≈2⁻⁷¹ per pair; retry with a new key).
     #[error("key id already exists")]
     DuplicateKeyId,

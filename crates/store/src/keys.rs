@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -13,10 +13,29 @@ use stanna_keys::KeyId;
 
 use crate::entity::{Column, Entity};
 use crate::model::{new_row, record_from_model, window_columns};
+use crate::page_token::listing_digest;
 use crate::{
     ExpiryRefusal, KeyChanges, KeyRecord, KeyStore, NewKey, NewKeySecret, Page, PageRequest,
     PageToken, Scope, StoreError, time,
 };
+
+/// The escape character of name-search `LIKE` patterns: `%`, `_` and itself are escaped, so a
+/// search for `50%` finds "50% off" and nothing else.
+const LIKE_ESCAPE: char = '!';
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// `text` with `LIKE`'s wildcards and [`LIKE_ESCAPE`] escaped.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            out.push(LIKE_ESCAPE);
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// How often a scoped caller's write re-checks a target whose scopes changed under it.
 const GUARD_ATTEMPTS: u32 = 3;
@@ -100,14 +119,27 @@ impl KeyStore {
         record_from_model(model)
     }
 
-    /// Lists keys in `scope`, newest first (ties broken by key id), a page at a time. The cursor
-    /// is a position, not an offset, so keys created or deleted between pages neither repeat nor
-    /// shift the rest.
+    /// Lists keys in `scope` that pass `page.filter`, newest first (ties broken by key id), a
+    /// page at a time. The cursor is a position, not an offset, so keys created or deleted
+    /// between pages neither repeat nor shift the rest; it names its listing, and carries the
+    /// first page's "unused since" cutoff (`now` minus the days), so every page filters by the
+    /// same instant.
     ///
     /// # Errors
-    /// A database error.
+    /// [`StoreError::PageTokenMismatch`] for a token of another listing; a database error.
     #[tracing::instrument(target = "stanna_span", name = "store.list", skip_all, fields(db.system = self.backend_name()))]
-    pub async fn list(&self, scope: &Scope, page: PageRequest) -> Result<Page, StoreError> {
+    pub async fn list(
+        &self,
+        scope: &Scope,
+        page: PageRequest,
+        now: SystemTime,
+    ) -> Result<Page, StoreError> {
+        let filter = &page.filter;
+        if let Some(after) = &page.after
+            && !after.belongs_to(scope, filter)
+        {
+            return Err(StoreError::PageTokenMismatch);
+        }
         let mut query = Entity::find().filter(scope.condition());
         if let Some(after) = &page.after {
             query = query.filter(
@@ -118,6 +150,29 @@ impl KeyStore {
                             .add(Column::CreatedAt.eq(after.created_at))
                             .add(Column::KeyId.lt(after.key_id.as_str())),
                     ),
+            );
+        }
+        if let Some(text) = &filter.name_contains {
+            let pattern = format!("%{}%", escape_like(&stanna_keys::fold_for_search(text)));
+            query = query.filter(
+                Expr::col(Column::NameFolded).like(LikeExpr::new(pattern).escape(LIKE_ESCAPE)),
+            );
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(Column::Status.eq(status.as_str()));
+        }
+        let cutoff = filter.unused_for_days.map(|days| {
+            page.after.and_then(|a| a.cutoff).unwrap_or_else(|| {
+                time::to_micros(now).saturating_sub(i64::from(days) * MICROS_PER_DAY)
+            })
+        });
+        if let Some(cutoff) = cutoff {
+            query = query.filter(
+                Condition::any().add(Column::LastUsedAt.lt(cutoff)).add(
+                    Condition::all()
+                        .add(Column::LastUsedAt.is_null())
+                        .add(Column::CreatedAt.lt(cutoff)),
+                ),
             );
         }
         let mut rows = query
@@ -136,6 +191,8 @@ impl KeyStore {
             Some(last) if more => Some(PageToken {
                 created_at: time::to_micros(last.created_at),
                 key_id: last.key_id,
+                listing: Some(listing_digest(scope, filter)),
+                cutoff,
             }),
             _ => None,
         };
@@ -214,7 +271,9 @@ impl KeyStore {
             update = update.filter(Column::Scopes.eq(guard));
         }
         if let Some(name) = &changes.name {
-            update = update.col_expr(Column::Name, Expr::value(name.as_str()));
+            update = update
+                .col_expr(Column::Name, Expr::value(name.as_str()))
+                .col_expr(Column::NameFolded, Expr::value(name.folded()));
         }
         if let Some(status) = changes.status {
             update = update.col_expr(Column::Status, Expr::value(status.as_str()));

@@ -34,8 +34,8 @@ use sea_orm::{
 pub use change_feed::{ChangePosition, KeyChange};
 pub use error::{ExpiryRefusal, StoreError};
 pub use model::{
-    KeyChanges, KeyRecord, LimitChanges, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
-    Scope,
+    KeyChanges, KeyFilter, KeyRecord, LimitChanges, LimitOverrides, NewKey, NewKeySecret, Page,
+    PageRequest, Scope,
 };
 pub use page_token::{InvalidPageToken, PageToken};
 pub use sessions::{NewSessionRow, SessionRecord, SessionScope};

@@ -49,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(SessionsAndWiderUserIds),
             Box::new(KeyMetadata),
             Box::new(KeyScopes),
+            Box::new(KeyNameSearch),
         ]
     }
 }
@@ -85,6 +86,7 @@ enum ApiKeys {
     ReplacedBy,
     Metadata,
     Scopes,
+    NameFolded,
 }
 
 #[async_trait::async_trait]
@@ -457,6 +459,93 @@ impl MigrationTrait for KeyScopes {
                 Table::alter()
                     .table(ApiKeys::Table)
                     .drop_column(ApiKeys::Scopes)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `name_folded`: the name as case-insensitive search compares it, folded by Rust
+/// ([`stanna_keys::fold_for_search`]) because neither database lowercases the same way (SQLite's
+/// `LOWER` is ASCII-only; PostgreSQL's follows the server's locale). Existing rows are filled here,
+/// in batches of [`BACKFILL_BATCH`] by key id, inside the migration's transaction.
+///
+/// No index: a substring match cannot use a B-tree, and the trigram index that could is an
+/// extension (pg_trgm) not every managed database lets a non-superuser create. Filtered listings
+/// walk the workspace's `(workspace_id, created_at, key_id)` index instead; docs/keys.md measures
+/// that at 100 000 keys.
+struct KeyNameSearch;
+
+/// Rows folded per statement by [`KeyNameSearch`]: two bound values each, far under SQLite's
+/// limit of 32 766 per statement.
+const BACKFILL_BATCH: u64 = 1000;
+
+impl MigrationName for KeyNameSearch {
+    fn name(&self) -> &str {
+        "m20261204_000007_key_name_search"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeyNameSearch {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .add_column(
+                        ColumnDef::new(ApiKeys::NameFolded)
+                            .string_len(400)
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        let db = manager.get_connection();
+        let mut after = String::new();
+        loop {
+            let select = Query::select()
+                .columns([ApiKeys::KeyId, ApiKeys::Name])
+                .from(ApiKeys::Table)
+                .and_where(Expr::col(ApiKeys::KeyId).gt(after.as_str()))
+                .order_by(ApiKeys::KeyId, Order::Asc)
+                .limit(BACKFILL_BATCH)
+                .to_owned();
+            let rows = db.query_all(&select).await?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.try_get("", "key_id")?;
+            let mut case = CaseStatement::new();
+            let mut ids = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get("", "key_id")?;
+                let name: String = row.try_get("", "name")?;
+                case = case.case(
+                    Expr::col(ApiKeys::KeyId).eq(id.as_str()),
+                    Expr::val(stanna_keys::fold_for_search(&name)),
+                );
+                ids.push(id);
+            }
+            let update = Query::update()
+                .table(ApiKeys::Table)
+                .value(
+                    ApiKeys::NameFolded,
+                    case.finally(Expr::col(ApiKeys::NameFolded)),
+                )
+                .and_where(Expr::col(ApiKeys::KeyId).is_in(ids))
+                .to_owned();
+            db.execute(&update).await?;
+        }
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(ApiKeys::Table)
+                    .drop_column(ApiKeys::NameFolded)
                     .to_owned(),
             )
             .await

@@ -190,13 +190,36 @@ pub struct LimitChanges {
     pub hourly: Option<Option<WindowLimit>>,
 }
 
-/// How many keys a list call returns at most, and where to continue.
+/// How many keys a list call returns at most, which, and where to continue.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
     /// 1-100; the caller validates and applies the default.
     pub size: u32,
-    /// Continue after this position (from a previous page's [`Page::next`]).
+    /// Continue after this position (from a previous page's [`Page::next`] of the same scope
+    /// and filter).
     pub after: Option<PageToken>,
+    /// Which keys to list; every filter given must hold.
+    pub filter: KeyFilter,
+}
+
+/// A listing's filters; the default lists every key of the scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// Keys whose name contains this text, ignoring case ([`stanna_keys::fold_for_search`]);
+    /// the caller validates it (non-empty, at most a name's length).
+    pub name_contains: Option<String>,
+    /// Keys with this stored status (an active key past its expiry is still `Active`).
+    pub status: Option<KeyStatus>,
+    /// Keys not used for at least this many days before the first page was asked for; a key
+    /// never used counts from its creation. The caller validates the range.
+    pub unused_for_days: Option<u32>,
+}
+
+impl KeyFilter {
+    /// Whether nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One page of keys, newest first.
@@ -228,6 +251,7 @@ pub(crate) fn new_row(key: &NewKey, now: SystemTime) -> ActiveModel {
         workspace_id: Set(key.workspace.as_str().to_owned()),
         user_id: Set(key.user.as_str().to_owned()),
         name: Set(key.name.as_str().to_owned()),
+        name_folded: Set(key.name.folded()),
         preview: Set(key.preview.clone()),
         key_hash: Set(key.key_hash.clone()),
         status: Set(KeyStatus::Active.as_str().to_owned()),

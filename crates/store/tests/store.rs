@@ -9,8 +9,8 @@ use stanna_keys::{
     GeneratedKey, HashParams, KeyHasher, KeyName, KeyStatus, UserId, WindowLimit, WorkspaceId,
 };
 use stanna_store::{
-    ChangePosition, ExpiryRefusal, KeyChange, KeyChanges, KeyStore, LimitOverrides, NewKey,
-    NewKeySecret, PageRequest, Scope, StoreError,
+    ChangePosition, ExpiryRefusal, KeyChange, KeyChanges, KeyFilter, KeyStore, LimitOverrides,
+    NewKey, NewKeySecret, PageRequest, Scope, StoreError,
 };
 use stanna_testkit::TempDir;
 
@@ -79,6 +79,8 @@ on_both_backends!(
     expiry_changes_never_revive_a_key_or_extend_a_grace_period,
     limit_overrides_and_metadata_are_set_and_cleared_live,
     a_scoped_caller_writes_only_keys_within_its_scopes,
+    filtered_listings_find_exactly_the_matching_keys_across_pages,
+    the_search_migration_folds_the_names_of_existing_keys,
 );
 
 async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeyStore) {
@@ -415,7 +417,15 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
     let mut after = None;
     loop {
         let page = store
-            .list(&scope("ws1", None), PageRequest { size: 7, after })
+            .list(
+                &scope("ws1", None),
+                PageRequest {
+                    size: 7,
+                    after,
+                    ..PageRequest::default()
+                },
+                t(1000),
+            )
             .await
             .unwrap();
         assert!(page.keys.len() <= 7);
@@ -441,8 +451,9 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
             &scope("ws1", Some("alice")),
             PageRequest {
                 size: 100,
-                after: None,
+                ..PageRequest::default()
             },
+            t(1000),
         )
         .await
         .unwrap();
@@ -491,8 +502,9 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
                 &outsider,
                 PageRequest {
                     size: 100,
-                    after: None,
+                    ..PageRequest::default()
                 },
+                t(1000),
             )
             .await
             .unwrap();
@@ -580,8 +592,9 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
             &scope("ws1", None),
             PageRequest {
                 size: 10,
-                after: None,
+                ..PageRequest::default()
             },
+            t(1000),
         )
         .await
         .unwrap();
@@ -767,13 +780,14 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
     "m20261202_000004_sessions_and_wider_user_ids",
     "m20261202_000005_key_metadata",
     "m20261203_000006_key_scopes",
+    "m20261204_000007_key_name_search",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {
@@ -952,4 +966,270 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         .unwrap();
     assert!(freed.scopes.is_unscoped());
     store.delete(&admin, &unscoped.key_id, t(12)).await.unwrap();
+}
+
+/// Every page of a listing under `filter`, in order.
+async fn list_all(
+    store: &KeyStore,
+    s: &Scope,
+    filter: &KeyFilter,
+    size: u32,
+    now: SystemTime,
+) -> Vec<stanna_store::KeyRecord> {
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(
+                s,
+                PageRequest {
+                    size,
+                    after,
+                    filter: filter.clone(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(page.keys.len() <= size as usize);
+        seen.extend(page.keys);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+async fn filtered_listings_find_exactly_the_matching_keys_across_pages(store: KeyStore) {
+    let names = [
+        "Production Dashboard",
+        "PRODUCTION backup",
+        "staging",
+        "50% off campaign",
+        "5000 offers",
+        "under_score",
+        "underXscore",
+        "Été à Paris",
+        "ÉTÉ À PARIS",
+        "été",
+    ];
+    let s = scope("ws1", None);
+    let mut keys = Vec::new();
+    for i in 0..120u64 {
+        let name = format!("{} {i}", names[i as usize % names.len()]);
+        let (key, _) = new_key("ws1", if i % 3 == 0 { "bob" } else { "alice" }, &name);
+        keys.push(store.create(key, None, t(i / 4)).await.unwrap());
+    }
+    // A deleted key and another workspace's key never show up, whatever matches.
+    let (gone, _) = new_key("ws1", "alice", "production gone");
+    let gone = store.create(gone, None, t(1)).await.unwrap();
+    store.delete(&s, &gone.key_id, t(2)).await.unwrap();
+    let (other, _) = new_key("ws2", "alice", "production elsewhere");
+    store.create(other, None, t(1)).await.unwrap();
+    // Every fifth key is inactive; key i of the first 60 was last used on day 40 + i.
+    for key in keys.iter().step_by(5) {
+        let off = KeyChanges {
+            status: Some(KeyStatus::Inactive),
+            ..KeyChanges::default()
+        };
+        store.update(&s, &key.key_id, off, t(200)).await.unwrap();
+    }
+    let day = 86_400;
+    let uses: Vec<_> = keys[..60]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.key_id, t((40 + i as u64) * day)))
+        .collect();
+    store.record_last_used(&uses).await.unwrap();
+    let keys: Vec<_> = {
+        let mut fresh = Vec::new();
+        for k in &keys {
+            fresh.push(store.get(&s, &k.key_id).await.unwrap());
+        }
+        fresh
+    };
+    let now = t(100 * day);
+
+    let check = |filter: KeyFilter, expected: Vec<&stanna_store::KeyRecord>| {
+        let store = store.clone();
+        let s = s.clone();
+        let mut expected: Vec<_> = expected.iter().map(|k| (k.created_at, k.key_id)).collect();
+        expected.sort_by(|a, b| b.cmp(a));
+        async move {
+            for size in [1, 7, 100] {
+                let got: Vec<_> = list_all(&store, &s, &filter, size, now)
+                    .await
+                    .iter()
+                    .map(|k| (k.created_at, k.key_id))
+                    .collect();
+                assert_eq!(got, expected, "{filter:?} in pages of {size}");
+            }
+        }
+    };
+    let named = |text: &str| KeyFilter {
+        name_contains: Some(text.to_owned()),
+        ..KeyFilter::default()
+    };
+    let with_name = |needle: &str| -> Vec<&stanna_store::KeyRecord> {
+        keys.iter()
+            .filter(|k| k.name.as_str().to_lowercase().contains(needle))
+            .collect()
+    };
+    check(named("production"), with_name("production")).await;
+    assert_eq!(with_name("production").len(), 24);
+    check(named("PrOdUcTiOn DASH"), with_name("production dash")).await;
+    // `%` and `_` are plain characters, not wildcards.
+    check(named("50%"), with_name("50%")).await;
+    assert_eq!(with_name("50%").len(), 12);
+    check(named("under_"), with_name("under_")).await;
+    assert_eq!(with_name("under_").len(), 12);
+    // Case folds beyond ASCII, on both databases.
+    check(named("ÉTÉ"), with_name("été")).await;
+    assert_eq!(with_name("été").len(), 36);
+    check(named("nothing like it"), Vec::new()).await;
+
+    let inactive = KeyFilter {
+        status: Some(KeyStatus::Inactive),
+        ..KeyFilter::default()
+    };
+    check(
+        inactive.clone(),
+        keys.iter()
+            .filter(|k| k.status == KeyStatus::Inactive)
+            .collect(),
+    )
+    .await;
+    // Not used for 30 days on day 100: last used before day 70 (30 keys), or never used and
+    // created before it (the other 60, all created in the first minute).
+    let cutoff = now - Duration::from_secs(30 * day);
+    let unused = |k: &&stanna_store::KeyRecord| k.last_used_at.unwrap_or(k.created_at) < cutoff;
+    let stale = KeyFilter {
+        unused_for_days: Some(30),
+        ..KeyFilter::default()
+    };
+    check(stale.clone(), keys.iter().filter(unused).collect()).await;
+    assert_eq!(keys.iter().filter(unused).count(), 90);
+    // Every filter at once, one user.
+    let all = KeyFilter {
+        name_contains: Some("production".to_owned()),
+        status: Some(KeyStatus::Active),
+        unused_for_days: Some(30),
+    };
+    let alice = scope("ws1", Some("alice"));
+    let mut expected: Vec<_> = keys
+        .iter()
+        .filter(|k| k.user.as_str() == "alice")
+        .filter(|k| k.status == KeyStatus::Active)
+        .filter(|k| k.name.as_str().to_lowercase().contains("production"))
+        .filter(unused)
+        .map(|k| k.key_id)
+        .collect();
+    expected.sort();
+    let mut got: Vec<_> = list_all(&store, &alice, &all, 3, now)
+        .await
+        .iter()
+        .map(|k| k.key_id)
+        .collect();
+    got.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+
+    // The cutoff is the first page's: a later page asked for 60 days later still means "not used
+    // since day 70" (recomputed, it would take in all 120 keys).
+    let first = store
+        .list(
+            &s,
+            PageRequest {
+                size: 10,
+                after: None,
+                filter: stale.clone(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let later = store
+        .list(
+            &s,
+            PageRequest {
+                size: 200,
+                after: first.next,
+                filter: stale.clone(),
+            },
+            now + Duration::from_secs(60 * day),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.keys.len() + later.keys.len(), 90);
+
+    // A token continues only its own listing.
+    for (other_scope, other_filter) in [
+        (s.clone(), KeyFilter::default()),
+        (s.clone(), named("productio")),
+        (scope("ws2", None), stale.clone()),
+        (scope("ws1", Some("alice")), stale.clone()),
+        (s.clone(), inactive.clone()),
+    ] {
+        let refused = store
+            .list(
+                &other_scope,
+                PageRequest {
+                    size: 10,
+                    after: first.next,
+                    filter: other_filter.clone(),
+                },
+                now,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::PageTokenMismatch)),
+            "{other_scope:?} {other_filter:?}: {refused:?}"
+        );
+    }
+}
+
+/// Keys stored before name search (migration 7) are found by it once it is applied: the
+/// migration folds every existing name, across several of its batches.
+async fn the_search_migration_folds_the_names_of_existing_keys(store: KeyStore) {
+    use sea_orm::ConnectionTrait;
+    use sea_orm_migration::MigratorTrait;
+    let db = store.connection();
+    stanna_store::migration::Migrator::down(db, Some(1))
+        .await
+        .unwrap();
+    // 2 500 keys written by the previous schema (no `name_folded`), in one statement.
+    let rows: Vec<String> = (0..2500)
+        .map(|i| {
+            let name = if i % 5 == 0 { "ÉTÉ Équipe" } else { "Other key" };
+            format!(
+                "('{i:0>12}', 'ws1', 'alice', '{name} {i}', 'sk-0000...0000', 'h', 'active', {i}, {i})"
+            )
+        })
+        .collect();
+    db.execute_unprepared(&format!(
+        "INSERT INTO api_keys (key_id, workspace_id, user_id, name, preview, key_hash, status, \
+         created_at, updated_at) VALUES {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+    stanna_store::migration::migrate(db).await.unwrap();
+    assert_eq!(applied_migrations(&store).await, MIGRATIONS);
+    let found = list_all(
+        &store,
+        &scope("ws1", None),
+        &KeyFilter {
+            name_contains: Some("été équipe".to_owned()),
+            ..KeyFilter::default()
+        },
+        100,
+        t(0),
+    )
+    .await;
+    assert_eq!(found.len(), 500);
+    assert!(
+        found
+            .iter()
+            .all(|k| k.name.as_str().starts_with("ÉTÉ Équipe"))
+    );
 }

@@ -96,7 +96,7 @@ fn add_links(operation: &mut Value) {
         response["links"] = json!({"NextPage": {
             "operationId": "list_keys",
             "parameters": {"pageToken": "$response.body#/nextPageToken"},
-            "description": "The next page, while `nextPageToken` is present",
+            "description": "The next page, while `nextPageToken` is present; send the same filters (`nameContains`, `status`, `unusedForDays`), since a token continues only its own listing",
         }});
         return;
     }

@@ -96,6 +96,7 @@ impl From<StoreError> for RegistryError {
             StoreError::ScopeEscalation { scope } => Self::ScopeEscalation { scope },
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::LoginTokenUsed => Self::LoginTokenUsed,
+            StoreError::PageTokenMismatch => Self::invalid("page_token", err),
             StoreError::DuplicateKeyId | StoreError::Database(_) | StoreError::Corrupt { .. } => {
                 Self::Internal(Box::new(err))
             }

@@ -13,7 +13,7 @@ use stanna_keys::{
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_server::{KeyRegistry, KeyRegistryServer};
 use stanna_store::{
-    KeyChanges, KeyRecord, LimitChanges, LimitOverrides, PageRequest, PageToken, Scope,
+    KeyChanges, KeyFilter, KeyRecord, LimitChanges, LimitOverrides, PageRequest, PageToken, Scope,
 };
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
@@ -141,9 +141,17 @@ impl KeyRegistry for KeyRegistryService {
                 Some(PageToken::parse(token).map_err(|e| RegistryError::invalid("page_token", e))?)
             }
         };
+        let filter = key_filter(&r)?;
         let page = self
             .registry
-            .list_keys(&scope, PageRequest { size, after })
+            .list_keys(
+                &scope,
+                PageRequest {
+                    size,
+                    after,
+                    filter,
+                },
+            )
             .await?;
         let defaults = self.registry.default_limits();
         Ok(Response::new(pb::ListKeysResponse {
@@ -399,26 +407,17 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
             Some(KeyName::parse(name).map_err(|e| RegistryError::invalid("name", e))?)
         }
     };
-    let status = match pb::KeyStatus::try_from(r.status) {
-        Ok(pb::KeyStatus::Unspecified) if in_mask(STATUS) == Some(true) => {
-            return Err(RegistryError::invalid(
-                "status",
-                "is named in update_mask but not given; use KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE",
-            ));
-        }
-        _ if in_mask(STATUS) == Some(false) => None,
-        Ok(pb::KeyStatus::Unspecified) => None,
-        Ok(pb::KeyStatus::Active) => Some(KeyStatus::Active),
-        Ok(pb::KeyStatus::Inactive) => Some(KeyStatus::Inactive),
-        Err(_) => {
-            return Err(RegistryError::invalid(
-                "status",
-                format!(
-                    "must be KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE, got {}",
-                    r.status
-                ),
-            ));
-        }
+    let status = match in_mask(STATUS) {
+        Some(false) => None,
+        named => match key_status(r.status)? {
+            None if named == Some(true) => {
+                return Err(RegistryError::invalid(
+                    "status",
+                    "is named in update_mask but not given; use KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE",
+                ));
+            }
+            status => status,
+        },
     };
     // A field the mask leaves out is ignored, not checked (AIP-134).
     let expiry = || {
@@ -477,6 +476,56 @@ fn update_changes(r: &pb::UpdateKeyRequest) -> Result<KeyChanges, RegistryError>
 }
 
 /// Reads `metadata`: empty or absent is none.
+/// A status given on the wire: `None` for KEY_STATUS_UNSPECIFIED (no change, or no filter).
+fn key_status(value: i32) -> Result<Option<KeyStatus>, RegistryError> {
+    match pb::KeyStatus::try_from(value) {
+        Ok(pb::KeyStatus::Unspecified) => Ok(None),
+        Ok(pb::KeyStatus::Active) => Ok(Some(KeyStatus::Active)),
+        Ok(pb::KeyStatus::Inactive) => Ok(Some(KeyStatus::Inactive)),
+        Err(_) => Err(RegistryError::invalid(
+            "status",
+            format!("must be KEY_STATUS_ACTIVE or KEY_STATUS_INACTIVE, got {value}"),
+        )),
+    }
+}
+
+/// The longest "not used for" span a listing takes: a century, far past any key's life, so a
+/// cutoff in days never overflows a timestamp.
+const MAX_UNUSED_FOR_DAYS: u32 = 36_500;
+
+/// A listing's filters, checked.
+fn key_filter(r: &pb::ListKeysRequest) -> Result<KeyFilter, RegistryError> {
+    let name_contains = match r.name_contains.as_str() {
+        "" => None,
+        text if text.chars().count() > KeyName::MAX_CHARS => {
+            return Err(RegistryError::invalid(
+                "name_contains",
+                format!(
+                    "must be at most {} characters (no name is longer)",
+                    KeyName::MAX_CHARS
+                ),
+            ));
+        }
+        text => Some(text.to_owned()),
+    };
+    let status = key_status(r.status)?;
+    let unused_for_days = match r.unused_for_days {
+        0 => None,
+        days if days > MAX_UNUSED_FOR_DAYS => {
+            return Err(RegistryError::invalid(
+                "unused_for_days",
+                format!("must be at most {MAX_UNUSED_FOR_DAYS}, got {days}"),
+            ));
+        }
+        days => Some(days),
+    };
+    Ok(KeyFilter {
+        name_contains,
+        status,
+        unused_for_days,
+    })
+}
+
 fn metadata(text: Option<&str>) -> Result<Option<KeyMetadata>, RegistryError> {
     match text {
         None | Some("") => Ok(None),

@@ -239,12 +239,12 @@ impl Registry {
         }
     }
 
-    /// Lists keys in `scope`, newest first.
+    /// Lists keys in `scope` that pass the page's filter, newest first.
     ///
     /// # Errors
-    /// A store error.
+    /// `InvalidArgument` (`page_token`) for a token of another listing; a store error.
     pub async fn list_keys(&self, scope: &Scope, page: PageRequest) -> Result<Page, RegistryError> {
-        Ok(self.inner.store.list(scope, page).await?)
+        Ok(self.inner.store.list(scope, page, self.now()).await?)
     }
 
     /// Reads one key.

@@ -97,6 +97,15 @@ pub enum KeysCommand {
         /// Follow every page.
         #[arg(long, conflicts_with = "page_token")]
         all: bool,
+        /// Only keys whose name contains this text (ignoring case).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only keys with this status.
+        #[arg(long, value_parser = ["active", "inactive"])]
+        status: Option<String>,
+        /// Only keys not used for at least this many days (never-used keys count from creation).
+        #[arg(long, value_name = "DAYS")]
+        unused_for_days: Option<u32>,
     },
     /// Show one key.
     Get {
@@ -270,6 +279,9 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
             page_size,
             page_token,
             all,
+            name,
+            status,
+            unused_for_days,
         } => {
             let mut keys = Vec::new();
             let mut token = page_token.unwrap_or_default();
@@ -282,6 +294,9 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                             user_id: user.clone().unwrap_or_default(),
                             page_size,
                             page_token: token,
+                            name_contains: name.clone().unwrap_or_default(),
+                            status: status_arg(status.as_deref()) as i32,
+                            unused_for_days: unused_for_days.unwrap_or(0),
                         },
                     ))
                     .await
@@ -376,11 +391,7 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                         workspace_id: workspace,
                         key_id,
                         name,
-                        status: match status.as_deref() {
-                            Some("active") => pb::KeyStatus::Active,
-                            Some(_) => pb::KeyStatus::Inactive,
-                            None => pb::KeyStatus::Unspecified,
-                        } as i32,
+                        status: status_arg(status.as_deref()) as i32,
                         expires_at,
                         rate_limits,
                         metadata,
@@ -580,6 +591,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| SystemTime::try_from(*t).ok())
         .map_or_else(|| "-".to_owned(), stanna_keys::time::rfc3339)
+}
+
+/// A `--status` value (clap allows only `active` and `inactive`); none is "unspecified".
+fn status_arg(status: Option<&str>) -> pb::KeyStatus {
+    match status {
+        Some("active") => pb::KeyStatus::Active,
+        Some(_) => pb::KeyStatus::Inactive,
+        None => pb::KeyStatus::Unspecified,
+    }
 }
 
 fn status_word(key: &pb::ApiKey) -> &'static str {

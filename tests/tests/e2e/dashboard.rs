@@ -488,6 +488,80 @@ async fn dashboard_in_a_browser() {
     );
     violations.extend(b.axe(&axe, "a key limited to scopes").await);
 
+    // Search: the list narrows as a name is typed (ignoring case); a search that finds nothing
+    // says so and offers to clear it.
+    let listed = "return [...document.querySelectorAll('#keys-body tr .key-name')].map(n => n.textContent).join('|')";
+    b.type_into("#search-name", "REPORT").await;
+    b.until(
+        "only the matching key",
+        &format!("return (() => {{ {listed} }})() === 'Reports Script'"),
+    )
+    .await;
+    b.js("document.getElementById('search-name').value = ''")
+        .await;
+    b.type_into("#search-name", "no such key").await;
+    b.until(
+        "the no-match panel",
+        "return !document.getElementById('no-match').hidden && document.getElementById('keys').hidden && !document.getElementById('search').hidden",
+    )
+    .await;
+    assert!(
+        b.js("return document.getElementById('empty').hidden").await == Value::Bool(true),
+        "a search that finds nothing is not the first-key empty state"
+    );
+    b.screenshot("search-no-match-1280").await;
+    violations.extend(b.axe(&axe, "a search that finds nothing").await);
+    b.click("#search-clear").await;
+    b.until(
+        "every key again",
+        &format!("return (() => {{ {listed} }})().split('|').length >= 2 && document.getElementById('search-name').value === ''"),
+    )
+    .await;
+    // Inactive keys only: there are none now.
+    b.js("const s = document.getElementById('search-status'); s.value = 'KEY_STATUS_INACTIVE'; s.dispatchEvent(new Event('change'))")
+        .await;
+    b.until(
+        "no inactive key",
+        "return !document.getElementById('no-match').hidden",
+    )
+    .await;
+    b.click("#search-clear").await;
+
+    // 400 days on (the page's clock moved; the keys did not change): an old key asks to be
+    // rotated, and the question opens the rotate dialog.
+    b.js("window.RealDate = Date; const shift = 400 * 86400000; \
+          window.Date = class extends window.RealDate { \
+            constructor(...a) { if (a.length === 0) super(window.RealDate.now() + shift); else super(...a); } \
+            static now() { return window.RealDate.now() + shift; } }; \
+          const s = document.getElementById('search-status'); s.dispatchEvent(new Event('change'))")
+        .await;
+    b.until(
+        "the rotation hint",
+        "return document.querySelectorAll('.rotate-hint').length >= 1",
+    )
+    .await;
+    let row = row_text(&b, "Reports Script").await;
+    assert!(
+        row.contains("Created 400 days ago — rotate it?"),
+        "the age hint: {row}"
+    );
+    b.screenshot("rotate-hint-1280").await;
+    violations.extend(b.axe(&axe, "the rotation hint").await);
+    row_button(&b, "Reports Script", "Rotate it?").await;
+    b.until(
+        "the rotate dialog",
+        "return document.getElementById('rotate-dialog').open",
+    )
+    .await;
+    b.click("#rotate-cancel").await;
+    b.js("window.Date = window.RealDate; const s = document.getElementById('search-status'); s.dispatchEvent(new Event('change'))")
+        .await;
+    b.until(
+        "no hint today",
+        "return document.querySelectorAll('.rotate-hint').length === 0",
+    )
+    .await;
+
     // Keyboard only: Tab to "Create New Key", Enter, type, Enter; Esc on the secret asks first;
     // the focus returns to the button.
     b.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")

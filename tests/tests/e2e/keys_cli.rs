@@ -213,6 +213,47 @@ fn every_admin_cli_command_prints_what_it_did_and_exits_as_documented() {
     assert_eq!(code, 2, "nothing to change is bad usage: {out}");
     assert!(out.contains("nothing to change"), "{out}");
 
+    // list filters: by name (ignoring case), by status, by days unused; a bad value is bad usage
+    // or a refusal naming the field.
+    let found = cli.json(&["list", "-w", "ws_cli", "--name", "SCRIPT"]);
+    assert_eq!(found["keys"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["keys"][0]["id"], second_id.as_str());
+    let inactive = cli.json(&["list", "-w", "ws_cli", "--status", "inactive"]);
+    assert_eq!(inactive["keys"].as_array().unwrap().len(), 1, "{inactive}");
+    assert_eq!(inactive["keys"][0]["id"], second_id.as_str());
+    let stale = cli.json(&["list", "-w", "ws_cli", "--unused-for-days", "1"]);
+    assert_eq!(
+        stale["keys"].as_array().unwrap().len(),
+        0,
+        "both keys are new: {stale}"
+    );
+    let (code, out) = cli.run(&["list", "-w", "ws_cli", "--status", "gone"]);
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = cli.run(&["list", "-w", "ws_cli", "--unused-for-days", "40000"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unused_for_days"), "{out}");
+    let (_, out) = cli.run(&["list", "-w", "ws_cli", "--page-size", "1"]);
+    let page_token = out
+        .split("--page-token ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no page token: {out}"))
+        .to_owned();
+    let (code, out) = cli.run(&[
+        "list",
+        "-w",
+        "ws_cli",
+        "--name",
+        "x",
+        "--page-token",
+        &page_token,
+    ]);
+    assert_eq!(code, 1, "another listing's token is refused: {out}");
+    assert!(
+        out.contains("page_token") && out.contains("different listing"),
+        "{out}"
+    );
+
     // rotate: a new secret once; the old key now expires.
     let (code, out) = cli.run(&["rotate", &first_id, "-w", "ws_cli", "--grace", "1h"]);
     assert_eq!(code, 0, "{out}");

@@ -17,6 +17,7 @@ mod operability;
 mod readme_public_api;
 mod schemathesis;
 mod scopes;
+mod search;
 mod split_mode;
 mod store_outage;
 mod telemetry;

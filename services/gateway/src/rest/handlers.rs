@@ -57,7 +57,8 @@ pub async fn create_key(
     ))
 }
 
-/// Lists the caller's own keys, newest first, a page at a time.
+/// Lists the caller's own keys, newest first, a page at a time; optionally only those whose name
+/// contains some text, of one status, or not used for some days (all given must hold).
 #[utoipa::path(get, path = "/v1/keys", tag = KEYS, params(ListKeysQuery),
     responses((status = 200, description = "One page of keys", body = KeyListJson), KeyErrors))]
 pub async fn list_keys(
@@ -71,6 +72,9 @@ pub async fn list_keys(
             workspace_id: caller.workspace_id,
             page_size: query.page_size.map_or(0, |s| s.0),
             page_token: query.page_token.unwrap_or_default(),
+            name_contains: query.name_contains.unwrap_or_default(),
+            status: query.status.map_or(0, |s| s.to_proto() as i32),
+            unused_for_days: query.unused_for_days.map_or(0, |d| d.0),
         })
         .await
         .map_err(from_registry)?

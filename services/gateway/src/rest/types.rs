@@ -364,38 +364,58 @@ pub struct ListKeysQuery {
     #[serde(default)]
     #[param(value_type = Option<u32>, minimum = 0, maximum = 100)]
     pub page_size: Option<PageSize>,
-    /// A `nextPageToken` from the previous page of the same listing.
+    /// A `nextPageToken` from the previous page of the same listing (same filters).
     #[serde(default)]
     pub page_token: Option<String>,
+    /// Only keys whose name contains this text, ignoring case; `%` and `_` are plain
+    /// characters. At most 100 characters.
+    #[serde(default)]
+    #[param(max_length = 100)]
+    pub name_contains: Option<String>,
+    /// Only keys with this status. An active key past its `expiresAt` still counts as active.
+    #[serde(default)]
+    #[param(value_type = Option<KeyStatusJson>)]
+    pub status: Option<KeyStatusJson>,
+    /// Only keys not used for at least this many days (a key never used counts from its
+    /// creation). The instant is fixed by the first page and carried in `nextPageToken`.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 36500)]
+    pub unused_for_days: Option<Days>,
 }
 
-/// A page size given as a query parameter (text) or a number.
+/// A whole number from `MIN` to `MAX`, given as a query parameter (text) or a number. The value
+/// is not repeated in the refusal (it may be a key pasted in the wrong place), and the range is
+/// checked here, where the field is named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageSize(pub u32);
+pub struct Bounded<const MIN: u32, const MAX: u32>(pub u32);
 
-impl<'de> Deserialize<'de> for PageSize {
+/// A page size: 0 (the default) to 100.
+pub type PageSize = Bounded<0, 100>;
+
+/// A number of days: 1 to 36 500 (a century).
+pub type Days = Bounded<1, 36_500>;
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = PageSize;
+        struct BoundedVisitor<const MIN: u32, const MAX: u32>;
+        impl<const MIN: u32, const MAX: u32> Visitor<'_> for BoundedVisitor<MIN, MAX> {
+            type Value = Bounded<MIN, MAX>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a whole number from 0 to 100")
+                write!(f, "a whole number from {MIN} to {MAX}")
             }
-            // The value is not repeated in the refusal (it may be a key pasted in the wrong
-            // place), and the range is checked here, where the field is named.
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
                 text.parse::<u64>()
-                    .map_err(|_| E::custom("must be a whole number from 0 to 100"))
+                    .map_err(|_| E::custom(format!("must be a whole number from {MIN} to {MAX}")))
                     .and_then(|n| self.visit_u64(n))
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
                 u32::try_from(n)
                     .ok()
-                    .filter(|n| *n <= 100)
-                    .map(PageSize)
-                    .ok_or_else(|| E::custom("must be a whole number from 0 to 100"))
+                    .filter(|n| (MIN..=MAX).contains(n))
+                    .map(Bounded)
+                    .ok_or_else(|| E::custom(format!("must be a whole number from {MIN} to {MAX}")))
             }
         }
-        deserializer.deserialize_any(SizeVisitor)
+        deserializer.deserialize_any(BoundedVisitor::<MIN, MAX>)
     }
 }

@@ -463,7 +463,7 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
                 workspace_id: A.into(),
                 user_id: user.into(),
                 page_size: 100,
-                page_token: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

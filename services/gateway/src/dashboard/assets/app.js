@@ -8,10 +8,16 @@
   const BASE = "/settings/api-keys";
   const PAGE_SIZE = 50;
   const STALE_DAYS = 30;
+  // Older than this, a key that still works (not expired, not rotated out) gets a nudge to rotate
+  // it (the product page's "rotate keys regularly"; 90 days is the common policy, e.g. AWS IAM's
+  // credential report). Its owner gets the rotate button in the hint itself.
+  const ROTATE_DAYS = 90;
+  const DAY_MS = 86400000;
+  const SEARCH_DELAY_MS = 250;
   const ACTIVE = "KEY_STATUS_ACTIVE";
   const INACTIVE = "KEY_STATUS_INACTIVE";
   const $ = (id) => document.getElementById(id);
-  const state = { me: null, csrf: "", nextPage: null, keys: new Map(), opener: null, copied: false };
+  const state = { me: null, csrf: "", nextPage: null, keys: new Map(), opener: null, copied: false, listing: 0 };
 
   // ---- Formatting (the browser's locale) -------------------------------------------------
   const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
@@ -353,7 +359,21 @@
     tr.appendChild(preview);
 
     const created = cell("Created");
-    created.appendChild(timeElement(key.createdAt, dateFormat.format(new Date(key.createdAt))));
+    const createdAt = new Date(key.createdAt);
+    created.appendChild(timeElement(key.createdAt, dateFormat.format(createdAt)));
+    const age = Math.floor((now - createdAt) / DAY_MS);
+    const expired = key.expiresAt && new Date(key.expiresAt) <= now;
+    if (age >= ROTATE_DAYS && !key.replacedBy && !expired) {
+      const hint = document.createElement("span");
+      hint.className = "stale rotate-hint";
+      if (mine) {
+        hint.append(`Created ${age} days ago — `);
+        hint.appendChild(button("rotate it?", "link inline", (e) => openRotate(key, e.currentTarget), `Rotate it? Key ${key.name}, created ${age} days ago`));
+      } else {
+        hint.textContent = `Created ${age} days ago — its owner should rotate it`;
+      }
+      created.appendChild(hint);
+    }
     tr.appendChild(created);
 
     const used = cell("Last used");
@@ -413,22 +433,61 @@
     body.replaceChildren(...[...state.keys.values()].map((key) => row(key, now)));
     for (const th of document.querySelectorAll("th.owner-col")) th.hidden = !isAdmin();
     const empty = state.keys.size === 0;
+    const searching = filters().toString() !== "";
     $("keys").hidden = empty;
     $("table-wrap").hidden = empty;
     $("keys-title").textContent = isAdmin() ? `Keys in ${state.me.workspaceId}` : "Your keys";
-    $("empty").hidden = !empty;
+    // The search stays while it finds nothing (to change or clear it); with no keys at all and
+    // no search there is nothing to search.
+    $("search").hidden = empty && !searching;
+    $("empty").hidden = !empty || searching;
+    $("no-match").hidden = !empty || !searching;
     $("more").hidden = !state.nextPage;
   }
 
+  // The search form as query parameters: only what is set.
+  function filters() {
+    const params = new URLSearchParams();
+    const name = $("search-name").value.trim();
+    if (name) params.set("nameContains", name);
+    if ($("search-status").value) params.set("status", $("search-status").value);
+    if ($("search-unused").value) params.set("unusedForDays", $("search-unused").value);
+    return params;
+  }
+
+  // Loads the first page of the current search (or the next page of it, with `more`). A page
+  // that arrives after a newer search started is dropped, so typing fast never shows the
+  // results of an older search.
   async function load(more) {
-    const params = new URLSearchParams({ pageSize: String(PAGE_SIZE) });
+    const params = filters();
+    params.set("pageSize", String(PAGE_SIZE));
     if (more && state.nextPage) params.set("pageToken", state.nextPage);
+    const listing = more ? state.listing : ++state.listing;
     const page = await api("GET", `/v1/keys?${params}`);
+    if (listing !== state.listing) return page;
     if (!more) state.keys.clear();
     for (const key of page.keys) state.keys.set(key.id, key);
     state.nextPage = page.nextPageToken || null;
     render();
     return page;
+  }
+
+  let searchTimer = null;
+  function search(delay) {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(async () => {
+      clearError();
+      try {
+        const page = await load();
+        if (filters().toString() !== "") {
+          const count = page.keys.length;
+          announce(count === 0 ? "No keys match this search."
+            : `${count}${page.nextPageToken ? " or more" : ""} key${count === 1 && !page.nextPageToken ? "" : "s"} found.`);
+        }
+      } catch (error) {
+        if (error.status !== 401) showError(error);
+      }
+    }, delay);
   }
 
   // ---- Row actions -----------------------------------------------------------------------
@@ -591,6 +650,15 @@
     $("rotate-cancel").addEventListener("click", () => closeDialog($("rotate-dialog")));
     $("rotate-form").addEventListener("submit", submitRotate);
     $("more").addEventListener("click", () => act(() => load(true), $("more")));
+    $("search").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
+    $("search-name").addEventListener("input", () => search(SEARCH_DELAY_MS));
+    $("search-status").addEventListener("change", () => search(0));
+    $("search-unused").addEventListener("change", () => search(0));
+    $("search-clear").addEventListener("click", () => {
+      $("search").reset();
+      search(0);
+      $("search-name").focus();
+    });
     $("sign-out").addEventListener("click", signOut);
     for (const dialog of document.querySelectorAll("dialog")) {
       if (dialog.id === "secret-dialog") continue;
