@@ -230,6 +230,51 @@ fn stanna_command(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Command 
     command
 }
 
+/// `curl` GET of `url` with an API key (and, when given, the workspace to act in as
+/// `X-Workspace-Id`): the status and the body as JSON (`Null` when it is not JSON).
+pub fn curl_get(url: &str, key: &str, workspace: Option<&str>) -> (u16, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("authorization: Bearer {key}")]);
+    if let Some(w) = workspace {
+        command.args(["-H", &format!("x-workspace-id: {w}")]);
+    }
+    let output = command.arg(url).output().expect("run curl");
+    assert!(output.status.success(), "curl failed: {output:?}");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("a status line");
+    (
+        status.parse().expect("an HTTP status"),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `stanna serve` (the all-in-one) in `dir` on free ports with `store`'s database and the admin
+/// `token`, plus `extra` settings; returns it with the registry's and the gateway's ports.
+pub fn serve_on_free_ports(
+    dir: &Path,
+    store: &SharedStore,
+    token: &str,
+    extra: &[(&str, String)],
+) -> (Stanna, u16, u16) {
+    let (registry, gateway) = (free_port(), free_port());
+    let mut env = vec![
+        ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
+        (
+            "STANNA_AUTH_CHECK_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
+        ("STANNA_DATABASE_URL", store.url()),
+        ("STANNA_ADMIN_TOKEN", token.to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    let stanna = Stanna::start(dir, &["serve"], &env, "gateway listening on");
+    (stanna, registry, gateway)
+}
+
 /// Runs `stanna ARGS` expecting it to exit by itself within 30 s (a refused setting); its exit
 /// code and everything it printed.
 ///

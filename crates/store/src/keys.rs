@@ -7,7 +7,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use stanna_keys::KeyId;
 
@@ -544,30 +544,12 @@ impl KeyStore {
             .collect())
     }
 
-    /// Records last-used times in one statement per key, never moving a time backwards.
+    /// Records last-used times, never moving a time backwards, in multi-row statements
+    /// ([`KeyStore::record_usage`] without usage rows).
     ///
     /// # Errors
-    /// A database error; nothing is partially applied (one transaction).
-    #[tracing::instrument(target = "stanna_span", name = "store.record_last_used", skip_all, fields(db.system = self.backend_name()))]
+    /// A database error; chunks before it are committed.
     pub async fn record_last_used(&self, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
-        if uses.is_empty() {
-            return Ok(());
-        }
-        let txn = self.db.begin().await?;
-        for (key_id, at) in uses {
-            let at = time::to_micros(*at);
-            Entity::update_many()
-                .col_expr(Column::LastUsedAt, Expr::value(at))
-                .filter(Column::KeyId.eq(key_id.as_str()))
-                .filter(
-                    Condition::any()
-                        .add(Column::LastUsedAt.is_null())
-                        .add(Column::LastUsedAt.lt(at)),
-                )
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(())
+        self.record_usage(&[], uses).await.map_err(|e| e.error)
     }
 }

@@ -11,6 +11,7 @@
 //! - [`model`]: the types callers pass and get back;
 //! - `keys`: the queries; `change_feed`: what changed since a position ([`KeyChange`]);
 //! - [`sessions`]: dashboard sessions and spent login tokens;
+//! - [`usage`]: usage per key per hour, and the last-used write-back;
 //! - [`entity`], [`migration`]: the tables and their migrations.
 
 mod change_feed;
@@ -22,6 +23,7 @@ pub mod model;
 mod page_token;
 pub mod sessions;
 mod time;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -39,6 +41,7 @@ pub use model::{
 };
 pub use page_token::{InvalidPageToken, PageToken};
 pub use sessions::{NewSessionRow, SessionRecord, SessionScope};
+pub use usage::{Outcome, PartialWrite, UsageCounts, UsageRow, hour_of};
 
 /// The key repository. Cheap to clone (a pooled connection handle).
 #[derive(Debug, Clone)]

@@ -50,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(KeyMetadata),
             Box::new(KeyScopes),
             Box::new(KeyNameSearch),
+            Box::new(KeyUsage),
         ]
     }
 }
@@ -548,6 +549,83 @@ impl MigrationTrait for KeyNameSearch {
                     .drop_column(ApiKeys::NameFolded)
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// `key_usage`: requests per key per hour by outcome, written by auth-check's flush (added to,
+/// never overwritten, so several auth-checks sum) and purged past the retention. The primary key
+/// `(key_id, hour)` serves one key's range; `key_usage_hour` serves the purge.
+struct KeyUsage;
+
+#[derive(DeriveIden)]
+enum KeyUsageTable {
+    #[sea_orm(iden = "key_usage")]
+    Table,
+    KeyId,
+    Hour,
+    Allowed,
+    RateLimited,
+    Inactive,
+    Expired,
+    Forbidden,
+}
+
+impl MigrationName for KeyUsage {
+    fn name(&self) -> &str {
+        "m20261204_000008_key_usage"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for KeyUsage {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let counter = |c: KeyUsageTable| {
+            ColumnDef::new(c)
+                .big_integer()
+                .not_null()
+                .default(0)
+                .to_owned()
+        };
+        manager
+            .create_table(
+                Table::create()
+                    .table(KeyUsageTable::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(KeyUsageTable::KeyId)
+                            .string_len(12)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(KeyUsageTable::Hour).big_integer().not_null())
+                    .col(counter(KeyUsageTable::Allowed))
+                    .col(counter(KeyUsageTable::RateLimited))
+                    .col(counter(KeyUsageTable::Inactive))
+                    .col(counter(KeyUsageTable::Expired))
+                    .col(counter(KeyUsageTable::Forbidden))
+                    .primary_key(
+                        Index::create()
+                            .col(KeyUsageTable::KeyId)
+                            .col(KeyUsageTable::Hour),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("key_usage_hour")
+                    .table(KeyUsageTable::Table)
+                    .col(KeyUsageTable::Hour)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(KeyUsageTable::Table).to_owned())
             .await
     }
 }

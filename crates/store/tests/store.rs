@@ -780,7 +780,7 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
@@ -788,6 +788,7 @@ const MIGRATIONS: [&str; 7] = [
     "m20261202_000005_key_metadata",
     "m20261203_000006_key_scopes",
     "m20261204_000007_key_name_search",
+    "m20261204_000008_key_usage",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {
@@ -1194,7 +1195,8 @@ async fn the_search_migration_folds_the_names_of_existing_keys(store: KeyStore) 
     use sea_orm::ConnectionTrait;
     use sea_orm_migration::MigratorTrait;
     let db = store.connection();
-    stanna_store::migration::Migrator::down(db, Some(1))
+    // Back to before migration 7 (usage's 8 goes first).
+    stanna_store::migration::Migrator::down(db, Some(2))
         .await
         .unwrap();
     // 2 500 keys written by the previous schema (no `name_folded`), in one statement.

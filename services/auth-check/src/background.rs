@@ -33,8 +33,8 @@ pub fn spawn(verifier: &Verifier, config: &Config, tasks: &TaskTracker, stop: &C
     tasks.spawn(every(config.last_used_flush.0, stop.clone(), move || {
         let flusher = flusher.clone();
         async move {
-            if let Err(err) = flusher.flush_last_used().await {
-                tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "last-used flush failed; retrying next interval");
+            if let Err(err) = flusher.flush_usage().await {
+                tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), "usage and last-used flush failed; retrying next interval");
             }
         }
     }));

@@ -16,13 +16,13 @@ mod cold;
 mod config;
 pub mod grpc;
 mod known_ids;
-mod last_used;
 mod metrics;
 mod quota;
 mod session;
 mod settings;
 mod single_flight;
 mod state;
+mod usage;
 mod verifier;
 
 use std::future::Future;

@@ -27,6 +27,7 @@ struct Inner {
     argon2_duration: Histogram,
     quota_fail_open: Counter,
     last_used_writes: Counter,
+    usage_rows: Counter,
     unknown_ids: Counter,
     early_polls: Counter,
 }
@@ -46,6 +47,7 @@ impl VerifyMetrics {
             argon2_duration: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             quota_fail_open: Counter::default(),
             last_used_writes: Counter::default(),
+            usage_rows: Counter::default(),
             unknown_ids: Counter::default(),
             early_polls: Counter::default(),
         };
@@ -79,6 +81,11 @@ impl VerifyMetrics {
             "last_used_writes",
             "Last-used times written back to the store",
             inner.last_used_writes.clone(),
+        );
+        registry.register(
+            "usage_rows_written",
+            "Usage rows (one key, one hour) added to in the store",
+            inner.usage_rows.clone(),
         );
         registry.register(
             "unknown_ids",
@@ -144,8 +151,9 @@ impl VerifyMetrics {
         self.inner.early_polls.inc();
     }
 
-    /// Last-used rows written.
-    pub fn last_used_written(&self, rows: u64) {
-        self.inner.last_used_writes.inc_by(rows);
+    /// A flush wrote `rows` usage rows and `last_used` last-used times.
+    pub fn usage_written(&self, rows: u64, last_used: u64) {
+        self.inner.usage_rows.inc_by(rows);
+        self.inner.last_used_writes.inc_by(last_used);
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use blake2::{Blake2b256, Digest};
 use stanna_keys::time::{from_micros_since_epoch, micros_since_epoch};
 use stanna_keys::{Clock, KeyHasher, KeyId, KeyStatus, PresentedKey, WorkspaceId};
-use stanna_store::{KeyStore, StoreError};
+use stanna_store::{KeyStore, Outcome, StoreError};
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
@@ -25,12 +25,12 @@ use crate::cache::{CacheEntry, KeyCache};
 use crate::change_poll::ChangeTracker;
 use crate::cold::Cold;
 use crate::known_ids::{KnownIds, PollGate};
-use crate::last_used::LastUsed;
 use crate::metrics::VerifyMetrics;
 use crate::quota::QuotaConnection;
 use crate::settings::{HashCheck, Stats, VerifierSettings};
 use crate::single_flight::SingleFlight;
 use crate::state::{KeyState, Required, Verdict, VerifyCode, VerifyError};
+use crate::usage::Usage;
 
 /// The workspace a Verify asks for: none when empty, else a valid workspace id.
 pub(crate) fn asked_workspace(workspace: &str) -> Result<Option<WorkspaceId>, VerifyError> {
@@ -48,6 +48,9 @@ pub(crate) fn asked_workspace(workspace: &str) -> Result<Option<WorkspaceId>, Ve
 /// A cached state this old is re-read from the store even if no change was reported: a safety
 /// net should a change ever be missed (e.g. a registry clock far behind).
 pub const MAX_STATE_AGE: Duration = Duration::from_secs(60);
+
+/// How long usage per key per hour is kept: the 30 days `GetKeyUsage` can ask for.
+pub const USAGE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// One cold verification in flight: a key id and the digest of the presented key.
 pub(crate) type FlightKey = (KeyId, [u8; 32]);
@@ -68,7 +71,8 @@ pub(crate) struct Inner {
     pub(crate) changes: ChangeTracker,
     pub(crate) failures: FailureBudget,
     pub(crate) argon2: Semaphore,
-    pub(crate) last_used: LastUsed,
+    /// Usage and last-used times not yet written (`usage.rs`).
+    pub(crate) usage: Usage,
     /// The key ids that exist (`known_ids.rs`).
     pub(crate) known_keys: KnownIds<KeyId>,
     /// The session ids that exist.
@@ -80,6 +84,8 @@ pub(crate) struct Inner {
     /// Since when the store has failed to answer (a poll or a lookup), µs since the epoch; 0
     /// while it answers. An atomic, not a lock: every warm Verify reads it.
     store_failing_since: AtomicU64,
+    /// When usage rows were last purged, µs since the epoch; 0: not yet.
+    usage_purged_at: AtomicU64,
     pub(crate) stats: Stats,
     pub(crate) metrics: VerifyMetrics,
     clock: Clock,
@@ -135,12 +141,13 @@ impl VerifierBuilder {
                 flights: SingleFlight::default(),
                 changes: ChangeTracker::new(now),
                 failures: FailureBudget::default(),
-                last_used: LastUsed::default(),
+                usage: Usage::default(),
                 known_keys: KnownIds::new(),
                 known_sessions: KnownIds::new(),
                 poll_gate: PollGate::new(),
                 sessions: crate::session::Sessions::new(now),
                 store_failing_since: AtomicU64::new(0),
+                usage_purged_at: AtomicU64::new(0),
                 stats: Stats::default(),
                 metrics: self.metrics.unwrap_or_else(VerifyMetrics::unregistered),
                 clock: self.clock,
@@ -176,9 +183,14 @@ impl Verifier {
         &self.inner.metrics
     }
 
-    /// Last-used rows written so far.
+    /// Last-used times written so far.
     pub fn last_used_writes(&self) -> u64 {
-        self.inner.last_used.written.load(Ordering::Relaxed)
+        self.inner.usage.last_used_written.load(Ordering::Relaxed)
+    }
+
+    /// Usage rows written so far.
+    pub fn usage_rows_written(&self) -> u64 {
+        self.inner.usage.rows_written.load(Ordering::Relaxed)
     }
 
     /// Keys in the cache.
@@ -236,7 +248,10 @@ impl Verifier {
             Err(verdict) => return Ok(verdict),
         };
         let now = self.now();
+        let id = presented.key_id();
+        let count = |outcome| self.inner.usage.record(id, outcome, now);
         if state.status == KeyStatus::Inactive {
+            count(Outcome::Inactive);
             return Ok(Verdict::about(
                 VerifyCode::Inactive,
                 "the API key is inactive",
@@ -251,9 +266,11 @@ impl Verifier {
                 .into(),
                 None => std::borrow::Cow::Borrowed("the API key has expired"),
             };
+            count(Outcome::Expired);
             return Ok(Verdict::about(VerifyCode::Expired, message, state));
         }
         if workspace.as_ref().is_some_and(|w| *w != state.workspace) {
+            count(Outcome::Forbidden);
             return Ok(Verdict::about(
                 VerifyCode::WorkspaceMismatch,
                 "the API key belongs to another workspace",
@@ -261,6 +278,7 @@ impl Verifier {
             ));
         }
         if let Some((missing, message)) = required.refusal(&state.scopes) {
+            count(Outcome::Forbidden);
             let mut verdict = Verdict::about(VerifyCode::InsufficientScope, message, state);
             verdict.missing_scope = missing;
             return Ok(verdict);
@@ -278,8 +296,10 @@ impl Verifier {
             });
         }
         let verdict = self.consume_quota(state, cost).await?;
-        if verdict.code == VerifyCode::Valid {
-            self.inner.last_used.record(presented.key_id(), now);
+        match verdict.code {
+            VerifyCode::Valid => count(Outcome::Allowed),
+            VerifyCode::RateLimited => count(Outcome::RateLimited),
+            _ => {}
         }
         Ok(verdict)
     }
@@ -468,13 +488,39 @@ impl Verifier {
         }
     }
 
-    /// Writes pending last-used times.
+    /// Writes pending usage counts and last-used times, and once an hour purges usage rows
+    /// older than [`USAGE_RETENTION`]. Returns (usage rows, last-used times) written.
     ///
     /// # Errors
-    /// The store's error; the times are kept for the next flush.
-    pub async fn flush_last_used(&self) -> Result<usize, StoreError> {
-        let written = self.inner.last_used.flush(&self.inner.store).await?;
-        self.inner.metrics.last_used_written(written as u64);
+    /// The store's error; what was not written is kept for the next flush.
+    pub async fn flush_usage(&self) -> Result<(usize, usize), StoreError> {
+        let result = self.inner.usage.flush(&self.inner.store).await;
+        let (rows, uses) = match &result {
+            Ok(done) => *done,
+            Err(partial) => (partial.rows_written, partial.last_used_written),
+        };
+        self.inner.metrics.usage_written(rows as u64, uses as u64);
+        let written = result.map_err(|partial| partial.error)?;
+        self.purge_usage_hourly().await?;
         Ok(written)
+    }
+
+    /// Deletes usage rows past the retention, at most once an hour per process (several
+    /// auth-checks purging the same hour is harmless: the second deletes nothing).
+    async fn purge_usage_hourly(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        let now_us = micros_since_epoch(now);
+        let last = self.inner.usage_purged_at.load(Ordering::Relaxed);
+        if last != 0 && now_us.saturating_sub(last) < 3_600_000_000 {
+            return Ok(());
+        }
+        self.inner
+            .usage_purged_at
+            .store(now_us.max(1), Ordering::Relaxed);
+        let purged = self.inner.store.purge_usage(now - USAGE_RETENTION).await?;
+        if purged > 0 {
+            tracing::info!(rows = purged, "purged usage rows past the retention");
+        }
+        Ok(())
     }
 }

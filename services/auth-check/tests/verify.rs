@@ -662,7 +662,7 @@ async fn last_used_is_written_once_per_key_per_flush() {
         assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
     }
     let used_at = (f.clock.as_clock())();
-    assert_eq!(f.verifier.flush_last_used().await.unwrap(), 1, "one row");
+    assert_eq!(f.verifier.flush_usage().await.unwrap().1, 1, "one row");
     assert_eq!(f.verifier.last_used_writes(), 1);
     let stored = f.store.get(&scope(), &id).await.unwrap();
     assert_eq!(
@@ -671,21 +671,110 @@ async fn last_used_is_written_once_per_key_per_flush() {
         "last_used_at is the test clock's time of the last use"
     );
     assert_eq!(
-        f.verifier.flush_last_used().await.unwrap(),
-        0,
+        f.verifier.flush_usage().await.unwrap(),
+        (0, 0),
         "an empty flush writes nothing"
     );
     f.clock.advance(Duration::from_secs(7));
     for _ in 0..500 {
         assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
     }
-    assert_eq!(f.verifier.flush_last_used().await.unwrap(), 1);
+    assert_eq!(f.verifier.flush_usage().await.unwrap().1, 1);
     assert_eq!(f.verifier.last_used_writes(), 2, "two flushes, two writes");
     let stored = f.store.get(&scope(), &id).await.unwrap();
     assert_eq!(
         stored.last_used_at.map(micros),
         Some(micros((f.clock.as_clock())()))
     );
+}
+
+/// Usage counts what each request of a known key came to — admitted, rate-limited, inactive,
+/// expired, out of workspace — one row per key and hour, written in one flush; ids that do not
+/// exist leave nothing; rows past the 30-day retention are purged.
+#[tokio::test]
+async fn usage_counts_each_outcome_per_key_and_hour_and_is_purged_after_30_days() {
+    let f = fixture().await;
+    let limited = LimitOverrides {
+        burst: Some(WindowLimit::new(5, Duration::from_secs(60)).unwrap()),
+        hourly: None,
+    };
+    let (a, a_id) = f.create(limited, None).await;
+    let soon = (f.clock.as_clock())() + Duration::from_secs(10);
+    let (b, b_id) = f.create(big_limits(), Some(soon)).await;
+    for _ in 0..8 {
+        f.code(&a, "").await;
+    }
+    assert_eq!(f.code(&a, "wsB").await, VerifyCode::WorkspaceMismatch);
+    assert_eq!(f.code(&a, "wsB").await, VerifyCode::WorkspaceMismatch);
+    assert_eq!(f.code(&b, "").await, VerifyCode::Valid);
+    f.clock.advance(Duration::from_secs(20));
+    assert_eq!(f.code(&b, "").await, VerifyCode::Expired);
+    assert_eq!(f.code(&b, "").await, VerifyCode::Expired);
+    f.set_status(&a_id, KeyStatus::Inactive).await;
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.code(&a, "").await, VerifyCode::Inactive);
+    // Not keys of ours: nothing to count.
+    let stranger = GeneratedKey::generate().unwrap().into_secret();
+    assert_eq!(f.code(&stranger, "").await, VerifyCode::NotFound);
+    assert_eq!(f.code("sk-nonsense", "").await, VerifyCode::Malformed);
+
+    let (rows, uses) = f.verifier.flush_usage().await.unwrap();
+    assert_eq!(
+        (rows, uses),
+        (2, 2),
+        "one row per key and hour; two keys used"
+    );
+    let usage = f
+        .store
+        .usage(&scope(), &[a_id, b_id], 0, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(usage.len(), 2);
+    let counts = |i: usize| {
+        usage[i]
+            .1
+            .iter()
+            .fold(stanna_store::UsageCounts::default(), |mut t, r| {
+                t.add(&r.counts);
+                t
+            })
+    };
+    assert_eq!(usage[0].0, a_id);
+    assert_eq!(
+        counts(0).by_outcome,
+        [5, 3, 1, 0, 2],
+        "a: allowed, limited, inactive, expired, forbidden"
+    );
+    assert_eq!(usage[1].0, b_id);
+    assert_eq!(counts(1).by_outcome, [1, 0, 0, 2, 0]);
+    // Another workspace sees none of it.
+    let other = Scope::new(WorkspaceId::parse("wsB").unwrap(), None);
+    assert!(
+        f.store
+            .usage(&other, &[a_id], 0, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A second flush adds to the same row (a refusal that spends no quota).
+    assert_eq!(f.code(&a, "wsB").await, VerifyCode::Inactive);
+    f.set_status(&a_id, KeyStatus::Active).await;
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.code(&a, "wsB").await, VerifyCode::WorkspaceMismatch);
+    f.verifier.flush_usage().await.unwrap();
+    let usage = f.store.usage(&scope(), &[a_id], 0, i64::MAX).await.unwrap();
+    assert_eq!(usage[0].1.len(), 1, "one hour, one row");
+    assert_eq!(usage[0].1[0].counts.by_outcome, [5, 3, 2, 0, 3]);
+
+    // 31 days on, the next flush purges them.
+    f.clock.advance(Duration::from_secs(31 * 86_400));
+    f.verifier.flush_usage().await.unwrap();
+    let usage = f
+        .store
+        .usage(&scope(), &[a_id, b_id], 0, i64::MAX)
+        .await
+        .unwrap();
+    assert!(usage.iter().all(|(_, rows)| rows.is_empty()), "{usage:?}");
 }
 
 fn micros(t: SystemTime) -> u64 {

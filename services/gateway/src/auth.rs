@@ -89,11 +89,12 @@ fn is_public(path: &str) -> bool {
         || crate::dashboard::is_dashboard_path(path)
 }
 
-/// The key API's own routes — `/v1/me`, `/v1/keys`, `/v1/keys/{id}`, `/v1/keys/{id}/rotate` —
+/// The key API's own routes — `/v1/me`, `/v1/keys`, `/v1/keys/{id}`, `/v1/keys/{id}/rotate`,
+/// `/v1/keys/{id}/usage`, `/v1/usage` —
 /// the only paths a dashboard session may call. Exact: any other `/v1/keys/…` path is the
 /// upstream's, where the cookie must never count.
 pub fn is_key_api(path: &str) -> bool {
-    if path == "/v1/me" || path == "/v1/keys" {
+    if path == "/v1/me" || path == "/v1/keys" || path == "/v1/usage" {
         return true;
     }
     let Some(rest) = path.strip_prefix("/v1/keys/") else {
@@ -101,7 +102,7 @@ pub fn is_key_api(path: &str) -> bool {
     };
     match rest.split_once('/') {
         None => !rest.is_empty(),
-        Some((id, "rotate")) => !id.is_empty(),
+        Some((id, "rotate" | "usage")) => !id.is_empty(),
         Some(_) => false,
     }
 }
@@ -127,7 +128,7 @@ pub async fn authenticate(
     remove_stanna_headers(request.headers_mut());
     if gateway.inner.bench_no_auth {
         let path = request.uri().path();
-        if path.starts_with("/v1/keys") || path == "/v1/me" {
+        if is_key_api(path) {
             // The key API acts as the calling key's user; without a verified key there is none.
             return ApiError::NotFound("the key API is off in bench-no-auth mode".into())
                 .into_response();
@@ -675,7 +676,14 @@ mod tests {
 
     #[test]
     fn only_the_key_apis_own_routes_take_a_session() {
-        for path in ["/v1/me", "/v1/keys", "/v1/keys/AbC", "/v1/keys/AbC/rotate"] {
+        for path in [
+            "/v1/me",
+            "/v1/keys",
+            "/v1/keys/AbC",
+            "/v1/keys/AbC/rotate",
+            "/v1/keys/AbC/usage",
+            "/v1/usage",
+        ] {
             assert!(is_key_api(path), "{path}");
         }
         for path in [
@@ -685,6 +693,8 @@ mod tests {
             "/v1/keys/AbC/rotate/x",
             "/v1/keysx",
             "/v1/me/x",
+            "/v1/keys//usage",
+            "/v1/usagex",
             "/anything",
         ] {
             assert!(!is_key_api(path), "{path}");

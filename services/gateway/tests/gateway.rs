@@ -83,6 +83,13 @@ impl KeyRegistry for FakeRegistry {
     ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
         Err((self.status)())
     }
+
+    async fn get_key_usage(
+        &self,
+        _: Request<pb::GetKeyUsageRequest>,
+    ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
+        Err((self.status)())
+    }
 }
 
 /// A verdict admitting the caller, with the product's two windows.

@@ -256,6 +256,118 @@ impl KeyRegistry for KeyRegistryService {
             revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
         }))
     }
+
+    async fn get_key_usage(
+        &self,
+        request: Request<pb::GetKeyUsageRequest>,
+    ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
+        let r = request.into_inner();
+        let scope = scope(&r.workspace_id, &r.user_id)?;
+        if r.key_ids.is_empty() || r.key_ids.len() > MAX_USAGE_KEYS {
+            return Err(RegistryError::invalid(
+                "key_ids",
+                format!(
+                    "must list 1 to {MAX_USAGE_KEYS} key ids, got {}",
+                    r.key_ids.len()
+                ),
+            )
+            .into());
+        }
+        let ids = r
+            .key_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                KeyId::parse(id).map_err(|e| RegistryError::invalid(format!("key_ids[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (start, end) = usage_range(
+            r.start_time
+                .map(|t| system_time("start_time", t))
+                .transpose()?,
+            r.end_time.map(|t| system_time("end_time", t)).transpose()?,
+            self.registry.now(),
+        )?;
+        let usage = self.registry.key_usage(&scope, &ids, start, end).await?;
+        let micros = |us: i64| {
+            prost_types::Timestamp::from(stanna_keys::time::from_micros_since_epoch(
+                u64::try_from(us).unwrap_or(0),
+            ))
+        };
+        let counts = |c: &stanna_store::UsageCounts| pb::UsageCounts {
+            allowed: c.allowed(),
+            rate_limited: c.rate_limited(),
+            inactive: c.inactive(),
+            expired: c.expired(),
+            forbidden: c.forbidden(),
+        };
+        Ok(Response::new(pb::GetKeyUsageResponse {
+            keys: usage
+                .iter()
+                .map(|(id, rows)| {
+                    let mut total = stanna_store::UsageCounts::default();
+                    let hours = rows
+                        .iter()
+                        .map(|row| {
+                            total.add(&row.counts);
+                            pb::UsageHour {
+                                hour: Some(micros(row.hour)),
+                                counts: Some(counts(&row.counts)),
+                            }
+                        })
+                        .collect();
+                    pb::KeyUsage {
+                        key_id: id.to_string(),
+                        hours,
+                        total: Some(counts(&total)),
+                    }
+                })
+                .collect(),
+            start_time: Some(micros(start)),
+            end_time: Some(micros(end)),
+        }))
+    }
+}
+
+/// Keys per GetKeyUsage: a page of ListKeys.
+const MAX_USAGE_KEYS: usize = 100;
+
+/// The hours a usage request covers, µs since the epoch: `[start, end)` with `start` rounded
+/// down and `end` up to whole hours; by default the 7 days up to now; at most the 30 days kept.
+fn usage_range(
+    start: Option<SystemTime>,
+    end: Option<SystemTime>,
+    now: SystemTime,
+) -> Result<(i64, i64), RegistryError> {
+    use stanna_store::usage::HOUR_MICROS;
+    const DAY: Duration = Duration::from_secs(86_400);
+    let end_at = end.unwrap_or(now);
+    let start_at = start.unwrap_or_else(|| end_at.checked_sub(7 * DAY).unwrap_or(end_at));
+    let end = stanna_store::hour_of(end_at)
+        + if stanna_store::hour_of(end_at) == micros_of(end_at) {
+            0
+        } else {
+            HOUR_MICROS
+        };
+    let start = stanna_store::hour_of(start_at);
+    if start >= end {
+        return Err(RegistryError::invalid(
+            "start_time",
+            "must be before end_time",
+        ));
+    }
+    // 30 days of whole hours, plus the hour rounding may add.
+    if end - start > 30 * 24 * HOUR_MICROS + HOUR_MICROS {
+        return Err(RegistryError::invalid(
+            "start_time",
+            "must be at most 30 days before end_time: usage is kept 30 days",
+        ));
+    }
+    Ok((start, end))
+}
+
+fn micros_of(t: SystemTime) -> i64 {
+    i64::try_from(stanna_keys::time::micros_since_epoch(t)).unwrap_or(i64::MAX)
 }
 
 /// A stored session as the contract shows it (never its token or digest).

@@ -247,6 +247,21 @@ impl Registry {
         Ok(self.inner.store.list(scope, page, self.now()).await?)
     }
 
+    /// The usage of the keys among `ids` visible in `scope`, hours in `[from, to)` (µs since
+    /// the epoch).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn key_usage(
+        &self,
+        scope: &Scope,
+        ids: &[KeyId],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(KeyId, Vec<stanna_store::UsageRow>)>, RegistryError> {
+        Ok(self.inner.store.usage(scope, ids, from, to).await?)
+    }
+
     /// Reads one key.
     ///
     /// # Errors

@@ -178,6 +178,22 @@ pub enum KeysCommand {
         #[arg(long, short)]
         workspace: String,
     },
+    /// Requests per key by outcome (allowed, rate-limited, inactive, expired, forbidden) over the
+    /// last days: totals, or every hour with --hourly. Written every few seconds by auth-check.
+    Usage {
+        /// 1 to 100 key ids.
+        #[arg(required = true, num_args = 1..=100)]
+        key_ids: Vec<String>,
+        /// The keys' workspace.
+        #[arg(long, short)]
+        workspace: String,
+        /// How many days up to now (1 to 30).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=30))]
+        days: u32,
+        /// One line per key and hour instead of totals.
+        #[arg(long)]
+        hourly: bool,
+    },
     /// Dashboard sessions.
     Sessions {
         /// What to do with them.
@@ -445,6 +461,34 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                 println!("deleted {key_id}: it is refused everywhere within a second");
             }
         }
+        KeysCommand::Usage {
+            key_ids,
+            workspace,
+            days,
+            hourly,
+        } => {
+            let end = SystemTime::now();
+            let start = end - Duration::from_secs(u64::from(days) * 86_400);
+            let usage = client
+                .get_key_usage(authorized(
+                    &bearer,
+                    pb::GetKeyUsageRequest {
+                        workspace_id: workspace,
+                        key_ids,
+                        start_time: Some(start.into()),
+                        end_time: Some(end.into()),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map_err(refused)?
+                .into_inner();
+            if json_out {
+                println!("{}", pretty(&usage_json(&usage)));
+            } else {
+                print_usage(&usage, hourly);
+            }
+        }
         KeysCommand::Sessions {
             command: SessionsCommand::Revoke { workspace, user },
         } => {
@@ -630,6 +674,33 @@ fn limits_text(key: &pb::ApiKey) -> String {
 }
 
 /// A key in the API's proto3 JSON names (unset fields left out).
+/// Usage as the REST API shows it (`GET /v1/usage`): counts as numbers, times RFC 3339.
+fn usage_json(usage: &pb::GetKeyUsageResponse) -> Value {
+    let counts = |c: Option<&pb::UsageCounts>| {
+        let c = c.copied().unwrap_or_default();
+        json!({
+            "allowed": c.allowed,
+            "rateLimited": c.rate_limited,
+            "inactive": c.inactive,
+            "expired": c.expired,
+            "forbidden": c.forbidden,
+        })
+    };
+    json!({
+        "startTime": time(usage.start_time.as_ref()),
+        "endTime": time(usage.end_time.as_ref()),
+        "keys": usage.keys.iter().map(|k| json!({
+            "keyId": k.key_id,
+            "hours": k.hours.iter().map(|h| {
+                let mut hour = counts(h.counts.as_ref());
+                hour["hour"] = json!(time(h.hour.as_ref()));
+                hour
+            }).collect::<Vec<_>>(),
+            "total": counts(k.total.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn key_json(key: &pb::ApiKey) -> Value {
     let mut out = json!({
         "id": key.id,
@@ -778,8 +849,13 @@ fn print_table(keys: &[pb::ApiKey]) {
             ]
         })
         .collect();
+    print_columns(header, &rows);
+}
+
+/// Prints `rows` under `header`, each column as wide as its widest cell.
+fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -793,8 +869,68 @@ fn print_table(keys: &[pb::ApiKey]) {
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
-    for row in &rows {
+    for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Usage counts as table cells: allowed, rate-limited, inactive, expired, forbidden.
+fn count_cells(c: Option<&pb::UsageCounts>) -> [String; 5] {
+    let c = c.copied().unwrap_or_default();
+    [
+        c.allowed,
+        c.rate_limited,
+        c.inactive,
+        c.expired,
+        c.forbidden,
+    ]
+    .map(|n| n.to_string())
+}
+
+/// `stanna keys usage`: one line per key (totals), or with `hourly` one per key and hour.
+fn print_usage(usage: &pb::GetKeyUsageResponse, hourly: bool) {
+    println!(
+        "from {} to {}",
+        time(usage.start_time.as_ref()),
+        time(usage.end_time.as_ref())
+    );
+    if usage.keys.is_empty() {
+        println!("no such keys");
+        return;
+    }
+    let counts = [
+        "ALLOWED",
+        "RATE LIMITED",
+        "INACTIVE",
+        "EXPIRED",
+        "FORBIDDEN",
+    ];
+    if hourly {
+        let header = [
+            "ID", "HOUR", counts[0], counts[1], counts[2], counts[3], counts[4],
+        ];
+        let rows: Vec<[String; 7]> = usage
+            .keys
+            .iter()
+            .flat_map(|k| {
+                k.hours.iter().map(|h| {
+                    let [a, r, i, e, f] = count_cells(h.counts.as_ref());
+                    [k.key_id.clone(), time(h.hour.as_ref()), a, r, i, e, f]
+                })
+            })
+            .collect();
+        print_columns(header, &rows);
+    } else {
+        let header = ["ID", counts[0], counts[1], counts[2], counts[3], counts[4]];
+        let rows: Vec<[String; 6]> = usage
+            .keys
+            .iter()
+            .map(|k| {
+                let [a, r, i, e, f] = count_cells(k.total.as_ref());
+                [k.key_id.clone(), a, r, i, e, f]
+            })
+            .collect();
+        print_columns(header, &rows);
     }
 }
 

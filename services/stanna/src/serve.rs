@@ -232,9 +232,9 @@ impl System {
         background.close();
         background.wait().await;
         if let Some(verifier) = &self.verifier
-            && let Err(err) = verifier.flush_last_used().await
+            && let Err(err) = verifier.flush_usage().await
         {
-            tracing::warn!(error = %ErrorChain(&err), "final last-used flush failed");
+            tracing::warn!(error = %ErrorChain(&err), "final usage and last-used flush failed");
         }
         if let Some(store) = &self.store
             && let Err(err) = store.close().await

@@ -65,6 +65,7 @@ fn the_readme_admin_session_works_against_stanna_serve() {
         "/CreateKey",
         "/ListKeys",
         "/GetKey",
+        "/GetKeyUsage",
         "/UpdateKey",
         "/RotateKey",
         "/DeleteKey",
@@ -139,8 +140,11 @@ fn the_readme_admin_session_works_against_stanna_serve() {
             assert_eq!(verdict["keyId"], key_id.as_str(), "{verdict}");
             assert_eq!(verdict["workspaceId"], "ws_demo", "{verdict}");
         }
-        if command.contains("/GetKey") {
+        if command.trim_end().ends_with("/GetKey") {
             assert_eq!(answer()["id"], key_id.as_str());
+        }
+        if command.contains("/GetKeyUsage") {
+            assert_eq!(answer()["keys"][0]["keyId"], key_id.as_str(), "{stdout}");
         }
         if command.contains("/UpdateKey") && command.contains("\"name\"") {
             assert_eq!(answer()["name"], "Analytics Script", "renamed: {stdout}");

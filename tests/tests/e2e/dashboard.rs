@@ -527,6 +527,46 @@ async fn dashboard_in_a_browser() {
     .await;
     b.click("#search-clear").await;
 
+    // Each row's 7-day sparkline, from one usage request for the page: the key called through
+    // the gateway above shows its requests (auth-check writes them every few seconds, so the
+    // list is reloaded until they are there), and focus shows the totals.
+    let started = Instant::now();
+    loop {
+        b.js("const s = document.getElementById('search-status'); s.dispatchEvent(new Event('change'))")
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let label = b
+            .js("const r = [...document.querySelectorAll('#keys-body tr')].find(r => r.querySelector('.key-name').textContent === 'Production Dashboard'); const u = r && r.querySelector('.usage[role=img]'); return u ? u.getAttribute('aria-label') : ''")
+            .await;
+        let label = label.as_str().unwrap_or_default().to_owned();
+        if label.contains("allowed") && !label.contains(": 0 allowed") {
+            assert!(
+                label.starts_with("Production Dashboard: Last 7 days: "),
+                "{label}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sparkline never showed the key's requests: {label:?}"
+        );
+    }
+    let bars = b
+        .js("return document.querySelectorAll('#keys-body tr .usage svg g').length / document.querySelectorAll('#keys-body tr .usage svg').length")
+        .await;
+    assert_eq!(bars.as_f64(), Some(7.0), "seven days per sparkline");
+    b.js("[...document.querySelectorAll('#keys-body tr')].find(r => r.querySelector('.key-name').textContent === 'Production Dashboard').querySelector('.usage[role=img]').focus()")
+        .await;
+    let tip = b
+        .js("const t = document.activeElement.querySelector('.usage-tip'); return t && getComputedStyle(t).display !== 'none' ? t.textContent : ''")
+        .await;
+    assert!(
+        tip.as_str().unwrap_or_default().contains("Last 7 days"),
+        "focus shows the totals: {tip}"
+    );
+    b.screenshot("usage-focus-1280").await;
+    violations.extend(b.axe(&axe, "the usage sparklines").await);
+
     // 400 days on (the page's clock moved; the keys did not change): an old key asks to be
     // rotated, and the question opens the rotate dialog.
     b.js("window.RealDate = Date; const shift = 400 * 86400000; \

@@ -22,3 +22,4 @@ mod split_mode;
 mod store_outage;
 mod telemetry;
 mod tls;
+mod usage;

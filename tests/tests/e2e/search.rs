@@ -5,31 +5,13 @@
 //! naming the field.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use serde_json::{Value, json};
-use stanna_e2e::{SharedStore, Stanna, free_port, grpcurl, grpcurl_call};
+use stanna_e2e::{SharedStore, curl_get, grpcurl, grpcurl_call, serve_on_free_ports};
 use stanna_testkit::TempDir;
 
 const TOKEN: &str = "e2e-search-admin-token";
 const WORKSPACE: &str = "ws_search";
-
-/// `curl` GET with a key; (status, JSON body).
-fn get(url: &str, key: &str) -> (u16, Value) {
-    let output = Command::new("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
-        .args(["-H", &format!("authorization: Bearer {key}")])
-        .arg(url)
-        .output()
-        .expect("run curl");
-    assert!(output.status.success(), "curl failed: {output:?}");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
-}
 
 #[test]
 fn search_finds_exactly_the_matching_keys_across_pages() {
@@ -37,23 +19,7 @@ fn search_finds_exactly_the_matching_keys_across_pages() {
     let Some(grpcurl) = grpcurl(TEST) else { return };
     let dir = TempDir::new();
     let store = SharedStore::for_test(&dir, TEST);
-    let (registry, gateway) = (free_port(), free_port());
-    let _stanna = Stanna::start(
-        dir.path(),
-        &["serve"],
-        &[
-            ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
-            (
-                "STANNA_AUTH_CHECK_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            ),
-            ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{}", free_port())),
-            ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
-            ("STANNA_DATABASE_URL", store.url()),
-            ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
-        ],
-        "gateway listening on",
-    );
+    let (_stanna, registry, gateway) = serve_on_free_ports(dir.path(), &store, TOKEN, &[]);
     let registry = format!("127.0.0.1:{registry}");
     let grpc = |method: &str, body: &Value| {
         grpcurl_call(
@@ -118,7 +84,7 @@ fn search_finds_exactly_the_matching_keys_across_pages() {
         let mut token = String::new();
         loop {
             let url = format!("{base}?pageSize=2&{query}{token}");
-            let (status, page) = get(&url, key);
+            let (status, page) = curl_get(&url, key, None);
             assert_eq!(status, 200, "{url}: {page}");
             for k in page["keys"].as_array().unwrap() {
                 assert!(
@@ -151,9 +117,13 @@ fn search_finds_exactly_the_matching_keys_across_pages() {
     );
 
     // A token from one listing does not continue another.
-    let (_, first) = get(&format!("{base}?pageSize=2&nameContains=production"), key);
+    let (_, first) = curl_get(
+        &format!("{base}?pageSize=2&nameContains=production"),
+        key,
+        None,
+    );
     let token = first["nextPageToken"].as_str().unwrap();
-    let (status, refused) = get(&format!("{base}?pageSize=2&pageToken={token}"), key);
+    let (status, refused) = curl_get(&format!("{base}?pageSize=2&pageToken={token}"), key, None);
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["error"]["field"], "pageToken", "{refused}");
     assert!(
@@ -171,7 +141,7 @@ fn search_finds_exactly_the_matching_keys_across_pages() {
         ("unusedForDays=36501".to_owned(), "unusedForDays"),
         ("unusedForDays=soon".to_owned(), "unusedForDays"),
     ] {
-        let (status, refused) = get(&format!("{base}?{query}"), key);
+        let (status, refused) = curl_get(&format!("{base}?{query}"), key, None);
         assert_eq!(status, 400, "{query}: {refused}");
         assert_eq!(refused["error"]["field"], field, "{query}: {refused}");
     }

@@ -140,12 +140,22 @@ fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError>
     let object = Value::Object(object);
     serde_path_to_error::deserialize(&object).map_err(|e| {
         let field = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A required field that is absent is named, not blamed on the whole body or query.
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        if let Some(name) = missing
+            && field == "."
+        {
+            return ApiError::invalid(name.to_owned(), format!("{name}: is required"));
+        }
         let field = if field == "." {
             "body".to_owned()
         } else {
             field
         };
-        let reason = reworded(&e.into_inner().to_string(), object.get(&field));
+        let reason = reworded(&inner, object.get(&field));
         ApiError::invalid(field.clone(), format!("{field}: {reason}"))
     })
 }

@@ -13,7 +13,7 @@ use super::errors::{Conflict, KeyErrors, NotFound, TooLarge};
 use super::extract::{JsonBody, KeyIdPath, QueryParams};
 use super::types::{
     ApiKeyJson, CreateKeyBody, CreatedKeyJson, KeyListJson, ListKeysQuery, MeJson, RotateKeyBody,
-    UpdateKeyBody, WindowJson,
+    UpdateKeyBody, UsageJson, UsageManyQuery, UsageQuery, WindowJson,
 };
 use super::{from_registry, json, registry};
 use crate::Gateway;
@@ -104,6 +104,75 @@ pub async fn get_key(
         .map_err(from_registry)?
         .into_inner();
     Ok(json(StatusCode::OK, &ApiKeyJson::from(&key)))
+}
+
+/// One of the caller's keys' requests per hour over the last `days` (default 7), by outcome:
+/// admitted, rate-limited, inactive, expired, forbidden. Counted by auth-check and written every
+/// few seconds, so the newest requests may take that long to show.
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = KEYS,
+    params(("id" = String, Path, description = "The key id"), UsageQuery),
+    responses((status = 200, description = "The key's usage (`keys` holds it alone)", body = UsageJson), NotFound, KeyErrors))]
+pub async fn key_usage(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    KeyIdPath(id): KeyIdPath,
+    QueryParams(query): QueryParams<UsageQuery>,
+) -> Result<Response, ApiError> {
+    let usage = usage_of(&gateway, &caller, vec![id], query.days.map_or(7, |d| d.0)).await?;
+    if usage.keys.is_empty() {
+        return Err(ApiError::NotFound("key not found".into()));
+    }
+    Ok(json(StatusCode::OK, &UsageJson::from(&usage)))
+}
+
+/// The usage of several of the caller's keys at once — a page of `GET /v1/keys`, as the
+/// dashboard's sparklines ask for it in one request. Ids that are not the caller's are left out.
+#[utoipa::path(get, path = "/v1/usage", tag = KEYS, params(UsageManyQuery),
+    responses((status = 200, description = "The keys' usage", body = UsageJson), KeyErrors))]
+pub async fn keys_usage(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    QueryParams(query): QueryParams<UsageManyQuery>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<String> = query
+        .key_ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(ApiError::invalid(
+            "keyIds",
+            format!(
+                "keyIds: must list 1 to 100 key ids, comma-separated, got {}",
+                ids.len()
+            ),
+        ));
+    }
+    let usage = usage_of(&gateway, &caller, ids, query.days.map_or(7, |d| d.0)).await?;
+    Ok(json(StatusCode::OK, &UsageJson::from(&usage)))
+}
+
+async fn usage_of(
+    gateway: &Gateway,
+    caller: &Caller,
+    key_ids: Vec<String>,
+    days: u32,
+) -> Result<pb::GetKeyUsageResponse, ApiError> {
+    let end = std::time::SystemTime::now();
+    let start = end - std::time::Duration::from_secs(u64::from(days) * 86_400);
+    Ok(registry(gateway)
+        .get_key_usage(pb::GetKeyUsageRequest {
+            user_id: acting_user(caller, true),
+            workspace_id: caller.workspace_id.clone(),
+            key_ids,
+            start_time: Some(start.into()),
+            end_time: Some(end.into()),
+        })
+        .await
+        .map_err(from_registry)?
+        .into_inner())
 }
 
 /// Renames, deactivates or reactivates one of the caller's keys, or moves its expiry earlier

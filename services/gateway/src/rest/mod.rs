@@ -42,6 +42,8 @@ pub fn routes() -> OpenApiRouter<Gateway> {
             handlers::delete_key
         ))
         .routes(routes!(handlers::rotate_key))
+        .routes(routes!(handlers::key_usage))
+        .routes(routes!(handlers::keys_usage))
         .routes(routes!(handlers::me))
         // Read by the body extractor: a body over it is 413 while it is read.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -419,3 +419,127 @@ impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX>
         deserializer.deserialize_any(BoundedVisitor::<MIN, MAX>)
     }
 }
+
+/// `GET /v1/keys/{id}/usage` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// How many days up to now: 1 to 30 (usage is kept 30 days); default 7.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 30)]
+    pub days: Option<UsageDays>,
+}
+
+/// `GET /v1/usage` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct UsageManyQuery {
+    /// 1 to 100 key ids, comma-separated (a page of `GET /v1/keys`). Keys that are not the
+    /// caller's are left out of the answer.
+    #[param(pattern = r"^[0-9A-Za-z]{12}(,[0-9A-Za-z]{12}){0,99}$")]
+    pub key_ids: String,
+    /// How many days up to now: 1 to 30; default 7.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 30)]
+    pub days: Option<UsageDays>,
+}
+
+/// A usage span in days: 1 to 30.
+pub type UsageDays = Bounded<1, 30>;
+
+/// Requests by outcome. Counts are JSON numbers (not proto3's strings for 64-bit integers): a
+/// key's requests in 30 days stay far below 2⁵³.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = UsageCounts)]
+pub struct UsageCountsJson {
+    /// Admitted.
+    pub allowed: u64,
+    /// Refused by a rate limit (429).
+    pub rate_limited: u64,
+    /// Refused: the key was inactive (401).
+    pub inactive: u64,
+    /// Refused: the key had expired (401).
+    pub expired: u64,
+    /// Refused: another workspace, or a scope the key lacks (403).
+    pub forbidden: u64,
+}
+
+impl From<Option<&pb::UsageCounts>> for UsageCountsJson {
+    fn from(c: Option<&pb::UsageCounts>) -> Self {
+        c.map_or_else(Self::default, |c| Self {
+            allowed: c.allowed,
+            rate_limited: c.rate_limited,
+            inactive: c.inactive,
+            expired: c.expired,
+            forbidden: c.forbidden,
+        })
+    }
+}
+
+/// One hour of one key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = UsageHour)]
+pub struct UsageHourJson {
+    /// The hour's start.
+    pub hour: Timestamp,
+    /// What happened in it.
+    #[serde(flatten)]
+    pub counts: UsageCountsJson,
+}
+
+/// One key's usage: the hours with any request (oldest first) and the sum.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = KeyUsage)]
+pub struct KeyUsageJson {
+    /// The key.
+    pub key_id: String,
+    /// Hours with any request, oldest first; hours without any are left out.
+    pub hours: Vec<UsageHourJson>,
+    /// The sum over the range.
+    pub total: UsageCountsJson,
+}
+
+impl From<&pb::KeyUsage> for KeyUsageJson {
+    fn from(k: &pb::KeyUsage) -> Self {
+        Self {
+            key_id: k.key_id.clone(),
+            hours: k
+                .hours
+                .iter()
+                .map(|h| UsageHourJson {
+                    hour: Timestamp(h.hour.unwrap_or_default()),
+                    counts: h.counts.as_ref().into(),
+                })
+                .collect(),
+            total: k.total.as_ref().into(),
+        }
+    }
+}
+
+/// Usage of one key or of several, over `[startTime, endTime)` (whole hours).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Usage)]
+pub struct UsageJson {
+    /// The first hour.
+    pub start_time: Timestamp,
+    /// The end, exclusive.
+    pub end_time: Timestamp,
+    /// One entry per key asked for that is the caller's, in the order asked for.
+    pub keys: Vec<KeyUsageJson>,
+}
+
+impl From<&pb::GetKeyUsageResponse> for UsageJson {
+    fn from(r: &pb::GetKeyUsageResponse) -> Self {
+        Self {
+            start_time: Timestamp(r.start_time.unwrap_or_default()),
+            end_time: Timestamp(r.end_time.unwrap_or_default()),
+            keys: r.keys.iter().map(KeyUsageJson::from).collect(),
+        }
+    }
+}

@@ -355,12 +355,14 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
         "POST /v1/keys/{id}/rotate",
     ];
     let other_routes = [
-        "GET /v1/keys",      // lists only what the caller may see: checked below
-        "POST /v1/keys",     // creates for the caller's own user: checked below
-        "GET /v1/me",        // the caller itself: checked below
-        "GET /healthz",      // public, no key data
-        "GET /readyz",       // public, no key data
-        "GET /openapi.json", // public, no key data
+        "GET /v1/keys",            // lists only what the caller may see: checked below
+        "POST /v1/keys",           // creates for the caller's own user: checked below
+        "GET /v1/me",              // the caller itself: checked below
+        "GET /healthz",            // public, no key data
+        "GET /readyz",             // public, no key data
+        "GET /openapi.json",       // public, no key data
+        "GET /v1/keys/{id}/usage", // only a key the caller may see: checked below
+        "GET /v1/usage",           // only the keys the caller may see: checked below
     ];
     let rows: BTreeSet<String> = per_key_routes
         .iter()
@@ -382,6 +384,7 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
         "CreateSession",  // the login token decides who: covered by the sessions tests
         "DeleteSession",  // ends only the presented session: checked below
         "RevokeSessions", // ends only the named scope's sessions: checked below
+        "GetKeyUsage",    // scoped by the request: checked below (through REST)
     ]
     .into_iter()
     .map(str::to_owned)
@@ -454,6 +457,47 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
                 key["workspaceId"], A,
                 "{caller:?} listed another workspace's key"
             );
+        }
+    }
+    // Usage: of exactly the keys each caller may see; one it may not is 404 alone, and left out
+    // of a batch (not refused, so nothing tells "not yours" from "not there").
+    for (caller, visible) in [
+        (Caller::ApiKey, [true, false, false]),
+        (Caller::MemberSession, [true, false, false]),
+        (Caller::AdminSession, [true, true, false]),
+    ] {
+        let reply = callers
+            .rest(
+                &stack,
+                caller,
+                Method::GET,
+                &format!("/v1/usage?keyIds={}", seen.join(",")),
+                "",
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        let listed: Vec<String> = reply.json()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["keyId"].as_str().unwrap().to_owned())
+            .collect();
+        for (id, want) in seen.iter().zip(visible) {
+            assert_eq!(
+                listed.contains(id),
+                want,
+                "{caller:?} usage of {id}: {want}"
+            );
+            let one = callers
+                .rest(
+                    &stack,
+                    caller,
+                    Method::GET,
+                    &format!("/v1/keys/{id}/usage"),
+                    "",
+                )
+                .await;
+            assert_eq!(one.status, if want { 200 } else { 404 }, "{caller:?} {id}");
         }
     }
     for (user, visible) in [(A1, [true, false, false]), ("", [true, true, false])] {

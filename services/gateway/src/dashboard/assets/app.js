@@ -17,7 +17,8 @@
   const ACTIVE = "KEY_STATUS_ACTIVE";
   const INACTIVE = "KEY_STATUS_INACTIVE";
   const $ = (id) => document.getElementById(id);
-  const state = { me: null, csrf: "", nextPage: null, keys: new Map(), opener: null, copied: false, listing: 0 };
+  const state = { me: null, csrf: "", nextPage: null, keys: new Map(), usage: new Map(), opener: null, copied: false, listing: 0 };
+  const USAGE_DAYS = 7;
 
   // ---- Formatting (the browser's locale) -------------------------------------------------
   const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
@@ -397,6 +398,10 @@
     }
     tr.appendChild(used);
 
+    const week = cell("Last 7 days", "usage-cell");
+    week.appendChild(sparkline(key, now));
+    tr.appendChild(week);
+
     const status = cell("Status");
     const wrap = document.createElement("div");
     wrap.className = "status-cell";
@@ -421,6 +426,112 @@
     actions.appendChild(button(svg(TRASH), "icon", (e) => openDelete(key, e.currentTarget), `Delete key ${key.name}`));
     tr.appendChild(actions);
     return tr;
+  }
+
+  // ---- Usage: a 7-day sparkline per key (inline SVG), from one request per page --------
+  const numberFormat = new Intl.NumberFormat();
+  const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
+
+  // The key's requests per day over the last 7 days (day 6 ends now): allowed, and refused for
+  // any reason (rate limit, inactive, expired, forbidden).
+  function daily(usage, now) {
+    const days = Array.from({ length: USAGE_DAYS }, (_, i) => ({
+      end: new Date(now - (USAGE_DAYS - 1 - i) * DAY_MS), allowed: 0, refused: 0,
+    }));
+    for (const hour of (usage && usage.hours) || []) {
+      const age = Math.floor((now - new Date(hour.hour)) / DAY_MS);
+      const day = days[USAGE_DAYS - 1 - Math.min(Math.max(age, 0), USAGE_DAYS - 1)];
+      day.allowed += hour.allowed;
+      day.refused += hour.rateLimited + hour.inactive + hour.expired + hour.forbidden;
+    }
+    return days;
+  }
+
+  function summary(usage) {
+    const t = (usage && usage.total) || { allowed: 0, rateLimited: 0, inactive: 0, expired: 0, forbidden: 0 };
+    const refused = t.rateLimited + t.inactive + t.expired + t.forbidden;
+    if (t.allowed + refused === 0) return "No requests in the last 7 days";
+    const parts = [];
+    if (t.rateLimited) parts.push(`${numberFormat.format(t.rateLimited)} rate-limited`);
+    if (t.inactive) parts.push(`${numberFormat.format(t.inactive)} while inactive`);
+    if (t.expired) parts.push(`${numberFormat.format(t.expired)} after expiry`);
+    if (t.forbidden) parts.push(`${numberFormat.format(t.forbidden)} forbidden`);
+    return `Last 7 days: ${numberFormat.format(t.allowed)} allowed, ${numberFormat.format(refused)} refused${parts.length ? ` (${parts.join(", ")})` : ""}`;
+  }
+
+  function sparkline(key, now) {
+    const wrap = document.createElement("span");
+    wrap.className = "usage";
+    if (!state.usage.has(key.id)) {
+      wrap.textContent = "—";
+      wrap.title = "Usage is not available right now";
+      return wrap;
+    }
+    const usage = state.usage.get(key.id);
+    const days = daily(usage, now);
+    const text = summary(usage);
+    const ns = "http://www.w3.org/2000/svg";
+    const width = 10, gap = 2, height = 24;
+    const svgEl = document.createElementNS(ns, "svg");
+    svgEl.setAttribute("viewBox", `0 0 ${USAGE_DAYS * (width + gap) - gap} ${height}`);
+    svgEl.setAttribute("width", String(USAGE_DAYS * (width + gap) - gap));
+    svgEl.setAttribute("height", String(height));
+    svgEl.setAttribute("aria-hidden", "true");
+    svgEl.setAttribute("focusable", "false");
+    const max = Math.max(1, ...days.map((d) => d.allowed + d.refused));
+    days.forEach((day, i) => {
+      const g = document.createElementNS(ns, "g");
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${dayFormat.format(day.end)}: ${numberFormat.format(day.allowed)} allowed, ${numberFormat.format(day.refused)} refused`;
+      g.appendChild(title);
+      const x = i * (width + gap);
+      const bar = (value, base, className) => {
+        const h = value === 0 ? 0 : Math.max(1, Math.round((value / max) * (height - 2)));
+        const rect = document.createElementNS(ns, "rect");
+        rect.setAttribute("x", String(x));
+        rect.setAttribute("y", String(height - base - h));
+        rect.setAttribute("width", String(width));
+        rect.setAttribute("height", String(h));
+        rect.setAttribute("class", className);
+        g.appendChild(rect);
+        return h;
+      };
+      const floor = document.createElementNS(ns, "rect");
+      floor.setAttribute("x", String(x));
+      floor.setAttribute("y", String(height - 1));
+      floor.setAttribute("width", String(width));
+      floor.setAttribute("height", "1");
+      floor.setAttribute("class", "floor");
+      g.appendChild(floor);
+      const allowedHeight = bar(day.allowed, 0, "allowed");
+      bar(day.refused, allowedHeight, "refused");
+      svgEl.appendChild(g);
+    });
+    wrap.appendChild(svgEl);
+    // Totals on hover (title) and on keyboard focus (the tip below, and the accessible name).
+    wrap.tabIndex = 0;
+    wrap.setAttribute("role", "img");
+    wrap.setAttribute("aria-label", `${key.name}: ${text}`);
+    const tip = document.createElement("span");
+    tip.className = "usage-tip";
+    tip.setAttribute("aria-hidden", "true");
+    tip.textContent = text;
+    wrap.appendChild(tip);
+    return wrap;
+  }
+
+  // The usage of `keys` (one page) in one request; a failure leaves the sparklines out, never
+  // the list.
+  async function loadUsage(keys) {
+    if (keys.length === 0) return;
+    const params = new URLSearchParams({ keyIds: keys.map((k) => k.id).join(","), days: String(USAGE_DAYS) });
+    try {
+      const usage = await api("GET", `/v1/usage?${params}`);
+      for (const key of keys) state.usage.delete(key.id);
+      for (const entry of usage.keys) state.usage.set(entry.keyId, entry);
+    } catch (error) {
+      if (error.status === 401) throw error;
+    }
   }
 
   function isAdmin() {
@@ -464,6 +575,8 @@
     if (more && state.nextPage) params.set("pageToken", state.nextPage);
     const listing = more ? state.listing : ++state.listing;
     const page = await api("GET", `/v1/keys?${params}`);
+    if (listing !== state.listing) return page;
+    await loadUsage(page.keys);
     if (listing !== state.listing) return page;
     if (!more) state.keys.clear();
     for (const key of page.keys) state.keys.set(key.id, key);
