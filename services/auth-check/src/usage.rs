@@ -113,17 +113,19 @@ impl Usage {
                 }
             }
         }
-        Drained {
-            rows: rows
-                .into_iter()
-                .map(|((key_id, hour), counts)| UsageRow {
-                    key_id,
-                    hour,
-                    counts,
-                })
-                .collect(),
-            last_used,
-        }
+        let mut rows: Vec<UsageRow> = rows
+            .into_iter()
+            .map(|((key_id, hour), counts)| UsageRow {
+                key_id,
+                hour,
+                counts,
+            })
+            .collect();
+        // One order for every auth-check: two flushes touching the same rows then lock them in
+        // the same order, so PostgreSQL never has to break a deadlock between them.
+        rows.sort_unstable_by_key(|r| (r.key_id, r.hour));
+        last_used.sort_unstable_by_key(|(id, _)| *id);
+        Drained { rows, last_used }
     }
 
     /// Puts back what a failed flush did not write, to be written by the next one.

@@ -90,11 +90,12 @@ fn is_public(path: &str) -> bool {
 }
 
 /// The key API's own routes — `/v1/me`, `/v1/keys`, `/v1/keys/{id}`, `/v1/keys/{id}/rotate`,
-/// `/v1/keys/{id}/usage`, `/v1/usage` —
+/// `/v1/keys/{id}/usage`, `/v1/keys/usage` (the key API takes no path outside `/v1/keys` but
+/// `/v1/me`, so an upstream's own `/v1/…` routes stay its own) —
 /// the only paths a dashboard session may call. Exact: any other `/v1/keys/…` path is the
 /// upstream's, where the cookie must never count.
 pub fn is_key_api(path: &str) -> bool {
-    if path == "/v1/me" || path == "/v1/keys" || path == "/v1/usage" {
+    if path == "/v1/me" || path == "/v1/keys" {
         return true;
     }
     let Some(rest) = path.strip_prefix("/v1/keys/") else {
@@ -682,7 +683,7 @@ mod tests {
             "/v1/keys/AbC",
             "/v1/keys/AbC/rotate",
             "/v1/keys/AbC/usage",
-            "/v1/usage",
+            "/v1/keys/usage",
         ] {
             assert!(is_key_api(path), "{path}");
         }
@@ -694,7 +695,7 @@ mod tests {
             "/v1/keysx",
             "/v1/me/x",
             "/v1/keys//usage",
-            "/v1/usagex",
+            "/v1/usage",
             "/anything",
         ] {
             assert!(!is_key_api(path), "{path}");

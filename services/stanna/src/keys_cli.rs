@@ -673,8 +673,7 @@ fn limits_text(key: &pb::ApiKey) -> String {
         .join(", ")
 }
 
-/// A key in the API's proto3 JSON names (unset fields left out).
-/// Usage as the REST API shows it (`GET /v1/usage`): counts as numbers, times RFC 3339.
+/// Usage as the REST API shows it (`GET /v1/keys/usage`): counts as numbers, times RFC 3339.
 fn usage_json(usage: &pb::GetKeyUsageResponse) -> Value {
     let counts = |c: Option<&pb::UsageCounts>| {
         let c = c.copied().unwrap_or_default();
@@ -701,6 +700,7 @@ fn usage_json(usage: &pb::GetKeyUsageResponse) -> Value {
     })
 }
 
+/// A key in the API's proto3 JSON names (unset fields left out).
 fn key_json(key: &pb::ApiKey) -> Value {
     let mut out = json!({
         "id": key.id,

@@ -1,7 +1,7 @@
 //! Usage per key as its users meet it, against the real `stanna serve` (SQLite, or PostgreSQL
 //! when `DATABASE_URL` is set): requests sent through the gateway with curl — admitted,
 //! rate-limited, out of workspace, inactive — show up as exactly those counts in
-//! `GET /v1/keys/{id}/usage`, `GET /v1/usage`, grpcurl's `GetKeyUsage` and `stanna keys usage`.
+//! `GET /v1/keys/{id}/usage`, `GET /v1/keys/usage`, grpcurl's `GetKeyUsage` and `stanna keys usage`.
 
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,7 @@ fn usage_counts_what_was_sent_by_outcome() {
 
     // Several keys in one request; an id that is not the caller's is left out.
     let (status, many) = curl_get(
-        &format!("{base}/v1/usage?keyIds={id},{reader_id},AAAAAAAAAAAA"),
+        &format!("{base}/v1/keys/usage?keyIds={id},{reader_id},AAAAAAAAAAAA"),
         &reader,
         None,
     );
@@ -148,12 +148,18 @@ fn usage_counts_what_was_sent_by_outcome() {
         ("keyIds=a&days=0", "days"),
         ("days=7", "keyIds"),
     ] {
-        let (status, refused) = curl_get(&format!("{base}/v1/usage?{query}"), &reader, None);
+        let (status, refused) = curl_get(&format!("{base}/v1/keys/usage?{query}"), &reader, None);
         assert_eq!(status, 400, "{query}: {refused}");
         assert_eq!(refused["error"]["field"], field, "{query}: {refused}");
     }
     let (status, _) = curl_get(&format!("{base}/v1/keys/AAAAAAAAAAAA/usage"), &reader, None);
     assert_eq!(status, 404);
+    let (status, refused) = curl_get(&format!("{base}/v1/keys/not-an-id/usage"), &reader, None);
+    assert_eq!(
+        (status, &refused["error"]["field"]),
+        (400, &json!("id")),
+        "{refused}"
+    );
 
     // grpcurl and the CLI say the same.
     let answer = grpc(

@@ -118,6 +118,14 @@ pub async fn key_usage(
     KeyIdPath(id): KeyIdPath,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> Result<Response, ApiError> {
+    // Checked here so a bad id is named `id`, as in the other `/v1/keys/{id}` routes (the
+    // registry would name `key_ids[0]`).
+    if stanna_keys::KeyId::parse(&id).is_err() {
+        return Err(ApiError::invalid(
+            "id",
+            "id: must be a key id (12 characters of 0-9, A-Z, a-z)",
+        ));
+    }
     let usage = usage_of(&gateway, &caller, vec![id], query.days.map_or(7, |d| d.0)).await?;
     if usage.keys.is_empty() {
         return Err(ApiError::NotFound("key not found".into()));
@@ -127,7 +135,7 @@ pub async fn key_usage(
 
 /// The usage of several of the caller's keys at once — a page of `GET /v1/keys`, as the
 /// dashboard's sparklines ask for it in one request. Ids that are not the caller's are left out.
-#[utoipa::path(get, path = "/v1/usage", tag = KEYS, params(UsageManyQuery),
+#[utoipa::path(get, path = "/v1/keys/usage", tag = KEYS, params(UsageManyQuery),
     responses((status = 200, description = "The keys' usage", body = UsageJson), KeyErrors))]
 pub async fn keys_usage(
     State(gateway): State<Gateway>,

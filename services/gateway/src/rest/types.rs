@@ -431,7 +431,7 @@ pub struct UsageQuery {
     pub days: Option<UsageDays>,
 }
 
-/// `GET /v1/usage` parameters.
+/// `GET /v1/keys/usage` parameters.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]

@@ -362,7 +362,7 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
         "GET /readyz",             // public, no key data
         "GET /openapi.json",       // public, no key data
         "GET /v1/keys/{id}/usage", // only a key the caller may see: checked below
-        "GET /v1/usage",           // only the keys the caller may see: checked below
+        "GET /v1/keys/usage",      // only the keys the caller may see: checked below
     ];
     let rows: BTreeSet<String> = per_key_routes
         .iter()
@@ -471,7 +471,7 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
                 &stack,
                 caller,
                 Method::GET,
-                &format!("/v1/usage?keyIds={}", seen.join(",")),
+                &format!("/v1/keys/usage?keyIds={}", seen.join(",")),
                 "",
             )
             .await;

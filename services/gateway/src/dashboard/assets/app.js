@@ -432,23 +432,32 @@
   const numberFormat = new Intl.NumberFormat();
   const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric", month: "short" });
 
-  // The key's requests per day over the last 7 days (day 6 ends now): allowed, and refused for
-  // any reason (rate limit, inactive, expired, forbidden).
+  // The hours of the last 7 × 24 hours (the answer's range starts at a whole hour, so it holds
+  // up to one hour more, which is left out here: bars and totals cover the same span).
+  function recent(usage, now) {
+    return ((usage && usage.hours) || []).filter((hour) => now - new Date(hour.hour) < USAGE_DAYS * DAY_MS);
+  }
+
+  // The key's requests per 24 hours over the last 7 × 24 (the last bar ends now): allowed, and
+  // refused for any reason (rate limit, inactive, expired, forbidden).
   function daily(usage, now) {
     const days = Array.from({ length: USAGE_DAYS }, (_, i) => ({
       end: new Date(now - (USAGE_DAYS - 1 - i) * DAY_MS), allowed: 0, refused: 0,
     }));
-    for (const hour of (usage && usage.hours) || []) {
-      const age = Math.floor((now - new Date(hour.hour)) / DAY_MS);
-      const day = days[USAGE_DAYS - 1 - Math.min(Math.max(age, 0), USAGE_DAYS - 1)];
+    for (const hour of recent(usage, now)) {
+      const age = Math.max(0, Math.floor((now - new Date(hour.hour)) / DAY_MS));
+      const day = days[USAGE_DAYS - 1 - age];
       day.allowed += hour.allowed;
       day.refused += hour.rateLimited + hour.inactive + hour.expired + hour.forbidden;
     }
     return days;
   }
 
-  function summary(usage) {
-    const t = (usage && usage.total) || { allowed: 0, rateLimited: 0, inactive: 0, expired: 0, forbidden: 0 };
+  function summary(usage, now) {
+    const t = { allowed: 0, rateLimited: 0, inactive: 0, expired: 0, forbidden: 0 };
+    for (const hour of recent(usage, now)) {
+      for (const name of Object.keys(t)) t[name] += hour[name];
+    }
     const refused = t.rateLimited + t.inactive + t.expired + t.forbidden;
     if (t.allowed + refused === 0) return "No requests in the last 7 days";
     const parts = [];
@@ -469,7 +478,7 @@
     }
     const usage = state.usage.get(key.id);
     const days = daily(usage, now);
-    const text = summary(usage);
+    const text = summary(usage, now);
     const ns = "http://www.w3.org/2000/svg";
     const width = 10, gap = 2, height = 24;
     const svgEl = document.createElementNS(ns, "svg");
@@ -482,7 +491,7 @@
     days.forEach((day, i) => {
       const g = document.createElementNS(ns, "g");
       const title = document.createElementNS(ns, "title");
-      title.textContent = `${dayFormat.format(day.end)}: ${numberFormat.format(day.allowed)} allowed, ${numberFormat.format(day.refused)} refused`;
+      title.textContent = `24 hours to ${dayFormat.format(day.end)}: ${numberFormat.format(day.allowed)} allowed, ${numberFormat.format(day.refused)} refused`;
       g.appendChild(title);
       const x = i * (width + gap);
       const bar = (value, base, className) => {
@@ -526,7 +535,7 @@
     if (keys.length === 0) return;
     const params = new URLSearchParams({ keyIds: keys.map((k) => k.id).join(","), days: String(USAGE_DAYS) });
     try {
-      const usage = await api("GET", `/v1/usage?${params}`);
+      const usage = await api("GET", `/v1/keys/usage?${params}`);
       for (const key of keys) state.usage.delete(key.id);
       for (const entry of usage.keys) state.usage.set(entry.keyId, entry);
     } catch (error) {
