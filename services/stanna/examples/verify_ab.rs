@@ -12,7 +12,6 @@
 //! one of 256 keys with limits far above what the run sends. Prints req/s per phase and B ÷ A per
 //! round, and their median.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::auth_check_client::AuthCheckClient;
 use stanna_proto::keys::v1::key_registry_client::KeyRegistryClient;
+use stanna_testkit::free_port;
 use tonic::transport::Channel;
 
 const CONCURRENCY: usize = 32;
@@ -40,13 +40,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 async fn start(bin: &PathBuf) -> Result<Server, Box<dyn std::error::Error>> {
