@@ -35,45 +35,55 @@ def no_secret_echoed(ctx, response, case):
     return None
 
 
-# Rules the document states in words but a schema cannot: a page token is one a previous
-# ListKeys answer gave, for the same filters (any other is a 400, which the fuzz target
+# Rules the document states in words but a schema cannot: a page token is one a previous answer
+# of the same route gave, for the same filters (any other is a 400, which the fuzz target
 # `page_token` and the search tests cover), and an expiry is in the future (a past one is a 400,
 # tested in the REST tests). Generated values that break them are replaced by ones that keep
 # them, so "schema-valid request rejected" means what it says.
-FILTERS = ("nameContains", "status", "unusedForDays")
-PAGE_TOKENS = []  # (token, the filters of the listing it continues)
+FILTERS = {
+    "/v1/keys": ("nameContains", "status", "unusedForDays"),
+    # The audit listing binds whose events it lists; its time range applies to every page.
+    "/v1/audit": ("keyId",),
+}
+PAGE_TOKENS = {path: [] for path in FILTERS}  # path → [(token, the filters it continues)]
 
 
-def listing_filters(query):
+def listing_filters(path, query):
     query = query if isinstance(query, dict) else {}
-    return {name: query[name] for name in FILTERS if name in query}
+    return {name: query[name] for name in FILTERS[path] if name in query}
 
 
 @schemathesis.hook
 def after_call(context, case, response):
+    path = case.path
+    if path not in PAGE_TOKENS:
+        return
     if response.status_code == 200 and "nextPageToken" in (response.text or ""):
         try:
             token = response.json().get("nextPageToken")
         except ValueError:
             return
-        if isinstance(token, str) and all(token != t for t, _ in PAGE_TOKENS):
-            PAGE_TOKENS.append((token, listing_filters(case.query)))
+        tokens = PAGE_TOKENS[path]
+        if isinstance(token, str) and all(token != t for t, _ in tokens):
+            tokens.append((token, listing_filters(path, case.query)))
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
     query = case.query
-    if isinstance(query, dict) and isinstance(query.get("pageToken"), str):
-        known = dict(PAGE_TOKENS)
+    path = case.path
+    if path in PAGE_TOKENS and isinstance(query, dict) and isinstance(query.get("pageToken"), str):
+        tokens = PAGE_TOKENS[path]
+        known = dict(tokens)
         if query["pageToken"] not in known:
-            if PAGE_TOKENS:
-                query["pageToken"] = PAGE_TOKENS[len(PAGE_TOKENS) // 2][0]
+            if tokens:
+                query["pageToken"] = tokens[len(tokens) // 2][0]
             else:
                 del query["pageToken"]
         if "pageToken" in query:
-            for name in FILTERS:
+            for name in FILTERS[path]:
                 query.pop(name, None)
-            query.update(dict(PAGE_TOKENS)[query["pageToken"]])
+            query.update(dict(tokens)[query["pageToken"]])
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("expiresAt"), str):
         try:

@@ -157,6 +157,10 @@ pub fn grpcurl_call(
     Err((field("Code:"), field("Message:")))
 }
 
+/// The gateway credential split-mode tests give every registry and gateway (a gateway alone
+/// requires one).
+pub const GATEWAY_TOKEN: &str = "e2e-gateway-token-0123456789";
+
 /// The session secret split-mode tests give every registry and gateway (they require one).
 pub const SESSION_SECRET: &str = "e2e-session-secret-of-at-least-32-bytes";
 
@@ -269,6 +273,7 @@ pub fn serve_on_free_ports(
         ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
         ("STANNA_DATABASE_URL", store.url()),
         ("STANNA_ADMIN_TOKEN", token.to_owned()),
+        ("STANNA_GATEWAY_TOKEN", GATEWAY_TOKEN.to_owned()),
     ];
     env.extend(extra.iter().cloned());
     let stanna = Stanna::start(dir, &["serve"], &env, "gateway listening on");

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use stanna_telemetry::metrics::{Registry, latency_buckets};
 
 /// Every method served here, by path.
-pub const METHODS: [&str; 17] = [
+pub const METHODS: [&str; 18] = [
     "/stanna.keys.v1.KeyRegistry/CreateKey",
     "/stanna.keys.v1.KeyRegistry/ListKeys",
     "/stanna.keys.v1.KeyRegistry/GetKey",
@@ -27,6 +27,7 @@ pub const METHODS: [&str; 17] = [
     "/stanna.keys.v1.KeyRegistry/DeleteSession",
     "/stanna.keys.v1.KeyRegistry/RevokeSessions",
     "/stanna.keys.v1.KeyRegistry/GetKeyUsage",
+    "/stanna.keys.v1.KeyRegistry/ListAuditEvents",
     "/stanna.keys.v1.AuthCheck/Verify",
     "/stanna.keys.v1.Quota/Consume",
     "/stanna.keys.v1.Quota/Peek",

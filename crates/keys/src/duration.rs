@@ -9,7 +9,7 @@ use std::time::Duration;
 #[error("expected a duration such as 250ms, 5s, 2m or 1h, got {0:?}")]
 pub struct DurationSyntax(pub String);
 
-/// Parses `250ms`, `5s`, `2m`, `1h` (no spaces, no sign, no fraction).
+/// Parses `250ms`, `5s`, `2m`, `1h`, `90d` (no spaces, no sign, no fraction).
 ///
 /// # Errors
 /// [`DurationSyntax`] for anything else, or a value too large to hold.
@@ -25,6 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationSyntax> {
         "s" => 1000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     let millis = amount.checked_mul(millis_per_unit).ok_or_else(bad)?;
@@ -56,6 +57,7 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         for bad in [
             "",
@@ -64,7 +66,7 @@ mod tests {
             "5 s",
             " 5s",
             "-1s",
-            "1d",
+            "1w",
             "1.5s",
             "99999999999999999999h",
         ] {

@@ -11,6 +11,7 @@ use sea_orm::{
 };
 use stanna_keys::KeyId;
 
+use crate::audit::{self, AuditContext, Subject, key_state};
 use crate::entity::{Column, Entity};
 use crate::model::{new_row, record_from_model, window_columns};
 use crate::page_token::listing_digest;
@@ -37,13 +38,10 @@ fn escape_like(text: &str) -> String {
     out
 }
 
-/// How often a scoped caller's write re-checks a target whose scopes changed under it.
-const GUARD_ATTEMPTS: u32 = 3;
-
 impl KeyStore {
-    /// Stores a new key. With `max_per_user`, refuses when the user already holds that many keys
-    /// that are not past their expiry; the check and the insert are one serialised transaction,
-    /// so concurrent creates cannot overshoot.
+    /// Stores a new key and its `key.created` audit event. With `max_per_user`, refuses when the
+    /// user already holds that many keys that are not past their expiry; the check, the insert
+    /// and the event are one serialised transaction, so concurrent creates cannot overshoot.
     ///
     /// # Errors
     /// [`StoreError::TooManyKeys`], [`StoreError::DuplicateKeyId`], or a database error.
@@ -53,6 +51,7 @@ impl KeyStore {
         key: NewKey,
         max_per_user: Option<u32>,
         now: SystemTime,
+        audit: &AuditContext,
     ) -> Result<KeyRecord, StoreError> {
         let txn = self.begin_serialised_write().await?;
         if let Some(max) = max_per_user {
@@ -62,8 +61,19 @@ impl KeyStore {
         let model = Entity::insert(new_row(&key, now))
             .exec_with_returning(&txn)
             .await?;
+        let created = record_from_model(model)?;
+        audit::append(
+            &txn,
+            audit,
+            key_subject(&created, None),
+            "key.created",
+            None,
+            Some(key_state(&created)),
+            now,
+        )
+        .await?;
         txn.commit().await?;
-        record_from_model(model)
+        Ok(created)
     }
 
     /// Refuses one more live key for (`workspace`, `user`) when they hold `max` already, inside
@@ -199,18 +209,37 @@ impl KeyStore {
         Ok(Page { keys, next })
     }
 
-    /// Applies `changes` to one key in `scope` in a single scoped `UPDATE … RETURNING`. An
-    /// expiry change carries its rules in the same statement, so no rotation or other change
-    /// between a read and the write can slip past them: an expired key's expiry never changes, a
-    /// rotated-out key's only moves earlier, and with `expiry_earlier_only` any key's only moves
-    /// earlier. A time at or before `now` is stored as `now` (the key stops at once).
+    /// Reads one key in `scope` inside `txn`, locked until it ends: PostgreSQL takes the row
+    /// lock (`FOR UPDATE`); SQLite's serialised transaction holds the database's write lock
+    /// already. What the caller checks on the row is then what it writes over.
+    async fn locked(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        scope: &Scope,
+        key_id: &KeyId,
+    ) -> Result<KeyRecord, StoreError> {
+        let mut query = Entity::find()
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(key_id.as_str()));
+        if self.backend() == DatabaseBackend::Postgres {
+            query = query.lock_exclusive();
+        }
+        let model = query.one(txn).await?.ok_or(StoreError::NotFound)?;
+        record_from_model(model)
+    }
+
+    /// Applies `changes` to one key in `scope` and appends its `key.updated` event (the fields
+    /// that changed, before and after; none when nothing did) in one transaction, with the row
+    /// locked from the read to the commit. An expiry change carries its rules in the `UPDATE`
+    /// itself: an expired key's expiry never changes, a rotated-out key's only moves earlier,
+    /// and with `expiry_earlier_only` any key's only moves earlier. A time at or before `now` is
+    /// stored as `now` (the key stops at once).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope`;
     /// [`StoreError::ExpiryRefused`] when the rules refuse the expiry change (nothing changes);
     /// [`StoreError::ScopeEscalation`] when a scoped caller ([`Scope::within`]) targets a key
-    /// outside its scopes or would give scopes it lacks. The target's scopes are checked and the
-    /// write made only while they are still the ones checked.
+    /// outside its scopes or would give scopes it lacks.
     #[tracing::instrument(target = "stanna_span", name = "store.update", skip_all, fields(db.system = self.backend_name()))]
     pub async fn update(
         &self,
@@ -218,58 +247,52 @@ impl KeyStore {
         key_id: &KeyId,
         changes: KeyChanges,
         now: SystemTime,
+        audit: &AuditContext,
     ) -> Result<KeyRecord, StoreError> {
         if let Some(scopes) = &changes.scopes {
             scope.check_within(scopes)?;
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let guard = self.scopes_guard(scope, key_id).await?;
-            match self
-                .update_once(scope, key_id, &changes, guard.as_deref(), now)
-                .await
-            {
-                // The key's scopes changed between the check and the write: check again.
-                Err(StoreError::NotFound) if guard.is_some() && attempt < GUARD_ATTEMPTS => {}
-                other => return other,
+        let txn = self.begin_serialised_write().await?;
+        let current = self.locked(&txn, scope, key_id).await?;
+        scope.check_within(&current.scopes)?;
+        let updated = match self.update_once(&txn, scope, key_id, &changes, now).await? {
+            Some(model) => record_from_model(model)?,
+            // The row is locked and visible: only the expiry rules refuse. Say which.
+            None if changes.expires_at.is_some() => {
+                return Err(StoreError::ExpiryRefused(expiry_refusal(&current, now)));
             }
+            None => return Err(StoreError::NotFound),
+        };
+        let (before, after) = audit::diff(&key_state(&current), &key_state(&updated));
+        if !after.is_empty() {
+            audit::append(
+                &txn,
+                audit,
+                key_subject(&updated, None),
+                "key.updated",
+                Some(before),
+                Some(after),
+                now,
+            )
+            .await?;
         }
-    }
-
-    /// For a scoped caller ([`Scope::within`]): reads the target, refuses it unless its scopes
-    /// are within the caller's, and returns the stored scopes text the write must still find (so
-    /// a change of the target's scopes in between refuses the write rather than slipping past).
-    /// `None` for an unscoped caller, who needs no read.
-    async fn scopes_guard(
-        &self,
-        scope: &Scope,
-        key_id: &KeyId,
-    ) -> Result<Option<String>, StoreError> {
-        if scope.within.is_unscoped() {
-            return Ok(None);
-        }
-        let target = self.get(scope, key_id).await?;
-        scope.check_within(&target.scopes)?;
-        Ok(target.scopes.to_stored())
+        txn.commit().await?;
+        Ok(updated)
     }
 
     async fn update_once(
         &self,
+        txn: &sea_orm::DatabaseTransaction,
         scope: &Scope,
         key_id: &KeyId,
         changes: &KeyChanges,
-        guard: Option<&str>,
         now: SystemTime,
-    ) -> Result<KeyRecord, StoreError> {
+    ) -> Result<Option<crate::entity::Model>, StoreError> {
         let now_us = time::to_micros(now);
         let mut update = Entity::update_many()
             .col_expr(Column::UpdatedAt, Expr::value(now_us))
             .filter(scope.condition())
             .filter(Column::KeyId.eq(key_id.as_str()));
-        if let Some(guard) = guard {
-            update = update.filter(Column::Scopes.eq(guard));
-        }
         if let Some(name) = &changes.name {
             update = update
                 .col_expr(Column::Name, Expr::value(name.as_str()))
@@ -334,39 +357,12 @@ impl KeyStore {
         if let Some(scopes) = &changes.scopes {
             update = update.col_expr(Column::Scopes, Expr::value(scopes.to_stored()));
         }
-        let model = update
-            .exec_with_returning(&self.db)
-            .await?
-            .into_iter()
-            .next();
-        match model {
-            Some(model) => record_from_model(model),
-            None if changes.expires_at.is_some() => {
-                // Either the key is not there, or the expiry rules refused: say which.
-                let current = self.get(scope, key_id).await?;
-                if guard.is_some_and(|g| current.scopes.to_stored().as_deref() != Some(g)) {
-                    // Its scopes changed meanwhile: the caller checks them again.
-                    return Err(StoreError::NotFound);
-                }
-                Err(StoreError::ExpiryRefused(if current.is_expired(now) {
-                    ExpiryRefusal::Expired
-                } else {
-                    match (current.replaced_by, current.expires_at) {
-                        (Some(_), Some(current)) => ExpiryRefusal::RotatedOut { current },
-                        (None, Some(current)) => ExpiryRefusal::OnlyEarlier { current },
-                        // Unreachable with a consistent row (a key without an expiry takes any
-                        // time, and one rotated out has one); "not clearable" is the honest
-                        // remainder.
-                        (_, None) => ExpiryRefusal::NotClearable,
-                    }
-                }))
-            }
-            None => Err(StoreError::NotFound),
-        }
+        Ok(update.exec_with_returning(txn).await?.into_iter().next())
     }
 
-    /// Deletes one key in `scope`: it stops verifying and disappears from every read. The row
-    /// stays as a tombstone so change polls (auth-check's revocation) see the deletion.
+    /// Deletes one key in `scope` and appends its `key.deleted` event, in one transaction: it
+    /// stops verifying and disappears from every read. The row stays as a tombstone so change
+    /// polls (auth-check's revocation) see the deletion.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if no such key is visible in `scope` (so deleting twice is too);
@@ -377,32 +373,40 @@ impl KeyStore {
         scope: &Scope,
         key_id: &KeyId,
         now: SystemTime,
+        audit: &AuditContext,
     ) -> Result<(), StoreError> {
-        let now = time::to_micros(now);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let guard = self.scopes_guard(scope, key_id).await?;
-            let mut delete = Entity::update_many()
-                .col_expr(Column::DeletedAt, Expr::value(now))
-                .col_expr(Column::UpdatedAt, Expr::value(now))
-                .filter(scope.condition())
-                .filter(Column::KeyId.eq(key_id.as_str()));
-            if let Some(guard) = &guard {
-                delete = delete.filter(Column::Scopes.eq(guard.as_str()));
-            }
-            let result = delete.exec(&self.db).await?;
-            match result.rows_affected {
-                0 if guard.is_some() && attempt < GUARD_ATTEMPTS => {}
-                0 => return Err(StoreError::NotFound),
-                _ => return Ok(()),
-            }
+        let now_us = time::to_micros(now);
+        let txn = self.begin_serialised_write().await?;
+        let current = self.locked(&txn, scope, key_id).await?;
+        scope.check_within(&current.scopes)?;
+        let deleted = Entity::update_many()
+            .col_expr(Column::DeletedAt, Expr::value(now_us))
+            .col_expr(Column::UpdatedAt, Expr::value(now_us))
+            .filter(scope.condition())
+            .filter(Column::KeyId.eq(key_id.as_str()))
+            .exec(&txn)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(StoreError::NotFound);
         }
+        audit::append(
+            &txn,
+            audit,
+            key_subject(&current, None),
+            "key.deleted",
+            Some(key_state(&current)),
+            None,
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
-    /// Replaces the key `old` in `scope` by `new` in one transaction: `new` is stored with the old
-    /// key's workspace, owner, name and limits (and its expiry, if still ahead), and the old key
-    /// expires at `old_expires_at` (or earlier, if it already did). Returns `(new, old)`.
+    /// Replaces the key `old` in `scope` by `new` in one transaction with its `key.rotated`
+    /// event: `new` is stored with the old key's workspace, owner, name and limits (and its
+    /// expiry, if still ahead), and the old key expires at `old_expires_at` (or earlier, if it
+    /// already did). Returns `(new, old)`.
     ///
     /// An expired key can be rotated (its replacement has no expiry and counts against
     /// `max_per_user`); a key rotated already cannot.
@@ -412,6 +416,7 @@ impl KeyStore {
     /// [`StoreError::AlreadyRotated`], [`StoreError::TooManyKeys`] for an expired key of a user
     /// at the maximum, or [`StoreError::ScopeEscalation`] for a key outside a scoped caller's
     /// scopes.
+    #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(target = "stanna_span", name = "store.rotate", skip_all, fields(db.system = self.backend_name()))]
     pub async fn rotate(
         &self,
@@ -421,26 +426,17 @@ impl KeyStore {
         old_expires_at: SystemTime,
         max_per_user: Option<u32>,
         now: SystemTime,
+        audit: &AuditContext,
     ) -> Result<(KeyRecord, KeyRecord), StoreError> {
         let txn = self.begin_serialised_write().await?;
-        let current = Entity::find()
-            .filter(scope.condition())
-            .filter(Column::KeyId.eq(old.as_str()))
-            .one(&txn)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let successor = current
-            .replaced_by
-            .as_deref()
-            .and_then(|id| KeyId::parse(id).ok());
-        let current = record_from_model(current)?;
+        let current = self.locked(&txn, scope, old).await?;
         // One successor per key: rotating a key that is already being retired would make a
         // second successor inheriting the first rotation's grace expiry (a new key that dies).
         // The replacement inherits the scopes: a scoped caller may rotate only a key within its
-        // own. Checked inside the serialised transaction, so the read is the one written over,
-        // and first, so a key outside the caller's scopes tells it nothing (not its successor).
+        // own. Checked on the locked row, and first, so a key outside the caller's scopes tells
+        // it nothing (not its successor).
         scope.check_within(&current.scopes)?;
-        if let Some(replaced_by) = successor {
+        if let Some(replaced_by) = current.replaced_by {
             return Err(StoreError::AlreadyRotated { replaced_by });
         }
         // An expired key can be rotated: its replacement is a live key more (so it counts against
@@ -454,26 +450,18 @@ impl KeyStore {
         let retire_at = current
             .expires_at
             .map_or(old_expires_at, |at| at.min(old_expires_at));
-        let mut retire = Entity::update_many()
+        let retired = Entity::update_many()
             .col_expr(Column::ExpiresAt, Expr::value(time::to_micros(retire_at)))
             .col_expr(Column::ReplacedBy, Expr::value(new.key_id.as_str()))
             .col_expr(Column::UpdatedAt, Expr::value(time::to_micros(now)))
             .filter(scope.condition())
-            .filter(Column::KeyId.eq(old.as_str()));
-        if let Some(checked) = current
-            .scopes
-            .to_stored()
-            .filter(|_| !scope.within.is_unscoped())
-        {
-            // PostgreSQL's read above took no lock: the write must still find the scopes checked.
-            retire = retire.filter(Column::Scopes.eq(checked));
-        }
-        let retired = retire
+            .filter(Column::KeyId.eq(old.as_str()))
             .exec_with_returning(&txn)
             .await?
             .into_iter()
             .next()
             .ok_or(StoreError::NotFound)?;
+        let retired = record_from_model(retired)?;
         let replacement = NewKey {
             key_id: new.key_id,
             preview: new.preview,
@@ -488,9 +476,20 @@ impl KeyStore {
         };
         let mut row = new_row(&replacement, now);
         row.status = Set(current.status.as_str().to_owned());
-        let created = Entity::insert(row).exec_with_returning(&txn).await?;
+        let created = record_from_model(Entity::insert(row).exec_with_returning(&txn).await?)?;
+        let (before, after) = audit::diff(&key_state(&current), &key_state(&retired));
+        audit::append(
+            &txn,
+            audit,
+            key_subject(&retired, Some(&created.key_id)),
+            "key.rotated",
+            Some(before),
+            Some(after),
+            now,
+        )
+        .await?;
         txn.commit().await?;
-        Ok((record_from_model(created)?, record_from_model(retired)?))
+        Ok((created, retired))
     }
 
     /// Looks a key up by id alone, for verification (the workspace comes from the key).
@@ -551,5 +550,29 @@ impl KeyStore {
     /// A database error; chunks before it are committed.
     pub async fn record_last_used(&self, uses: &[(KeyId, SystemTime)]) -> Result<(), StoreError> {
         self.record_usage(&[], uses).await.map_err(|e| e.error)
+    }
+}
+
+/// A key as an audit event's subject.
+fn key_subject<'a>(key: &'a KeyRecord, related: Option<&'a KeyId>) -> Subject<'a> {
+    Subject::Key {
+        workspace: &key.workspace,
+        user: &key.user,
+        key_id: &key.key_id,
+        related,
+    }
+}
+
+/// Why the expiry rules refused a change to `current` (read under the row lock).
+fn expiry_refusal(current: &KeyRecord, now: SystemTime) -> ExpiryRefusal {
+    if current.is_expired(now) {
+        return ExpiryRefusal::Expired;
+    }
+    match (current.replaced_by, current.expires_at) {
+        (Some(_), Some(current)) => ExpiryRefusal::RotatedOut { current },
+        (None, Some(current)) => ExpiryRefusal::OnlyEarlier { current },
+        // Unreachable with a consistent row (a key without an expiry takes any time, and one
+        // rotated out has one); "not clearable" is the honest remainder.
+        (_, None) => ExpiryRefusal::NotClearable,
     }
 }

@@ -12,8 +12,10 @@
 //! - `keys`: the queries; `change_feed`: what changed since a position ([`KeyChange`]);
 //! - [`sessions`]: dashboard sessions and spent login tokens;
 //! - [`usage`]: usage per key per hour, and the last-used write-back;
+//! - [`audit`]: the append-only log of every key and session change, written with the change;
 //! - [`entity`], [`migration`]: the tables and their migrations.
 
+pub mod audit;
 mod change_feed;
 pub mod entity;
 pub mod error;
@@ -33,6 +35,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 
+pub use audit::{Actor, AuditContext, AuditEvent, AuditPage, AuditQuery};
 pub use change_feed::{ChangePosition, KeyChange};
 pub use error::{ExpiryRefusal, StoreError};
 pub use model::{

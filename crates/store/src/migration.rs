@@ -51,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(KeyScopes),
             Box::new(KeyNameSearch),
             Box::new(KeyUsage),
+            Box::new(AuditLog),
         ]
     }
 }
@@ -627,5 +628,117 @@ impl MigrationTrait for KeyUsage {
         manager
             .drop_table(Table::drop().table(KeyUsageTable::Table).to_owned())
             .await
+    }
+}
+
+/// `audit_events`: one row per change to a key or session, append-only by trigger (see
+/// [`crate::audit`]); `audit_purge` holds the one bound below which the retention purge may
+/// delete. Indexes: the workspace's events newest first, a user's, a key's (and the rotations
+/// that made a key), and `at` for the purge.
+struct AuditLog;
+
+impl MigrationName for AuditLog {
+    fn name(&self) -> &str {
+        "m20261205_000009_audit_log"
+    }
+}
+
+/// Statements both databases take as they are.
+const AUDIT_INDEXES: [&str; 5] = [
+    "CREATE INDEX audit_events_workspace ON audit_events (workspace_id, event_id)",
+    "CREATE INDEX audit_events_user ON audit_events (workspace_id, user_id, event_id)",
+    "CREATE INDEX audit_events_key ON audit_events (key_id, event_id)",
+    "CREATE INDEX audit_events_related_key ON audit_events (related_key_id, event_id)",
+    "CREATE INDEX audit_events_at ON audit_events (at)",
+];
+
+const AUDIT_COLUMNS: &str = "at BIGINT NOT NULL, workspace_id TEXT NOT NULL, user_id TEXT NOT NULL, \
+    key_id TEXT, related_key_id TEXT, session_id TEXT, action TEXT NOT NULL, \
+    actor_kind TEXT NOT NULL, actor_id TEXT NOT NULL, actor_user_id TEXT, request_id TEXT NOT NULL, \
+    before_state TEXT, after_state TEXT";
+
+const AUDIT_SQLITE: [&str; 6] = [
+    "CREATE TABLE audit_purge (id INTEGER PRIMARY KEY CHECK (id = 1), before_at BIGINT NOT NULL)",
+    "INSERT INTO audit_purge (id, before_at) VALUES (1, 0)",
+    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
+     BEGIN SELECT RAISE(ABORT, 'audit events are append-only: UPDATE refused'); END",
+    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events \
+     WHEN OLD.at >= (SELECT before_at FROM audit_purge WHERE id = 1) \
+     BEGIN SELECT RAISE(ABORT, 'audit events are append-only: DELETE refused outside the retention purge'); END",
+    "CREATE TRIGGER audit_purge_bound BEFORE UPDATE ON audit_purge \
+     WHEN NEW.before_at > (CAST(strftime('%s', 'now') AS INTEGER) - 82800) * 1000000 \
+     BEGIN SELECT RAISE(ABORT, 'the audit purge deletes only events older than a day'); END",
+    "CREATE TRIGGER audit_purge_kept BEFORE DELETE ON audit_purge \
+     BEGIN SELECT RAISE(ABORT, 'the audit purge bound is kept'); END",
+];
+
+const AUDIT_POSTGRES: [&str; 8] = [
+    "CREATE TABLE audit_purge (id SMALLINT PRIMARY KEY CHECK (id = 1), before_at BIGINT NOT NULL)",
+    "INSERT INTO audit_purge (id, before_at) VALUES (1, 0)",
+    "CREATE FUNCTION stanna_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN \
+       IF TG_OP = 'DELETE' AND OLD.at < (SELECT before_at FROM audit_purge WHERE id = 1) THEN \
+         RETURN OLD; \
+       END IF; \
+       RAISE EXCEPTION 'audit events are append-only: % refused outside the retention purge', TG_OP \
+         USING ERRCODE = 'insufficient_privilege'; \
+     END $$",
+    "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events \
+     FOR EACH ROW EXECUTE FUNCTION stanna_audit_append_only()",
+    "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events \
+     FOR EACH STATEMENT EXECUTE FUNCTION stanna_audit_append_only()",
+    "CREATE FUNCTION stanna_audit_purge_bound() RETURNS trigger LANGUAGE plpgsql AS $$ \
+     BEGIN \
+       IF TG_OP = 'UPDATE' AND NEW.before_at <= (extract(epoch FROM now())::bigint - 82800) * 1000000 THEN \
+         RETURN NEW; \
+       END IF; \
+       RAISE EXCEPTION 'the audit purge deletes only events older than a day' \
+         USING ERRCODE = 'insufficient_privilege'; \
+     END $$",
+    "CREATE TRIGGER audit_purge_bound BEFORE UPDATE OR DELETE ON audit_purge \
+     FOR EACH ROW EXECUTE FUNCTION stanna_audit_purge_bound()",
+    "CREATE TRIGGER audit_purge_no_truncate BEFORE TRUNCATE ON audit_purge \
+     FOR EACH STATEMENT EXECUTE FUNCTION stanna_audit_purge_bound()",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for AuditLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let backend = manager.get_database_backend();
+        let (table, rest): (String, &[&str]) = match backend {
+            DatabaseBackend::Postgres => (
+                format!(
+                    "CREATE TABLE audit_events (event_id BIGSERIAL PRIMARY KEY, {AUDIT_COLUMNS})"
+                ),
+                &AUDIT_POSTGRES,
+            ),
+            _ => (
+                format!(
+                    "CREATE TABLE audit_events (event_id INTEGER PRIMARY KEY AUTOINCREMENT, {AUDIT_COLUMNS})"
+                ),
+                &AUDIT_SQLITE,
+            ),
+        };
+        db.execute_unprepared(&table).await?;
+        for sql in AUDIT_INDEXES.iter().chain(rest) {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP TABLE IF EXISTS audit_events")
+            .await?;
+        db.execute_unprepared("DROP TABLE IF EXISTS audit_purge")
+            .await?;
+        if manager.get_database_backend() == DatabaseBackend::Postgres {
+            db.execute_unprepared("DROP FUNCTION IF EXISTS stanna_audit_append_only()")
+                .await?;
+            db.execute_unprepared("DROP FUNCTION IF EXISTS stanna_audit_purge_bound()")
+                .await?;
+        }
+        Ok(())
     }
 }

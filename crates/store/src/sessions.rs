@@ -14,6 +14,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr};
 use stanna_keys::{Role, SessionId, UserId, WorkspaceId};
 
+use crate::audit::{self, Actor, AuditContext, Subject};
 use crate::{KeyStore, StoreError, time};
 
 /// The `sessions` table.
@@ -188,6 +189,7 @@ impl KeyStore {
         jti: &str,
         jti_expires_at: SystemTime,
         now: SystemTime,
+        request_id: &str,
     ) -> Result<SessionRecord, StoreError> {
         let txn = self.begin_serialised_write().await?;
         let now_us = time::to_micros(now);
@@ -225,8 +227,27 @@ impl KeyStore {
         let model = sessions::Entity::insert(row)
             .exec_with_returning(&txn)
             .await?;
+        let created = record_of(model)?;
+        // A sign-in is the session's own act: it names itself.
+        let actor = AuditContext::new(
+            Actor::Session {
+                session_id: created.id,
+                user: created.user.clone(),
+            },
+            request_id,
+        );
+        audit::append(
+            &txn,
+            &actor,
+            session_subject(&created),
+            "session.created",
+            None,
+            Some(session_state(&created)),
+            now,
+        )
+        .await?;
         txn.commit().await?;
-        record_of(model)
+        Ok(created)
     }
 
     /// The session `id`, revoked or not (the caller checks the digest, expiry and revocation).
@@ -243,7 +264,8 @@ impl KeyStore {
     }
 
     /// Ends the session `id` whose token has `digest` (sign-out: only the holder of the token
-    /// may). Returns whether a live session was ended.
+    /// may), with its `session.revoked` event — the session's own act — in the same
+    /// transaction. Returns whether a live session was ended.
     ///
     /// # Errors
     /// A database error.
@@ -252,20 +274,20 @@ impl KeyStore {
         id: &SessionId,
         digest: &[u8; 32],
         now: SystemTime,
+        request_id: &str,
     ) -> Result<bool, StoreError> {
         let now_us = time::to_micros(now);
-        let result = sessions::Entity::update_many()
+        let update = sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::value(now_us))
             .col_expr(sessions::Column::UpdatedAt, Expr::value(now_us))
             .filter(sessions::Column::SessionId.eq(id.to_string()))
             .filter(sessions::Column::TokenDigest.eq(stanna_keys::to_hex(digest)))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        Ok(result.rows_affected > 0)
+            .filter(sessions::Column::RevokedAt.is_null());
+        Ok(self.revoke_audited(update, now, Err(request_id)).await? > 0)
     }
 
-    /// Ends every live session in `scope` (a user's, or a workspace's). Returns how many.
+    /// Ends every live session in `scope` (a user's, or a workspace's), each with its
+    /// `session.revoked` event, in one transaction. Returns how many.
     ///
     /// # Errors
     /// A database error.
@@ -273,6 +295,7 @@ impl KeyStore {
         &self,
         scope: &SessionScope,
         now: SystemTime,
+        audit: &AuditContext,
     ) -> Result<u64, StoreError> {
         let now_us = time::to_micros(now);
         let mut update = sessions::Entity::update_many()
@@ -284,7 +307,53 @@ impl KeyStore {
         if let Some(user) = &scope.user {
             update = update.filter(sessions::Column::UserId.eq(user.as_str()));
         }
-        Ok(update.exec(&self.db).await?.rows_affected)
+        self.revoke_audited(update, now, Ok(audit)).await
+    }
+
+    /// Runs a revoking `update` and appends one event per session it ended, in one transaction:
+    /// made by `audit`'s actor, or (`Err(request_id)`) by each session itself.
+    async fn revoke_audited(
+        &self,
+        update: sea_orm::UpdateMany<sessions::Entity>,
+        now: SystemTime,
+        audit: Result<&AuditContext, &str>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.begin_serialised_write().await?;
+        let revoked = update.exec_with_returning(&txn).await?;
+        let at = serde_json::Value::from(stanna_keys::time::rfc3339(now));
+        for model in &revoked {
+            let session = record_of(model.clone())?;
+            let mut after = serde_json::Map::new();
+            after.insert("revoked_at".into(), at.clone());
+            let mut before = serde_json::Map::new();
+            before.insert("revoked_at".into(), serde_json::Value::Null);
+            let own;
+            let audit = match audit {
+                Ok(audit) => audit,
+                Err(request_id) => {
+                    own = AuditContext::new(
+                        Actor::Session {
+                            session_id: session.id,
+                            user: session.user.clone(),
+                        },
+                        request_id,
+                    );
+                    &own
+                }
+            };
+            audit::append(
+                &txn,
+                audit,
+                session_subject(&session),
+                "session.revoked",
+                Some(before),
+                Some(after),
+                now,
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(revoked.len() as u64)
     }
 
     /// The ids of sessions neither revoked nor ended at `now`, after `after` in id order, at most
@@ -357,4 +426,24 @@ impl KeyStore {
             })
             .collect())
     }
+}
+
+/// A session as an audit event's subject.
+fn session_subject(session: &SessionRecord) -> Subject<'_> {
+    Subject::Session {
+        workspace: &session.workspace,
+        user: &session.user,
+        session_id: &session.id,
+    }
+}
+
+/// A session's audited state: its role and end, never its token or digest.
+fn session_state(session: &SessionRecord) -> serde_json::Map<String, serde_json::Value> {
+    let mut state = serde_json::Map::new();
+    state.insert("role".into(), session.role.as_str().into());
+    state.insert(
+        "expires_at".into(),
+        stanna_keys::time::rfc3339(session.expires_at).into(),
+    );
+    state
 }

@@ -14,52 +14,7 @@ use stanna_store::{
 };
 use stanna_testkit::TempDir;
 
-/// A store plus whatever keeps its database alive.
-struct Fixture {
-    store: KeyStore,
-    _dir: Option<TempDir>,
-    /// The test's own PostgreSQL database, dropped after the test.
-    _database: Option<stanna_testkit::PostgresDatabase>,
-}
-
-async fn sqlite() -> Fixture {
-    let dir = TempDir::new();
-    let store = KeyStore::connect(&dir.sqlite_url())
-        .await
-        .expect("open SQLite");
-    Fixture {
-        store,
-        _dir: Some(dir),
-        _database: None,
-    }
-}
-
-async fn postgres(test: &str) -> Option<Fixture> {
-    let database = stanna_testkit::fresh_postgres_database(test).await?;
-    let store = KeyStore::connect(database.url())
-        .await
-        .expect("connect PostgreSQL");
-    Some(Fixture {
-        store,
-        _dir: None,
-        _database: Some(database),
-    })
-}
-
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::sqlite().await.store).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() {
-                if let Some(f) = super::postgres(concat!("postgres::", stringify!($test))).await {
-                    super::$test(f.store).await
-                }
-            })*
-        }
-    };
-}
+mod common;
 
 on_both_backends!(
     created_key_reads_back_in_its_scope,
@@ -95,47 +50,102 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         other => panic!("expected a refused expiry, got {other:?}"),
     };
     let (k, _) = new_key("ws1", "alice", "k");
-    let id = store.create(k, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            k,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
 
     // No expiry yet: earlier-only may set any time, but not clear.
     let set = store
-        .update(&s, &id, expiry(Some(t(1000)), true), t(10))
+        .update(
+            &s,
+            &id,
+            expiry(Some(t(1000)), true),
+            t(10),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(set.expires_at, Some(t(1000)));
     assert_eq!(
-        refusal(store.update(&s, &id, expiry(None, true), t(10)).await),
+        refusal(
+            store
+                .update(
+                    &s,
+                    &id,
+                    expiry(None, true),
+                    t(10),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
+                .await
+        ),
         ExpiryRefusal::NotClearable
     );
     // Earlier-only: later is refused and leaves the row as it was; earlier is taken.
     assert_eq!(
         refusal(
             store
-                .update(&s, &id, expiry(Some(t(2000)), true), t(10))
+                .update(
+                    &s,
+                    &id,
+                    expiry(Some(t(2000)), true),
+                    t(10),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
                 .await
         ),
         ExpiryRefusal::OnlyEarlier { current: t(1000) }
     );
     assert_eq!(store.get(&s, &id).await.unwrap().updated_at, t(10));
     let earlier = store
-        .update(&s, &id, expiry(Some(t(500)), true), t(20))
+        .update(
+            &s,
+            &id,
+            expiry(Some(t(500)), true),
+            t(20),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(earlier.expires_at, Some(t(500)));
     // An admin (not earlier-only) may extend a live key, and clear its expiry.
     let later = store
-        .update(&s, &id, expiry(Some(t(3000)), false), t(30))
+        .update(
+            &s,
+            &id,
+            expiry(Some(t(3000)), false),
+            t(30),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(later.expires_at, Some(t(3000)));
     let cleared = store
-        .update(&s, &id, expiry(None, false), t(40))
+        .update(
+            &s,
+            &id,
+            expiry(None, false),
+            t(40),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(cleared.expires_at, None);
     // A time already past stops the key at once, stored as "now".
     let stopped = store
-        .update(&s, &id, expiry(Some(t(1)), true), t(50))
+        .update(
+            &s,
+            &id,
+            expiry(Some(t(1)), true),
+            t(50),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(stopped.expires_at, Some(t(50)));
@@ -143,7 +153,17 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
     // Expired: nobody moves it, either way; other fields still change.
     for (at, earlier_only) in [(Some(t(5000)), false), (None, false), (Some(t(60)), true)] {
         assert_eq!(
-            refusal(store.update(&s, &id, expiry(at, earlier_only), t(60)).await),
+            refusal(
+                store
+                    .update(
+                        &s,
+                        &id,
+                        expiry(at, earlier_only),
+                        t(60),
+                        &stanna_store::AuditContext::admin("test", "test")
+                    )
+                    .await
+            ),
             ExpiryRefusal::Expired
         );
     }
@@ -151,11 +171,29 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         name: Some(KeyName::parse("still renamable").unwrap()),
         ..KeyChanges::default()
     };
-    store.update(&s, &id, renamed, t(61)).await.unwrap();
+    store
+        .update(
+            &s,
+            &id,
+            renamed,
+            t(61),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
 
     // A rotated-out key's grace only shortens, even for an admin.
     let (k, _) = new_key("ws1", "alice", "rotated");
-    let old = store.create(k, None, t(0)).await.unwrap().key_id;
+    let old = store
+        .create(
+            k,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     let (_, fresh) = new_key("ws1", "alice", "x");
     let secret = NewKeySecret {
         key_id: fresh.key().key_id(),
@@ -163,17 +201,41 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         key_hash: "$argon2id$placeholder".to_owned(),
     };
     store
-        .rotate(&s, &old, secret, t(3700), None, t(100))
+        .rotate(
+            &s,
+            &old,
+            secret,
+            t(3700),
+            None,
+            t(100),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     for at in [Some(t(3701)), None] {
         assert_eq!(
-            refusal(store.update(&s, &old, expiry(at, false), t(110)).await),
+            refusal(
+                store
+                    .update(
+                        &s,
+                        &old,
+                        expiry(at, false),
+                        t(110),
+                        &stanna_store::AuditContext::admin("test", "test")
+                    )
+                    .await
+            ),
             ExpiryRefusal::RotatedOut { current: t(3700) }
         );
     }
     let shorter = store
-        .update(&s, &old, expiry(Some(t(200)), false), t(120))
+        .update(
+            &s,
+            &old,
+            expiry(Some(t(200)), false),
+            t(120),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(shorter.expires_at, Some(t(200)));
@@ -184,7 +246,8 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
                 &scope("ws2", None),
                 &old,
                 expiry(Some(t(150)), true),
-                t(130)
+                t(130),
+                &stanna_store::AuditContext::admin("test", "test")
             )
             .await,
         Err(StoreError::NotFound)
@@ -196,7 +259,16 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
     let (mut k, _) = new_key("ws1", "alice", "k");
     k.rate_limits.hourly = Some("500/1h".parse().unwrap());
     k.metadata = Some(stanna_keys::KeyMetadata::parse(r#"{"plan":"free"}"#).unwrap());
-    let id = store.create(k, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            k,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     let burst: WindowLimit = "3/60s".parse().unwrap();
     let changed = store
         .update(
@@ -213,6 +285,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
                 ..KeyChanges::default()
             },
             t(10),
+            &stanna_store::AuditContext::admin("test", "test"),
         )
         .await
         .unwrap();
@@ -251,6 +324,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
                 ..KeyChanges::default()
             },
             t(20),
+            &stanna_store::AuditContext::admin("test", "test"),
         )
         .await
         .unwrap();
@@ -261,7 +335,16 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
         metadata: Some(Some(stanna_keys::KeyMetadata::parse(r#"{"a":1}"#).unwrap())),
         ..KeyChanges::default()
     };
-    store.update(&s, &id, with_meta, t(30)).await.unwrap();
+    store
+        .update(
+            &s,
+            &id,
+            with_meta,
+            t(30),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let (_, fresh) = new_key("ws1", "alice", "x");
     let secret = NewKeySecret {
         key_id: fresh.key().key_id(),
@@ -269,7 +352,15 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
         key_hash: "$argon2id$placeholder".to_owned(),
     };
     let (new, _) = store
-        .rotate(&s, &id, secret, t(40), None, t(40))
+        .rotate(
+            &s,
+            &id,
+            secret,
+            t(40),
+            None,
+            t(40),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -281,8 +372,26 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
 async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
     let (a, _) = new_key("ws1", "alice", "a");
     let (b, _) = new_key("ws1", "alice", "b");
-    let a = store.create(a, None, t(0)).await.unwrap().key_id;
-    let b = store.create(b, None, t(1)).await.unwrap().key_id;
+    let a = store
+        .create(
+            a,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
+    let b = store
+        .create(
+            b,
+            None,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     let since = |at| ChangePosition {
         updated_at: at,
         key_id: None,
@@ -297,10 +406,24 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
         ..KeyChanges::default()
     };
     store
-        .update(&scope("ws1", None), &a, off, t(5))
+        .update(
+            &scope("ws1", None),
+            &a,
+            off,
+            t(5),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
-    store.delete(&scope("ws1", None), &b, t(6)).await.unwrap();
+    store
+        .delete(
+            &scope("ws1", None),
+            &b,
+            t(6),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let changes = store.changes_after(since(t(4)), 100).await.unwrap();
     assert_eq!(changes.len(), 2);
     assert!(
@@ -335,11 +458,33 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
 
 async fn deleted_keys_do_not_count_against_the_maximum(store: KeyStore) {
     let (k, _) = new_key("ws1", "alice", "first");
-    let id = store.create(k, Some(1), t(0)).await.unwrap().key_id;
-    store.delete(&scope("ws1", None), &id, t(1)).await.unwrap();
+    let id = store
+        .create(
+            k,
+            Some(1),
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
+    store
+        .delete(
+            &scope("ws1", None),
+            &id,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let (k, _) = new_key("ws1", "alice", "second");
     store
-        .create(k, Some(1), t(2))
+        .create(
+            k,
+            Some(1),
+            t(2),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .expect("room again after the delete");
 }
@@ -378,7 +523,15 @@ fn new_key(w: &str, u: &str, name: &str) -> (NewKey, GeneratedKey) {
 async fn created_key_reads_back_in_its_scope(store: KeyStore) {
     let (mut key, generated) = new_key("ws1", "alice", "Production Dashboard");
     key.rate_limits.burst = Some("5/1s".parse().unwrap());
-    let created = store.create(key, None, t(0)).await.unwrap();
+    let created = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     assert_eq!(created.key_id, generated.key().key_id());
     assert_eq!(created.status, KeyStatus::Active);
     assert_eq!(created.created_at, t(0));
@@ -408,10 +561,29 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
             if i % 2 == 0 { "alice" } else { "bob" },
             &format!("key {i}"),
         );
-        ids.push(store.create(key, None, t(i / 3)).await.unwrap().key_id);
+        ids.push(
+            store
+                .create(
+                    key,
+                    None,
+                    t(i / 3),
+                    &stanna_store::AuditContext::admin("test", "test"),
+                )
+                .await
+                .unwrap()
+                .key_id,
+        );
     }
     let (other, _) = new_key("ws2", "alice", "elsewhere");
-    store.create(other, None, t(0)).await.unwrap();
+    store
+        .create(
+            other,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut after = None;
@@ -463,7 +635,16 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
 
 async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
     let (key, _) = new_key("wsA", "alice", "mine");
-    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     let secret = || NewKeySecret {
         key_id: GeneratedKey::generate().unwrap().key().key_id(),
         preview: "p".into(),
@@ -484,16 +665,39 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
             ..KeyChanges::default()
         };
         assert!(matches!(
-            store.update(&outsider, &id, rename, t(1)).await,
-            Err(StoreError::NotFound)
-        ));
-        assert!(matches!(
-            store.delete(&outsider, &id, t(1)).await,
+            store
+                .update(
+                    &outsider,
+                    &id,
+                    rename,
+                    t(1),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
+                .await,
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
             store
-                .rotate(&outsider, &id, secret(), t(1), None, t(1))
+                .delete(
+                    &outsider,
+                    &id,
+                    t(1),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store
+                .rotate(
+                    &outsider,
+                    &id,
+                    secret(),
+                    t(1),
+                    None,
+                    t(1),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
                 .await,
             Err(StoreError::NotFound)
         ));
@@ -516,14 +720,29 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
 
 async fn update_renames_and_deactivates(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "old name");
-    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     let changes = KeyChanges {
         name: Some(KeyName::parse("new name").unwrap()),
         status: Some(KeyStatus::Inactive),
         ..KeyChanges::default()
     };
     let updated = store
-        .update(&scope("ws1", None), &id, changes, t(5))
+        .update(
+            &scope("ws1", None),
+            &id,
+            changes,
+            t(5),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -537,7 +756,13 @@ async fn update_renames_and_deactivates(store: KeyStore) {
         ..KeyChanges::default()
     };
     let updated = store
-        .update(&scope("ws1", Some("alice")), &id, only_status, t(6))
+        .update(
+            &scope("ws1", Some("alice")),
+            &id,
+            only_status,
+            t(6),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -549,13 +774,34 @@ async fn update_renames_and_deactivates(store: KeyStore) {
 
 async fn deleting_twice_is_not_found(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "doomed");
-    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     store
-        .delete(&scope("ws1", Some("alice")), &id, t(1))
+        .delete(
+            &scope("ws1", Some("alice")),
+            &id,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert!(matches!(
-        store.delete(&scope("ws1", None), &id, t(2)).await,
+        store
+            .delete(
+                &scope("ws1", None),
+                &id,
+                t(2),
+                &stanna_store::AuditContext::admin("test", "test")
+            )
+            .await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
@@ -568,7 +814,15 @@ async fn deleting_twice_is_not_found(store: KeyStore) {
 async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: KeyStore) {
     let (mut key, _) = new_key("ws1", "alice", "rotating");
     key.rate_limits.hourly = Some("50/1h".parse().unwrap());
-    let old = store.create(key, None, t(0)).await.unwrap();
+    let old = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let next = GeneratedKey::generate().unwrap();
     let secret = NewKeySecret {
         key_id: next.key().key_id(),
@@ -576,7 +830,15 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
         key_hash: "h2".into(),
     };
     let (new, retired) = store
-        .rotate(&scope("ws1", None), &old.key_id, secret, t(70), None, t(10))
+        .rotate(
+            &scope("ws1", None),
+            &old.key_id,
+            secret,
+            t(70),
+            None,
+            t(10),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(new.key_id, next.key().key_id());
@@ -610,7 +872,15 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
         key_hash: "h".into(),
     };
     let again_result = store
-        .rotate(&scope("ws1", None), &old.key_id, twice, t(80), None, t(20))
+        .rotate(
+            &scope("ws1", None),
+            &old.key_id,
+            twice,
+            t(80),
+            None,
+            t(20),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await;
     assert!(
         matches!(again_result, Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id)
@@ -623,7 +893,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
     };
     assert!(matches!(
         store
-            .rotate(&scope("ws1", None), &old.key_id, again, t(80), None, t(75))
+            .rotate(&scope("ws1", None), &old.key_id, again, t(80), None, t(75), &stanna_store::AuditContext::admin("test", "test"))
             .await,
         Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id
     ));
@@ -634,7 +904,15 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
 async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store: KeyStore) {
     let (mut key, _) = new_key("ws1", "alice", "lapsed");
     key.expires_at = Some(t(50));
-    let lapsed = store.create(key, Some(2), t(0)).await.unwrap();
+    let lapsed = store
+        .create(
+            key,
+            Some(2),
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let secret = || NewKeySecret {
         key_id: GeneratedKey::generate().unwrap().key().key_id(),
         preview: "p".into(),
@@ -648,6 +926,7 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
             t(60),
             Some(2),
             t(60),
+            &stanna_store::AuditContext::admin("test", "test"),
         )
         .await
         .unwrap();
@@ -660,9 +939,25 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
     // At the maximum, an expired key's rotation is refused like a creation.
     let (mut key, _) = new_key("ws1", "alice", "second");
     key.expires_at = Some(t(70));
-    let second = store.create(key, Some(2), t(61)).await.unwrap();
+    let second = store
+        .create(
+            key,
+            Some(2),
+            t(61),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let (key, _) = new_key("ws1", "alice", "third");
-    store.create(key, Some(2), t(62)).await.unwrap_err();
+    store
+        .create(
+            key,
+            Some(2),
+            t(62),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(
         store
             .rotate(
@@ -671,7 +966,8 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
                 secret(),
                 t(80),
                 Some(1),
-                t(80)
+                t(80),
+                &stanna_store::AuditContext::admin("test", "test")
             )
             .await,
         Err(StoreError::TooManyKeys { max: 1 })
@@ -684,18 +980,49 @@ async fn max_keys_per_user_counts_live_keys_only(store: KeyStore) {
         if i == 0 {
             key.expires_at = Some(t(100));
         }
-        store.create(key, Some(3), t(0)).await.unwrap();
+        store
+            .create(
+                key,
+                Some(3),
+                t(0),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
+            .await
+            .unwrap();
     }
     let (key, _) = new_key("ws1", "alice", "one too many");
     assert!(matches!(
-        store.create(key, Some(3), t(1)).await,
+        store
+            .create(
+                key,
+                Some(3),
+                t(1),
+                &stanna_store::AuditContext::admin("test", "test")
+            )
+            .await,
         Err(StoreError::TooManyKeys { max: 3 })
     ));
     let (key, _) = new_key("ws1", "bob", "bob is fine");
-    store.create(key, Some(3), t(1)).await.unwrap();
+    store
+        .create(
+            key,
+            Some(3),
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     // Once the first key has expired, there is room again.
     let (key, _) = new_key("ws1", "alice", "after expiry");
-    store.create(key, Some(3), t(101)).await.unwrap();
+    store
+        .create(
+            key,
+            Some(3),
+            t(101),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
 }
 
 async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
@@ -704,7 +1031,14 @@ async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let (key, _) = new_key("ws1", "alice", &format!("race {i}"));
-            store.create(key, Some(5), t(0)).await
+            store
+                .create(
+                    key,
+                    Some(5),
+                    t(0),
+                    &stanna_store::AuditContext::admin("test", "test"),
+                )
+                .await
         }));
     }
     let mut created = 0;
@@ -723,7 +1057,16 @@ async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
 
 async fn last_used_never_moves_backwards(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "used");
-    let id = store.create(key, None, t(0)).await.unwrap().key_id;
+    let id = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap()
+        .key_id;
     store.record_last_used(&[(id, t(50))]).await.unwrap();
     store.record_last_used(&[(id, t(40))]).await.unwrap();
     assert_eq!(
@@ -743,7 +1086,15 @@ async fn the_database_never_holds_a_plaintext_key(store: KeyStore) {
     for i in 0..5 {
         let (mut key, generated) = new_key("ws1", "alice", &format!("k{i}"));
         key.key_hash = hasher.hash(generated.key()).unwrap();
-        store.create(key, None, t(0)).await.unwrap();
+        store
+            .create(
+                key,
+                None,
+                t(0),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
+            .await
+            .unwrap();
         secrets.push(generated.into_secret());
     }
     let rows = stanna_store::entity::Entity::find()
@@ -780,7 +1131,7 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
@@ -789,11 +1140,20 @@ const MIGRATIONS: [&str; 8] = [
     "m20261203_000006_key_scopes",
     "m20261204_000007_key_name_search",
     "m20261204_000008_key_usage",
+    "m20261205_000009_audit_log",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "kept");
-    let kept = store.create(key, None, t(0)).await.unwrap();
+    let kept = store
+        .create(
+            key,
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     for _ in 0..2 {
         stanna_store::migration::migrate(store.connection())
             .await
@@ -830,7 +1190,15 @@ async fn concurrent_start_up(url: String) {
     }
     for (i, store) in stores.iter().enumerate() {
         let (key, _) = new_key("ws1", &format!("user-{i}"), "from each pool");
-        let made = store.create(key, None, t(i as u64)).await.unwrap();
+        let made = store
+            .create(
+                key,
+                None,
+                t(i as u64),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
+            .await
+            .unwrap();
         let seen = stores[(i + 1) % stores.len()]
             .get(&scope("ws1", None), &made.key_id)
             .await
@@ -872,10 +1240,31 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         key.scopes = scopes(scoped);
         key
     };
-    let unscoped = store.create(make("full", &[]), None, t(0)).await.unwrap();
-    let inside = store.create(make("in", &["a"]), None, t(1)).await.unwrap();
+    let unscoped = store
+        .create(
+            make("full", &[]),
+            None,
+            t(0),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
+    let inside = store
+        .create(
+            make("in", &["a"]),
+            None,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let wider = store
-        .create(make("wide", &["a", "c"]), None, t(2))
+        .create(
+            make("wide", &["a", "c"]),
+            None,
+            t(2),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(inside.scopes, scopes(&["a"]));
@@ -892,13 +1281,28 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
     };
     // Keys beyond the caller: refused, unchanged.
     for (key, outside) in [(&unscoped, "*"), (&wider, "c")] {
-        let refused = store.update(&caller, &key.key_id, rename(), t(5)).await;
+        let refused = store
+            .update(
+                &caller,
+                &key.key_id,
+                rename(),
+                t(5),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
+            .await;
         assert!(
             matches!(&refused, Err(e) if e.to_string() == escalation(outside).to_string()),
             "{refused:?}"
         );
         assert!(matches!(
-            store.delete(&caller, &key.key_id, t(5)).await,
+            store
+                .delete(
+                    &caller,
+                    &key.key_id,
+                    t(5),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
+                .await,
             Err(StoreError::ScopeEscalation { .. })
         ));
         let (_, fresh) = new_key("ws1", "alice", "x");
@@ -909,7 +1313,15 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         };
         assert!(matches!(
             store
-                .rotate(&caller, &key.key_id, secret, t(6), None, t(6))
+                .rotate(
+                    &caller,
+                    &key.key_id,
+                    secret,
+                    t(6),
+                    None,
+                    t(6),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
                 .await,
             Err(StoreError::ScopeEscalation { .. })
         ));
@@ -926,7 +1338,15 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
             ..KeyChanges::default()
         };
         assert!(matches!(
-            store.update(&caller, &inside.key_id, change, t(7)).await,
+            store
+                .update(
+                    &caller,
+                    &inside.key_id,
+                    change,
+                    t(7),
+                    &stanna_store::AuditContext::admin("test", "test")
+                )
+                .await,
             Err(StoreError::ScopeEscalation { .. })
         ));
     }
@@ -936,7 +1356,13 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         ..KeyChanges::default()
     };
     let changed = store
-        .update(&caller, &inside.key_id, widened, t(8))
+        .update(
+            &caller,
+            &inside.key_id,
+            widened,
+            t(8),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(changed.scopes, scopes(&["a", "b"]));
@@ -947,12 +1373,25 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         key_hash: "$argon2id$placeholder".to_owned(),
     };
     let (replacement, _) = store
-        .rotate(&caller, &inside.key_id, secret, t(9), None, t(9))
+        .rotate(
+            &caller,
+            &inside.key_id,
+            secret,
+            t(9),
+            None,
+            t(9),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert_eq!(replacement.scopes, scopes(&["a", "b"]));
     store
-        .delete(&caller, &replacement.key_id, t(10))
+        .delete(
+            &caller,
+            &replacement.key_id,
+            t(10),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     // An unscoped caller (an admin) is held to nothing.
@@ -962,11 +1401,25 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         ..KeyChanges::default()
     };
     let freed = store
-        .update(&admin, &wider.key_id, freed, t(11))
+        .update(
+            &admin,
+            &wider.key_id,
+            freed,
+            t(11),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     assert!(freed.scopes.is_unscoped());
-    store.delete(&admin, &unscoped.key_id, t(12)).await.unwrap();
+    store
+        .delete(
+            &admin,
+            &unscoped.key_id,
+            t(12),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
 }
 
 /// Every page of a listing under `filter`, in order.
@@ -1019,21 +1472,64 @@ async fn filtered_listings_find_exactly_the_matching_keys_across_pages(store: Ke
     for i in 0..120u64 {
         let name = format!("{} {i}", names[i as usize % names.len()]);
         let (key, _) = new_key("ws1", if i % 3 == 0 { "bob" } else { "alice" }, &name);
-        keys.push(store.create(key, None, t(i / 4)).await.unwrap());
+        keys.push(
+            store
+                .create(
+                    key,
+                    None,
+                    t(i / 4),
+                    &stanna_store::AuditContext::admin("test", "test"),
+                )
+                .await
+                .unwrap(),
+        );
     }
     // A deleted key and another workspace's key never show up, whatever matches.
     let (gone, _) = new_key("ws1", "alice", "production gone");
-    let gone = store.create(gone, None, t(1)).await.unwrap();
-    store.delete(&s, &gone.key_id, t(2)).await.unwrap();
+    let gone = store
+        .create(
+            gone,
+            None,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
+    store
+        .delete(
+            &s,
+            &gone.key_id,
+            t(2),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     let (other, _) = new_key("ws2", "alice", "production elsewhere");
-    store.create(other, None, t(1)).await.unwrap();
+    store
+        .create(
+            other,
+            None,
+            t(1),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
+        .await
+        .unwrap();
     // Every fifth key is inactive; key i of the first 60 was last used on day 40 + i.
     for key in keys.iter().step_by(5) {
         let off = KeyChanges {
             status: Some(KeyStatus::Inactive),
             ..KeyChanges::default()
         };
-        store.update(&s, &key.key_id, off, t(200)).await.unwrap();
+        store
+            .update(
+                &s,
+                &key.key_id,
+                off,
+                t(200),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
+            .await
+            .unwrap();
     }
     let day = 86_400;
     let uses: Vec<_> = keys[..60]
@@ -1195,8 +1691,8 @@ async fn the_search_migration_folds_the_names_of_existing_keys(store: KeyStore) 
     use sea_orm::ConnectionTrait;
     use sea_orm_migration::MigratorTrait;
     let db = store.connection();
-    // Back to before migration 7 (usage's 8 goes first).
-    stanna_store::migration::Migrator::down(db, Some(2))
+    // Back to before migration 7 (the audit log's 9 and usage's 8 go first).
+    stanna_store::migration::Migrator::down(db, Some(3))
         .await
         .unwrap();
     // 2 500 keys written by the previous schema (no `name_folded`), in one statement.

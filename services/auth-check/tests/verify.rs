@@ -139,7 +139,12 @@ impl Fixture {
         };
         let record = self
             .store
-            .create(new, None, SystemTime::now())
+            .create(
+                new,
+                None,
+                SystemTime::now(),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
             .await
             .unwrap();
         (generated.into_secret(), record.key_id)
@@ -155,7 +160,13 @@ impl Fixture {
             ..KeyChanges::default()
         };
         self.store
-            .update(&scope(), id, changes, SystemTime::now())
+            .update(
+                &scope(),
+                id,
+                changes,
+                SystemTime::now(),
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
             .await
             .unwrap();
     }
@@ -170,7 +181,15 @@ impl Fixture {
         };
         let now = SystemTime::now();
         self.store
-            .rotate(&scope(), id, secret, now, None, now)
+            .rotate(
+                &scope(),
+                id,
+                secret,
+                now,
+                None,
+                now,
+                &stanna_store::AuditContext::admin("test", "test"),
+            )
             .await
             .unwrap();
         generated.into_secret()
@@ -572,6 +591,7 @@ async fn a_key_created_after_the_load_verifies_at_every_auth_check_on_its_first_
             &scope(),
             &KeyId::parse(&key[3..15]).unwrap(),
             SystemTime::now(),
+            &stanna_store::AuditContext::admin("test", "test"),
         )
         .await
         .unwrap();
@@ -595,6 +615,7 @@ async fn a_deleted_key_tried_a_thousand_times_at_once_is_invalid_every_time_with
             &scope(),
             &KeyId::parse(&key[3..15]).unwrap(),
             SystemTime::now(),
+            &stanna_store::AuditContext::admin("test", "test"),
         )
         .await
         .unwrap();
@@ -636,7 +657,12 @@ async fn a_change_poll_delivers_deactivation_deletion_and_rotation() {
     // changes, each key once at its newest state (the feed holds one row per key): 4 rows.
     f.set_status(&d_id, KeyStatus::Inactive).await;
     f.store
-        .delete(&scope(), &x_id, SystemTime::now())
+        .delete(
+            &scope(),
+            &x_id,
+            SystemTime::now(),
+            &stanna_store::AuditContext::admin("test", "test"),
+        )
         .await
         .unwrap();
     let replacement = f.rotate(&r_id).await;

@@ -89,13 +89,14 @@ fn is_public(path: &str) -> bool {
         || crate::dashboard::is_dashboard_path(path)
 }
 
-/// The key API's own routes — `/v1/me`, `/v1/keys`, `/v1/keys/{id}`, `/v1/keys/{id}/rotate`,
-/// `/v1/keys/{id}/usage`, `/v1/keys/usage` (the key API takes no path outside `/v1/keys` but
-/// `/v1/me`, so an upstream's own `/v1/…` routes stay its own) —
+/// The key API's own routes — `/v1/me`, `/v1/audit`, `/v1/keys`, `/v1/keys/{id}`,
+/// `/v1/keys/{id}/rotate`, `/v1/keys/{id}/usage`, `/v1/keys/usage` (the key API takes no path
+/// outside `/v1/keys` but exactly `/v1/me` and `/v1/audit`, so an upstream's other `/v1/…`
+/// routes stay its own) —
 /// the only paths a dashboard session may call. Exact: any other `/v1/keys/…` path is the
 /// upstream's, where the cookie must never count.
 pub fn is_key_api(path: &str) -> bool {
-    if path == "/v1/me" || path == "/v1/keys" {
+    if path == "/v1/me" || path == "/v1/keys" || path == "/v1/audit" {
         return true;
     }
     let Some(rest) = path.strip_prefix("/v1/keys/") else {

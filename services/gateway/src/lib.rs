@@ -63,8 +63,8 @@ const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why the gateway could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The admin token cannot travel as gRPC metadata.
-    #[error("STANNA_ADMIN_TOKEN must be printable ASCII")]
+    /// The gateway token cannot travel as gRPC metadata.
+    #[error("STANNA_GATEWAY_TOKEN must be printable ASCII")]
     AdminToken,
     /// A TLS file is unusable; the message names the setting and the file.
     #[error("{0}")]
@@ -88,7 +88,7 @@ struct Inner {
     verify_timeout: Duration,
     /// Calls KeyRegistry for the REST layer.
     registry: stanna_grpc::Transport,
-    /// `authorization: Bearer <admin token>` for every registry call.
+    /// `authorization: Bearer <gateway token>` for every registry call.
     admin_bearer: AdminBearer,
     /// Where other traffic goes; `None`: 404.
     upstream: Option<Upstream>,
@@ -135,11 +135,12 @@ pub struct Wiring {
 }
 
 impl Gateway {
-    /// A gateway over `wiring`, authenticating to the registry with `admin_token`.
+    /// A gateway over `wiring`, authenticating to the registry with its own `gateway_token`
+    /// (which acts only for the key or session of each request, never as an admin).
     ///
     /// # Errors
     /// [`StartError::AdminToken`] for a token that cannot be sent as metadata.
-    pub fn new(config: &Config, wiring: Wiring, admin_token: &str) -> Result<Self, StartError> {
+    pub fn new(config: &Config, wiring: Wiring, gateway_token: &str) -> Result<Self, StartError> {
         let Wiring {
             auth_check,
             registry,
@@ -147,7 +148,7 @@ impl Gateway {
             metrics,
             sign_in,
         } = wiring;
-        let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {admin_token}"))
+        let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {gateway_token}"))
             .map_err(|_| StartError::AdminToken)?;
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => {

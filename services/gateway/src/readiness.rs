@@ -33,7 +33,7 @@ impl Readiness {
 }
 
 impl Gateway {
-    /// Whether the registry accepts this gateway's admin token, asked without touching any key:
+    /// Whether the registry accepts this gateway's credential, asked without touching any key:
     /// a `GetKey` naming no workspace is refused as `INVALID_ARGUMENT` after the token check, or
     /// `UNAUTHENTICATED` by it.
     ///
@@ -44,9 +44,18 @@ impl Gateway {
             .get_key(pb::GetKeyRequest::default())
             .await;
         match answer {
-            Err(status) if status.code() == tonic::Code::InvalidArgument => Ok(()),
+            // Past the token check: the request (naming no workspace, and nobody to act for) is
+            // refused on its merits.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::PermissionDenied
+                ) =>
+            {
+                Ok(())
+            }
             Err(status) if status.code() == tonic::Code::Unauthenticated => Err(
-                "the registry refuses this gateway's admin token: give both the same STANNA_ADMIN_TOKEN"
+                "the registry refuses this gateway's credential: give both the same STANNA_GATEWAY_TOKEN"
                     .to_owned(),
             ),
             Err(status) => Err(format!("the registry is unreachable: {}", status.message())),

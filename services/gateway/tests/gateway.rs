@@ -90,6 +90,13 @@ impl KeyRegistry for FakeRegistry {
     ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
         Err((self.status)())
     }
+
+    async fn list_audit_events(
+        &self,
+        _: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        Err((self.status)())
+    }
 }
 
 /// A verdict admitting the caller, with the product's two windows.

@@ -49,8 +49,20 @@ pub enum RegistryError {
     },
     /// The key named in `x-stanna-acting-key` is not one of the request's keys (deleted since
     /// it verified, or another user's).
-    #[error("the acting key is not one of this user's keys (deleted meanwhile?)")]
+    #[error(
+        "the acting key is not one of this user's live keys (deleted, deactivated or expired meanwhile?)"
+    )]
     ActingKeyGone,
+    /// The session named in `x-stanna-acting-session` is over, or not one of the request's
+    /// workspace.
+    #[error("the acting session is not a live session of this workspace (signed out meanwhile?)")]
+    ActingSessionGone,
+    /// The gateway's credential asked for what only an admin may; the message says what.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// No credential was checked (the service was mounted without its interceptor).
+    #[error("no credential")]
+    Unauthenticated,
     /// The user holds `STANNA_MAX_KEYS_PER_USER` keys already.
     #[error(
         "the user already has {max} keys, the most allowed (STANNA_MAX_KEYS_PER_USER); delete one first"
@@ -136,7 +148,10 @@ impl From<RegistryError> for Status {
             RegistryError::ScopeEscalation { scope } => {
                 stanna_grpc::status::scope_escalation(scope, &err.to_string())
             }
-            RegistryError::ActingKeyGone => Status::new(Code::PermissionDenied, err.to_string()),
+            RegistryError::ActingKeyGone
+            | RegistryError::ActingSessionGone
+            | RegistryError::Forbidden(_) => Status::new(Code::PermissionDenied, err.to_string()),
+            RegistryError::Unauthenticated => Status::new(Code::Unauthenticated, err.to_string()),
             RegistryError::SessionsNotConfigured => {
                 Status::new(Code::FailedPrecondition, err.to_string())
             }

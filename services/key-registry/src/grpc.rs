@@ -1,9 +1,8 @@
 //! The thin tonic adapter: proto requests in, validated domain values to the [`Registry`], proto
-//! responses out; plus the admin-token interceptor.
+//! responses out, each carrying its request id; who may call is [`crate::caller`]'s.
 //!
 //! Validation happens here, once, and every refusal names the field as the proto names it.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stanna_keys::{
@@ -13,14 +12,13 @@ use stanna_keys::{
 use stanna_proto::keys::v1 as pb;
 use stanna_proto::keys::v1::key_registry_server::{KeyRegistry, KeyRegistryServer};
 use stanna_store::{
-    KeyChanges, KeyFilter, KeyRecord, LimitChanges, LimitOverrides, PageRequest, PageToken, Scope,
+    AuditQuery, KeyChanges, KeyFilter, KeyRecord, LimitChanges, LimitOverrides, PageRequest,
+    PageToken, Scope,
 };
-use subtle::ConstantTimeEq;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::config::AdminToken;
+use crate::caller::{Call, CallerAuth, Credentials};
 use crate::error::RegistryError;
 use crate::registry::{CreateKey, CreatedKey, Registry};
 
@@ -31,60 +29,21 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// The KeyRegistry service, authenticated: what a server (or an in-memory client) mounts.
 pub type AuthenticatedRegistry =
-    InterceptedService<KeyRegistryServer<KeyRegistryService>, AdminAuth>;
+    InterceptedService<KeyRegistryServer<KeyRegistryService>, CallerAuth>;
 
-/// Wraps `registry` in its gRPC server and the admin-token check.
-pub fn authenticated_service(registry: Registry, token: AdminToken) -> AuthenticatedRegistry {
+/// Wraps `registry` in its gRPC server and the credential check.
+pub fn authenticated_service(
+    registry: Registry,
+    credentials: Credentials,
+) -> AuthenticatedRegistry {
     KeyRegistryServer::with_interceptor(
         KeyRegistryService { registry },
-        AdminAuth {
-            digest: Arc::new(token_digest(token.expose())),
-        },
+        CallerAuth::new(credentials),
     )
 }
 
-/// Refuses calls without `authorization: Bearer <admin token>` (scheme case-insensitive). The
-/// presented token's digest is compared with the expected one's in constant time: equal-length
-/// digests, so neither the content nor the length of the token shows in the time taken (a
-/// byte-slice comparison returns at once on a length mismatch).
-#[derive(Clone)]
-pub struct AdminAuth {
-    /// BLAKE2b-256 of the expected token.
-    digest: Arc<[u8; 32]>,
-}
-
-/// BLAKE2b-256 of a token, what [`AdminAuth`] compares.
-fn token_digest(token: &str) -> [u8; 32] {
-    use blake2::Digest as _;
-    blake2::Blake2b256::digest(token.as_bytes()).into()
-}
-
-impl Interceptor for AdminAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated("missing \"authorization: Bearer <admin token>\" metadata")
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
-        let token = match presented.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => {
-                return Err(Status::unauthenticated(
-                    "the authorization metadata must be \"Bearer <admin token>\"",
-                ));
-            }
-        };
-        if bool::from(token_digest(token).ct_eq(&*self.digest)) {
-            Ok(request)
-        } else {
-            tracing::warn!("KeyRegistry call with a wrong admin token refused");
-            Err(Status::unauthenticated("invalid admin token"))
-        }
-    }
-}
+/// What the gateway's credential may not do: set limits or metadata (an admin's call may).
+const GATEWAY_NO_LIMITS: &str = "the gateway's credential may not set rate limits or metadata; an admin changes those (stanna keys update)";
 
 /// The KeyRegistry gRPC service over a [`Registry`].
 #[derive(Clone)]
@@ -99,169 +58,293 @@ impl KeyRegistry for KeyRegistryService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let acting = acting_key(&request)?;
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let create = CreateKey {
-            workspace: WorkspaceId::parse(&r.workspace_id)
-                .map_err(|e| RegistryError::invalid("workspace_id", e))?,
-            user: UserId::parse(&r.user_id).map_err(|e| RegistryError::invalid("user_id", e))?,
-            name: KeyName::parse(&r.name).map_err(|e| RegistryError::invalid("name", e))?,
-            expires_at: r
-                .expires_at
-                .map(|t| system_time("expires_at", t))
-                .transpose()?,
-            rate_limits: limit_overrides(&r.rate_limits)?,
-            metadata: metadata(Some(&r.metadata))?,
-            scopes: scopes(&r.scopes)?,
-        };
-        let created = self.registry.create_key(create, acting).await?;
-        Ok(Response::new(self.created_response(created)))
+        call.finish(
+            async {
+                let create = CreateKey {
+                    workspace: WorkspaceId::parse(&r.workspace_id)
+                        .map_err(|e| RegistryError::invalid("workspace_id", e))?,
+                    user: UserId::parse(&r.user_id)
+                        .map_err(|e| RegistryError::invalid("user_id", e))?,
+                    name: KeyName::parse(&r.name).map_err(|e| RegistryError::invalid("name", e))?,
+                    expires_at: r
+                        .expires_at
+                        .map(|t| system_time("expires_at", t))
+                        .transpose()?,
+                    rate_limits: limit_overrides(&r.rate_limits)?,
+                    metadata: metadata(Some(&r.metadata))?,
+                    scopes: scopes(&r.scopes)?,
+                };
+                if call.is_gateway()
+                    && (create.rate_limits != LimitOverrides::default()
+                        || create.metadata.is_some())
+                {
+                    return Err(RegistryError::Forbidden(GATEWAY_NO_LIMITS));
+                }
+                let (scope, audit) = self
+                    .registry
+                    .authorize(&call, create.workspace.clone(), Some(create.user.clone()))
+                    .await?;
+                let created = self
+                    .registry
+                    .create_key(create, &scope.within, &audit)
+                    .await?;
+                Ok(self.created_response(created))
+            }
+            .await,
+        )
     }
 
     async fn list_keys(
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let scope = scope(&r.workspace_id, &r.user_id)?;
-        let size = match r.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(RegistryError::invalid(
-                    "page_size",
-                    format!("must be at most {MAX_PAGE_SIZE}, got {n}"),
-                )
-                .into());
+        call.finish(
+            async {
+                let scope = scope(&r.workspace_id, &r.user_id)?;
+                let size = page_size(r.page_size)?;
+                let after = match r.page_token.as_str() {
+                    "" => None,
+                    token => Some(
+                        PageToken::parse(token)
+                            .map_err(|e| RegistryError::invalid("page_token", e))?,
+                    ),
+                };
+                let filter = key_filter(&r)?;
+                let (scope, _) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                let page = self
+                    .registry
+                    .list_keys(
+                        &Scope::new(scope.workspace, scope.user),
+                        PageRequest {
+                            size,
+                            after,
+                            filter,
+                        },
+                    )
+                    .await?;
+                let defaults = self.registry.default_limits();
+                Ok(pb::ListKeysResponse {
+                    keys: page.keys.iter().map(|k| api_key(k, defaults)).collect(),
+                    next_page_token: page.next.map(|t| t.to_string()).unwrap_or_default(),
+                })
             }
-            n => n,
-        };
-        let after = match r.page_token.as_str() {
-            "" => None,
-            token => {
-                Some(PageToken::parse(token).map_err(|e| RegistryError::invalid("page_token", e))?)
-            }
-        };
-        let filter = key_filter(&r)?;
-        let page = self
-            .registry
-            .list_keys(
-                &scope,
-                PageRequest {
-                    size,
-                    after,
-                    filter,
-                },
-            )
-            .await?;
-        let defaults = self.registry.default_limits();
-        Ok(Response::new(pb::ListKeysResponse {
-            keys: page.keys.iter().map(|k| api_key(k, defaults)).collect(),
-            next_page_token: page.next.map(|t| t.to_string()).unwrap_or_default(),
-        }))
+            .await,
+        )
     }
 
     async fn get_key(
         &self,
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
-        let key = self.registry.get_key(&scope, &key_id).await?;
-        Ok(Response::new(api_key(&key, self.registry.default_limits())))
+        call.finish(
+            async {
+                let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+                let (scope, _) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                let key = self.registry.get_key(&scope, &key_id).await?;
+                Ok(api_key(&key, self.registry.default_limits()))
+            }
+            .await,
+        )
     }
 
     async fn update_key(
         &self,
         request: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        let acting = acting_key(&request)?;
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
-        let changes = update_changes(&r)?;
-        let scope = self.registry.acting_scope(scope, acting).await?;
-        let key = self.registry.update_key(&scope, &key_id, changes).await?;
-        Ok(Response::new(api_key(&key, self.registry.default_limits())))
+        call.finish(
+            async {
+                let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+                let mut changes = update_changes(&r)?;
+                if call.is_gateway() {
+                    if changes.rate_limits != LimitChanges::default() || changes.metadata.is_some()
+                    {
+                        return Err(RegistryError::Forbidden(GATEWAY_NO_LIMITS));
+                    }
+                    // Through the gateway an expiry only moves earlier: never a rotated-out
+                    // key's grace extended, never an expired key revived.
+                    changes.expiry_earlier_only = true;
+                }
+                let (scope, audit) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                let key = self
+                    .registry
+                    .update_key(&scope, &key_id, changes, &audit)
+                    .await?;
+                Ok(api_key(&key, self.registry.default_limits()))
+            }
+            .await,
+        )
     }
 
     async fn delete_key(
         &self,
         request: Request<pb::DeleteKeyRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
-        let acting = acting_key(&request)?;
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
-        let scope = self.registry.acting_scope(scope, acting).await?;
-        self.registry.delete_key(&scope, &key_id).await?;
-        Ok(Response::new(pb::DeleteKeyResponse {}))
+        call.finish(
+            async {
+                let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+                let (scope, audit) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                self.registry.delete_key(&scope, &key_id, &audit).await?;
+                Ok(pb::DeleteKeyResponse {})
+            }
+            .await,
+        )
     }
 
     async fn rotate_key(
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
-        let acting = acting_key(&request)?;
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
-        let scope = self.registry.acting_scope(scope, acting).await?;
-        let grace = match r.grace_period {
-            None => Duration::ZERO,
-            Some(d) => duration("grace_period", d)?,
-        };
-        let created = self.registry.rotate_key(&scope, &key_id, grace).await?;
-        let created = self.created_response(created);
-        Ok(Response::new(pb::RotateKeyResponse {
-            key: created.key,
-            secret: created.secret,
-        }))
+        call.finish(
+            async {
+                let (scope, key_id) = (scope(&r.workspace_id, &r.user_id)?, key_id(&r.key_id)?);
+                let grace = match r.grace_period {
+                    None => Duration::ZERO,
+                    Some(d) => duration("grace_period", d)?,
+                };
+                let (scope, audit) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                let created = self
+                    .registry
+                    .rotate_key(&scope, &key_id, grace, &audit)
+                    .await?;
+                let created = self.created_response(created);
+                Ok(pb::RotateKeyResponse {
+                    key: created.key,
+                    secret: created.secret,
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_session(
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        if r.login_token.is_empty() {
-            return Err(RegistryError::invalid("login_token", "is required").into());
-        }
-        let created = self.registry.create_session(&r.login_token).await?;
-        Ok(Response::new(pb::CreateSessionResponse {
-            session: Some(session_of(&created.session)),
-            session_token: created.token,
-        }))
+        call.finish(
+            async {
+                if r.login_token.is_empty() {
+                    return Err(RegistryError::invalid("login_token", "is required"));
+                }
+                let created = self
+                    .registry
+                    .create_session(&r.login_token, &call.request_id)
+                    .await?;
+                Ok(pb::CreateSessionResponse {
+                    session: Some(session_of(&created.session)),
+                    session_token: created.token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn delete_session(
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        self.registry.delete_session(&r.session_token).await?;
-        Ok(Response::new(pb::DeleteSessionResponse {}))
+        call.finish(
+            async {
+                self.registry
+                    .delete_session(&r.session_token, &call.request_id)
+                    .await?;
+                Ok(pb::DeleteSessionResponse {})
+            }
+            .await,
+        )
     }
 
     async fn revoke_sessions(
         &self,
         request: Request<pb::RevokeSessionsRequest>,
     ) -> Result<Response<pb::RevokeSessionsResponse>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
-        let scope = scope(&r.workspace_id, &r.user_id)?;
-        let revoked = self
-            .registry
-            .revoke_sessions(&stanna_store::SessionScope {
-                workspace: scope.workspace,
-                user: scope.user,
-            })
-            .await?;
-        Ok(Response::new(pb::RevokeSessionsResponse {
-            revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
-        }))
+        call.finish(
+            async {
+                let scope = scope(&r.workspace_id, &r.user_id)?;
+                if call.is_gateway() {
+                    return Err(RegistryError::Forbidden(
+                        "only an admin revokes sessions; a session signs itself out",
+                    ));
+                }
+                let (scope, audit) = self
+                    .registry
+                    .authorize(&call, scope.workspace, scope.user)
+                    .await?;
+                let revoked = self
+                    .registry
+                    .revoke_sessions(
+                        &stanna_store::SessionScope {
+                            workspace: scope.workspace,
+                            user: scope.user,
+                        },
+                        &audit,
+                    )
+                    .await?;
+                Ok(pb::RevokeSessionsResponse {
+                    revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_key_usage(
         &self,
         request: Request<pb::GetKeyUsageRequest>,
     ) -> Result<Response<pb::GetKeyUsageResponse>, Status> {
+        let call = Call::of(&request)?;
         let r = request.into_inner();
+        call.finish(self.key_usage(&call, r).await)
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let call = Call::of(&request)?;
+        let r = request.into_inner();
+        call.finish(self.audit_events(&call, r).await)
+    }
+}
+
+impl KeyRegistryService {
+    async fn key_usage(
+        &self,
+        call: &Call,
+        r: pb::GetKeyUsageRequest,
+    ) -> Result<pb::GetKeyUsageResponse, RegistryError> {
         let scope = scope(&r.workspace_id, &r.user_id)?;
         if r.key_ids.is_empty() || r.key_ids.len() > MAX_USAGE_KEYS {
             return Err(RegistryError::invalid(
@@ -270,8 +353,7 @@ impl KeyRegistry for KeyRegistryService {
                     "must list 1 to {MAX_USAGE_KEYS} key ids, got {}",
                     r.key_ids.len()
                 ),
-            )
-            .into());
+            ));
         }
         let ids = r
             .key_ids
@@ -288,7 +370,14 @@ impl KeyRegistry for KeyRegistryService {
             r.end_time.map(|t| system_time("end_time", t)).transpose()?,
             self.registry.now(),
         )?;
-        let usage = self.registry.key_usage(&scope, &ids, start, end).await?;
+        let (scope, _) = self
+            .registry
+            .authorize(call, scope.workspace, scope.user)
+            .await?;
+        let usage = self
+            .registry
+            .key_usage(&Scope::new(scope.workspace, scope.user), &ids, start, end)
+            .await?;
         let micros = |us: i64| {
             prost_types::Timestamp::from(stanna_keys::time::from_micros_since_epoch(
                 u64::try_from(us).unwrap_or(0),
@@ -301,7 +390,7 @@ impl KeyRegistry for KeyRegistryService {
             expired: c.expired(),
             forbidden: c.forbidden(),
         };
-        Ok(Response::new(pb::GetKeyUsageResponse {
+        Ok(pb::GetKeyUsageResponse {
             keys: usage
                 .iter()
                 .map(|(id, rows)| {
@@ -325,7 +414,130 @@ impl KeyRegistry for KeyRegistryService {
                 .collect(),
             start_time: Some(micros(start)),
             end_time: Some(micros(end)),
-        }))
+        })
+    }
+
+    async fn audit_events(
+        &self,
+        call: &Call,
+        r: pb::ListAuditEventsRequest,
+    ) -> Result<pb::ListAuditEventsResponse, RegistryError> {
+        let scope = scope(&r.workspace_id, &r.user_id)?;
+        let key = match r.key_id.as_str() {
+            "" => None,
+            id => Some(key_id(id)?),
+        };
+        let from = r
+            .start_time
+            .map(|t| system_time("start_time", t))
+            .transpose()?
+            .map(micros_of);
+        let to = r
+            .end_time
+            .map(|t| system_time("end_time", t))
+            .transpose()?
+            .map(micros_of);
+        if let (Some(from), Some(to)) = (from, to)
+            && from >= to
+        {
+            return Err(RegistryError::invalid(
+                "start_time",
+                "must be before end_time",
+            ));
+        }
+        let size = page_size(r.page_size)?;
+        let listing = audit_listing(&r);
+        let before_id = match r.page_token.as_str() {
+            "" => None,
+            token => Some(parse_audit_token(token, &listing)?),
+        };
+        let (scope, _) = self
+            .registry
+            .authorize(call, scope.workspace, scope.user)
+            .await?;
+        let page = self
+            .registry
+            .audit_events(&AuditQuery {
+                workspace: scope.workspace,
+                user: scope.user,
+                key,
+                from,
+                to,
+                size,
+                before_id,
+            })
+            .await?;
+        Ok(pb::ListAuditEventsResponse {
+            events: page.events.iter().map(audit_event).collect(),
+            next_page_token: page
+                .next
+                .map(|id| format!("a1:{id}:{listing}"))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// A page size: 0 is [`DEFAULT_PAGE_SIZE`], at most [`MAX_PAGE_SIZE`].
+fn page_size(size: u32) -> Result<u32, RegistryError> {
+    match size {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(RegistryError::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}, got {n}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// The digest an audit page token carries of whose events it lists (workspace, user, key; 16 hex
+/// digits), so a token is refused for another listing instead of silently paging it. The time
+/// range is not bound: pages continue below the last event id, and the range given with each
+/// page applies to it — so "the last 7 days", recomputed a few seconds later for the next page,
+/// still continues.
+fn audit_listing(r: &pb::ListAuditEventsRequest) -> String {
+    use blake2::Digest as _;
+    let mut hasher = blake2::Blake2b512::new();
+    for part in [&r.workspace_id, &r.user_id, &r.key_id] {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    stanna_keys::to_hex(&hasher.finalize()[..8])
+}
+
+/// Reads `a1:<event id>:<listing>`.
+fn parse_audit_token(token: &str, listing: &str) -> Result<i64, RegistryError> {
+    let bad = || RegistryError::invalid("page_token", "is not a page token of ListAuditEvents");
+    let rest = token.strip_prefix("a1:").ok_or_else(bad)?;
+    let (id, digest) = rest.split_once(':').ok_or_else(bad)?;
+    let id: i64 = id.parse().map_err(|_| bad())?;
+    if digest != listing {
+        return Err(RegistryError::invalid(
+            "page_token",
+            "belongs to a listing with other filters; ask again without it",
+        ));
+    }
+    Ok(id)
+}
+
+/// A stored event as the contract shows it.
+pub fn audit_event(e: &stanna_store::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id.to_string(),
+        time: Some(e.at.into()),
+        workspace_id: e.workspace.clone(),
+        user_id: e.user.clone(),
+        key_id: e.key_id.clone().unwrap_or_default(),
+        related_key_id: e.related_key_id.clone().unwrap_or_default(),
+        session_id: e.session_id.clone().unwrap_or_default(),
+        action: e.action.clone(),
+        actor: Some(pb::AuditActor {
+            kind: e.actor_kind.clone(),
+            id: e.actor_id.clone(),
+            user_id: e.actor_user.clone().unwrap_or_default(),
+        }),
+        request_id: e.request_id.clone(),
+        before: e.before.clone().unwrap_or_default(),
+        after: e.after.clone().unwrap_or_default(),
     }
 }
 
@@ -401,19 +613,6 @@ fn scope(workspace_id: &str, user_id: &str) -> Result<Scope, RegistryError> {
             id => Some(UserId::parse(id).map_err(|e| RegistryError::invalid("user_id", e))?),
         },
     ))
-}
-
-/// The metadata naming the API key a call is made for (the gateway's key API).
-pub const ACTING_KEY: &str = "x-stanna-acting-key";
-
-/// The key named by [`ACTING_KEY`], if any.
-fn acting_key<T>(request: &Request<T>) -> Result<Option<KeyId>, RegistryError> {
-    let Some(value) = request.metadata().get(ACTING_KEY) else {
-        return Ok(None);
-    };
-    let invalid = || RegistryError::invalid(ACTING_KEY, DomainError::KeyId);
-    let text = value.to_str().map_err(|_| invalid())?;
-    KeyId::parse(text).map(Some).map_err(|_| invalid())
 }
 
 /// Reads a list of scopes, naming the entry at fault as `scopes[i]`.

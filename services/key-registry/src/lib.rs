@@ -2,10 +2,12 @@
 //!
 //! - [`registry::Registry`]: the core, plain Rust on domain types.
 //! - [`sessions`]: dashboard sign-in (CreateSession, DeleteSession, RevokeSessions).
-//! - [`grpc`]: the tonic adapter (validation, proto conversion) and the admin-token interceptor.
+//! - [`caller`]: who calls (named admin tokens, the gateway's credential) and the request id.
+//! - [`grpc`]: the tonic adapter (validation, proto conversion).
 //! - [`build`] and [`serve`]: the core from [`Config`] over an open store, served on a pre-bound
 //!   listener until `shutdown`; the composition root (`services/stanna`) wires them.
 
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -21,6 +23,7 @@ use stanna_store::KeyStore;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+pub use caller::Credentials;
 pub use config::{AdminToken, Config};
 pub use error::RegistryError;
 pub use registry::Registry;
@@ -53,24 +56,49 @@ pub fn build(
 pub const SERVICE: &str =
     <KeyRegistryServer<grpc::KeyRegistryService> as tonic::server::NamedService>::NAME;
 
-/// The KeyRegistry behind `token`, as routes to serve (health and reflection are added beside it
-/// by the caller, and need no token).
-pub fn routes(registry: Registry, token: AdminToken) -> Routes {
-    Routes::new(grpc::authenticated_service(registry, token))
+/// The KeyRegistry behind `credentials`, as routes to serve (health and reflection are added
+/// beside it by the caller, and need no token).
+pub fn routes(registry: Registry, credentials: Credentials) -> Routes {
+    Routes::new(grpc::authenticated_service(registry, credentials))
 }
 
-/// Serves `registry` on `listener` behind `token` until `shutdown` completes, with health and
+/// How often audit events past the retention are purged.
+pub const AUDIT_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Purges audit events older than `retention` now and every [`AUDIT_PURGE_EVERY`] until
+/// `shutdown` completes. A failed purge is logged and tried again at the next round.
+pub async fn purge_audit_until(
+    registry: Registry,
+    retention: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut every = tokio::time::interval(AUDIT_PURGE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = every.tick() => match registry.purge_audit(retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "audit events past the retention purged"),
+                Err(error) => tracing::warn!(%error, "audit purge failed; trying again in an hour"),
+            },
+        }
+    }
+}
+
+/// Serves `registry` on `listener` behind `credentials` until `shutdown` completes, with health and
 /// both reflection versions beside it.
 ///
 /// # Errors
 /// [`stanna_grpc::ServeError`] if serving fails.
 pub async fn serve(
     registry: Registry,
-    token: AdminToken,
+    credentials: Credentials,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), stanna_grpc::ServeError> {
     let (routes, _health) =
-        stanna_grpc::with_health_and_reflection(routes(registry, token), SERVICE).await?;
+        stanna_grpc::with_health_and_reflection(routes(registry, credentials), SERVICE).await?;
     stanna_grpc::serve(routes, listener, shutdown).await
 }

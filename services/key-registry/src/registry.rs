@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use stanna_keys::{
-    Clock, GeneratedKey, KeyHasher, KeyId, KeyMetadata, KeyName, RateLimits, Scopes, UserId,
-    WorkspaceId,
+    Clock, GeneratedKey, KeyHasher, KeyId, KeyMetadata, KeyName, KeyStatus, RateLimits, Role,
+    Scopes, UserId, WorkspaceId,
 };
 use stanna_store::{
-    KeyChanges, KeyRecord, KeyStore, LimitOverrides, NewKey, NewKeySecret, Page, PageRequest,
-    Scope, StoreError,
+    Actor, AuditContext, AuditPage, AuditQuery, KeyChanges, KeyRecord, KeyStore, LimitOverrides,
+    NewKey, NewKeySecret, Page, PageRequest, Scope, StoreError,
 };
 use tokio::sync::Semaphore;
 
+use crate::caller::{Acting, Call, Principal};
 use crate::error::RegistryError;
 
 /// The longest grace period a rotation accepts.
@@ -150,48 +151,105 @@ impl Registry {
         (self.inner.clock)()
     }
 
-    /// The scopes a call made for `acting` (an API key of the request's user, named by the
-    /// gateway's key API) is held to: `scope` with [`Scope::within`] set to that key's scopes.
-    /// Without an acting key (an admin), or for an unscoped one, `scope` is returned as it is.
+    /// What `call` may do in `workspace` (as `user`, or workspace-wide when `None`): the scope
+    /// its reads and writes are confined to, and the actor its changes are audited under.
+    ///
+    /// An admin acts as named. The gateway acts only for the API key or session it names, and
+    /// only as that key's or session's user — workspace-wide only for a workspace admin's
+    /// session; a scoped key's calls are held to its scopes ([`Scope::within`]).
     ///
     /// # Errors
-    /// `ActingKeyGone` when the acting key is not (or no longer) one of the request's keys.
-    pub async fn acting_scope(
+    /// `Forbidden` for a gateway call naming nobody or another user; `ActingKeyGone` /
+    /// `ActingSessionGone` when the key or session named is not live in `workspace`; a store
+    /// error.
+    pub async fn authorize(
         &self,
-        scope: Scope,
-        acting: Option<KeyId>,
-    ) -> Result<Scope, RegistryError> {
-        let Some(acting) = acting else {
-            return Ok(scope);
-        };
-        let key = match self.inner.store.get(&scope, &acting).await {
-            Ok(key) => key,
-            Err(StoreError::NotFound) => return Err(RegistryError::ActingKeyGone),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Scope {
-            within: key.scopes,
-            ..scope
-        })
+        call: &Call,
+        workspace: WorkspaceId,
+        user: Option<UserId>,
+    ) -> Result<(Scope, AuditContext), RegistryError> {
+        let audit = |actor| AuditContext::new(actor, call.request_id.clone());
+        match (&call.principal, &call.acting) {
+            (Principal::Admin(name), _) => Ok((
+                Scope::new(workspace, user),
+                audit(Actor::Admin(name.to_string())),
+            )),
+            (Principal::Gateway, Acting::Nobody) => Err(RegistryError::Forbidden(
+                "the gateway's credential acts only for the API key or session it names (x-stanna-acting-key or x-stanna-acting-session)",
+            )),
+            (Principal::Gateway, Acting::Key(key_id)) => {
+                let key = self
+                    .inner
+                    .store
+                    .find_by_key_id(key_id)
+                    .await?
+                    .filter(|k| {
+                        k.workspace == workspace
+                            && k.status == KeyStatus::Active
+                            && !k.is_expired(self.now())
+                    })
+                    .ok_or(RegistryError::ActingKeyGone)?;
+                if user.as_ref() != Some(&key.user) {
+                    return Err(RegistryError::Forbidden(
+                        "an API key acts only as its own user",
+                    ));
+                }
+                let actor = Actor::Key {
+                    key_id: *key_id,
+                    user: key.user,
+                };
+                Ok((
+                    Scope {
+                        within: key.scopes,
+                        ..Scope::new(workspace, user)
+                    },
+                    audit(actor),
+                ))
+            }
+            (Principal::Gateway, Acting::Session(session_id)) => {
+                let now = self.now();
+                let session = self
+                    .inner
+                    .store
+                    .find_session(session_id)
+                    .await?
+                    .filter(|s| !s.revoked && s.expires_at > now && s.workspace == workspace)
+                    .ok_or(RegistryError::ActingSessionGone)?;
+                let allowed = match &user {
+                    Some(user) => *user == session.user,
+                    None => session.role == Role::Admin,
+                };
+                if !allowed {
+                    return Err(RegistryError::Forbidden(
+                        "a session acts as its own user, and workspace-wide only for a workspace admin",
+                    ));
+                }
+                let actor = Actor::Session {
+                    session_id: *session_id,
+                    user: session.user,
+                };
+                Ok((Scope::new(workspace, user), audit(actor)))
+            }
+        }
     }
 
-    /// Creates a key and returns it with its plaintext. Made for a scoped `acting` key, the new
-    /// key's scopes must be within that key's, and a key asked for without scopes gets them.
+    /// Creates a key and returns it with its plaintext. For a caller held to scopes
+    /// (`within`, a scoped acting key's), the new key's scopes must be within them, and a key
+    /// asked for without scopes gets them.
     ///
     /// # Errors
     /// `InvalidArgument` for an `expires_at` not in the future, `ScopeEscalation`,
-    /// `ActingKeyGone`, `TooManyKeys`, or a store error.
+    /// `TooManyKeys`, or a store error.
     pub async fn create_key(
         &self,
         mut request: CreateKey,
-        acting: Option<KeyId>,
+        within: &Scopes,
+        audit: &AuditContext,
     ) -> Result<CreatedKey, RegistryError> {
-        if acting.is_some() {
-            let owner = Scope::new(request.workspace.clone(), Some(request.user.clone()));
-            let within = self.acting_scope(owner, acting).await?.within;
+        if !within.is_unscoped() {
             if request.scopes.is_unscoped() {
-                request.scopes = within;
-            } else if let Some(scope) = request.scopes.first_outside(&within) {
+                request.scopes = within.clone();
+            } else if let Some(scope) = request.scopes.first_outside(within) {
                 return Err(RegistryError::ScopeEscalation {
                     scope: scope.to_owned(),
                 });
@@ -223,11 +281,11 @@ impl Registry {
             match self
                 .inner
                 .store
-                .create(new, Some(self.inner.max_keys_per_user), now)
+                .create(new, Some(self.inner.max_keys_per_user), now, audit)
                 .await
             {
                 Ok(key) => {
-                    tracing::info!(key_id = %key.key_id, workspace = %key.workspace, user = %key.user, "key created");
+                    tracing::info!(key_id = %key.key_id, workspace = %key.workspace, user = %key.user, actor = audit.actor.kind(), request_id = %audit.request_id, "key created");
                     return Ok(CreatedKey {
                         key,
                         secret: generated.into_secret(),
@@ -281,6 +339,7 @@ impl Registry {
         scope: &Scope,
         key_id: &KeyId,
         changes: KeyChanges,
+        audit: &AuditContext,
     ) -> Result<KeyRecord, RegistryError> {
         if changes.is_empty() {
             return self.get_key(scope, key_id).await;
@@ -289,9 +348,9 @@ impl Registry {
         let key = self
             .inner
             .store
-            .update(scope, key_id, changes, self.now())
+            .update(scope, key_id, changes, self.now(), audit)
             .await?;
-        tracing::info!(key_id = %key.key_id, workspace = %key.workspace, changed = %changed, status = key.status.as_str(), "key updated");
+        tracing::info!(key_id = %key.key_id, workspace = %key.workspace, changed = %changed, status = key.status.as_str(), actor = audit.actor.kind(), request_id = %audit.request_id, "key updated");
         Ok(key)
     }
 
@@ -299,9 +358,17 @@ impl Registry {
     ///
     /// # Errors
     /// `NotFound` if it is not visible in `scope` (also when deleted already).
-    pub async fn delete_key(&self, scope: &Scope, key_id: &KeyId) -> Result<(), RegistryError> {
-        self.inner.store.delete(scope, key_id, self.now()).await?;
-        tracing::info!(key_id = %key_id, workspace = %scope.workspace, "key deleted");
+    pub async fn delete_key(
+        &self,
+        scope: &Scope,
+        key_id: &KeyId,
+        audit: &AuditContext,
+    ) -> Result<(), RegistryError> {
+        self.inner
+            .store
+            .delete(scope, key_id, self.now(), audit)
+            .await?;
+        tracing::info!(key_id = %key_id, workspace = %scope.workspace, actor = audit.actor.kind(), request_id = %audit.request_id, "key deleted");
         Ok(())
     }
 
@@ -317,6 +384,7 @@ impl Registry {
         scope: &Scope,
         key_id: &KeyId,
         grace: Duration,
+        audit: &AuditContext,
     ) -> Result<CreatedKey, RegistryError> {
         if grace > MAX_GRACE_PERIOD {
             return Err(RegistryError::invalid(
@@ -344,11 +412,12 @@ impl Registry {
                     now + grace,
                     Some(self.inner.max_keys_per_user),
                     now,
+                    audit,
                 )
                 .await
             {
                 Ok((key, old)) => {
-                    tracing::info!(key_id = %key.key_id, old_key_id = %old.key_id, workspace = %key.workspace, grace_ms = grace.as_millis() as u64, "key rotated");
+                    tracing::info!(key_id = %key.key_id, old_key_id = %old.key_id, workspace = %key.workspace, grace_ms = grace.as_millis() as u64, actor = audit.actor.kind(), request_id = %audit.request_id, "key rotated");
                     return Ok(CreatedKey {
                         key,
                         secret: generated.into_secret(),
@@ -358,6 +427,22 @@ impl Registry {
                 Err(err) => return Err(err.into()),
             }
         }
+    }
+
+    /// One page of audit events (the query is already confined by [`Registry::authorize`]).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<AuditPage, RegistryError> {
+        Ok(self.inner.store.audit_events(query).await?)
+    }
+
+    /// Deletes audit events older than `retention`; returns how many.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn purge_audit(&self, retention: Duration) -> Result<u64, RegistryError> {
+        Ok(self.inner.store.purge_audit(retention, self.now()).await?)
     }
 
     /// Draws a key and hashes it on the blocking pool, under the argon2 concurrency cap.

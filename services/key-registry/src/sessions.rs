@@ -45,7 +45,11 @@ impl Registry {
     /// [`RegistryError::LoginRefused`] naming what is wrong with the token,
     /// [`RegistryError::LoginTokenUsed`] for a token spent before,
     /// [`RegistryError::SessionsNotConfigured`], or a store failure.
-    pub async fn create_session(&self, login_token: &str) -> Result<CreatedSession, RegistryError> {
+    pub async fn create_session(
+        &self,
+        login_token: &str,
+        request_id: &str,
+    ) -> Result<CreatedSession, RegistryError> {
         let issuer = self.sessions()?;
         let login = issuer.verifier.verify(login_token).map_err(|error| {
             tracing::info!(reason = error.reason(), %error, "login token refused");
@@ -65,7 +69,7 @@ impl Registry {
         };
         let session = self
             .store()
-            .create_session(&row, &login.jti, login.expires_at, now)
+            .create_session(&row, &login.jti, login.expires_at, now, request_id)
             .await
             .map_err(|err| match err {
                 StoreError::LoginTokenUsed => {
@@ -89,12 +93,12 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::InvalidArgument`] for a value that is not a session token,
     /// [`RegistryError::NotFound`] for one that is unknown or already over.
-    pub async fn delete_session(&self, token: &str) -> Result<(), RegistryError> {
+    pub async fn delete_session(&self, token: &str, request_id: &str) -> Result<(), RegistryError> {
         let presented = PresentedSession::parse(token)
             .map_err(|e| RegistryError::invalid("session_token", e))?;
         let ended = self
             .store()
-            .revoke_session(&presented.id(), &presented.digest(), self.now())
+            .revoke_session(&presented.id(), &presented.digest(), self.now(), request_id)
             .await?;
         if !ended {
             return Err(RegistryError::NotFound);
@@ -107,8 +111,15 @@ impl Registry {
     ///
     /// # Errors
     /// A store failure.
-    pub async fn revoke_sessions(&self, scope: &SessionScope) -> Result<u64, RegistryError> {
-        let revoked = self.store().revoke_sessions(scope, self.now()).await?;
+    pub async fn revoke_sessions(
+        &self,
+        scope: &SessionScope,
+        audit: &stanna_store::AuditContext,
+    ) -> Result<u64, RegistryError> {
+        let revoked = self
+            .store()
+            .revoke_sessions(scope, self.now(), audit)
+            .await?;
         tracing::info!(workspace_id = %scope.workspace, user = scope.user.is_some(), revoked, "sessions revoked");
         Ok(revoked)
     }

@@ -41,9 +41,12 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
         .unwrap();
     let registry =
         stanna_key_registry::build(&config, &shared, store, stanna_keys::system_clock()).unwrap();
-    let token = config.admin_token.clone().expect("a test token");
+    let credentials = stanna_key_registry::Credentials::new(
+        &config.named_admin_tokens(),
+        config.gateway_token.as_ref(),
+    );
     tokio::spawn(async move {
-        stanna_key_registry::serve(registry, token, listener, async {
+        stanna_key_registry::serve(registry, credentials, listener, async {
             let _ = stopped.await;
         })
         .await
@@ -847,4 +850,357 @@ async fn per_key_limits_are_stored_and_shown() {
         [("burst", 100, 60), ("hourly", 50, 1800)],
         "override on hourly only; windows keep their names"
     );
+}
+
+const ALICE: &str = "alice-admin-token-0123456789";
+const BOB: &str = "bob-admin-token-0123456789ab";
+const GATEWAY: &str = "gateway-token-0123456789abcd";
+
+/// A registry with the admins `alice` and `bob` (a tokens file's) beside `admin`, and a gateway
+/// credential.
+async fn start_with_named_admins() -> Server {
+    start_with(|config| {
+        config.admin_tokens =
+            stanna_key_registry::config::parse_named_tokens(&format!("alice:{ALICE}\nbob:{BOB}\n"))
+                .unwrap();
+        config.gateway_token = Some(GATEWAY.parse().unwrap());
+    })
+    .await
+}
+
+/// `message` with `token` and, when given, the request id.
+fn by<T>(token: &str, request_id: Option<&str>, message: T) -> Request<T> {
+    let mut request = with_token(message, &format!("Bearer {token}"));
+    if let Some(id) = request_id {
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().unwrap());
+    }
+    request
+}
+
+/// `message` as the gateway sends it for the API key `key_id`.
+fn for_key<T>(key_id: &str, message: T) -> Request<T> {
+    let mut request = by(GATEWAY, None, message);
+    request
+        .metadata_mut()
+        .insert("x-stanna-acting-key", key_id.parse().unwrap());
+    request
+}
+
+async fn audit(server: &mut Server, ws: &str) -> Vec<pb::AuditEvent> {
+    server
+        .client
+        .list_audit_events(authed(pb::ListAuditEventsRequest {
+            workspace_id: ws.into(),
+            page_size: 100,
+            ..Default::default()
+        }))
+        .await
+        .expect("audit")
+        .into_inner()
+        .events
+}
+
+fn actor(event: &pb::AuditEvent) -> (String, String) {
+    let actor = event.actor.clone().unwrap_or_default();
+    (actor.kind, actor.id)
+}
+
+#[tokio::test]
+async fn named_admins_are_told_apart_and_every_change_is_audited_once_under_its_name() {
+    let mut server = start_with_named_admins().await;
+    let created = server
+        .client
+        .create_key(by(
+            ALICE,
+            Some("req-alice-1"),
+            create_request("ws1", "u1", "first"),
+        ))
+        .await
+        .unwrap();
+    // The request id comes back with the answer.
+    assert_eq!(
+        created.metadata().get("x-request-id").unwrap(),
+        "req-alice-1"
+    );
+    let key = created.into_inner().key.unwrap();
+    // No request id given: one is made up, returned, and recorded.
+    let renamed = server
+        .client
+        .update_key(by(
+            BOB,
+            None,
+            pb::UpdateKeyRequest {
+                workspace_id: "ws1".into(),
+                key_id: key.id.clone(),
+                name: Some("second".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let made_up = renamed
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made_up.len(), 32, "{made_up}");
+    // A refused change (another workspace's key: not found) leaves nothing.
+    let refused = server
+        .client
+        .delete_key(by(
+            ALICE,
+            Some("req-refused"),
+            pb::DeleteKeyRequest {
+                workspace_id: "ws2".into(),
+                key_id: key.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(
+        refused.metadata().get("x-request-id").unwrap(),
+        "req-refused"
+    );
+    // `admin` (STANNA_ADMIN_TOKEN) deletes it.
+    server
+        .client
+        .delete_key(authed(pb::DeleteKeyRequest {
+            workspace_id: "ws1".into(),
+            key_id: key.id.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let events = audit(&mut server, "ws1").await;
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| (e.action.as_str(), actor(e).1, e.request_id.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("key.deleted", "admin".to_owned(), summary[0].2.clone()),
+            ("key.updated", "bob".to_owned(), made_up),
+            ("key.created", "alice".to_owned(), "req-alice-1".to_owned()),
+        ]
+    );
+    assert!(events.iter().all(|e| actor(e).0 == "admin"));
+    assert_eq!(events[1].before, r#"{"name":"first"}"#);
+    assert_eq!(events[1].after, r#"{"name":"second"}"#);
+    // A request id that could hold a key is not recorded: one is made up instead.
+    let answer = server
+        .client
+        .get_key(by(
+            ALICE,
+            Some("sk-abc"),
+            pb::GetKeyRequest {
+                workspace_id: "ws1".into(),
+                key_id: key.id,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_ne!(answer.metadata().get("x-request-id").unwrap(), "sk-abc");
+    // A wrong token is refused as before.
+    let wrong = server
+        .client
+        .list_audit_events(by(
+            "not-a-token-of-anyone-01234",
+            None,
+            pb::ListAuditEventsRequest {
+                workspace_id: "ws1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn the_gateway_credential_acts_only_for_the_key_it_names_and_never_as_an_admin() {
+    let mut server = start_with_named_admins().await;
+    let bob_key = server.create("ws1", "bob", "bob's").await.key.unwrap();
+    server.create("ws1", "carol", "carol's").await;
+    let denied = |status: Status, says: &str| {
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    };
+    // Naming nobody.
+    let status = server
+        .client
+        .list_keys(by(
+            GATEWAY,
+            None,
+            pb::ListKeysRequest {
+                workspace_id: "ws1".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    denied(status, "acts only for the API key or session it names");
+    // Bob's key acting as carol, or workspace-wide.
+    for user in ["carol", ""] {
+        let status = server
+            .client
+            .list_keys(for_key(
+                &bob_key.id,
+                pb::ListKeysRequest {
+                    workspace_id: "ws1".into(),
+                    user_id: user.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        denied(status, "acts only as its own user");
+    }
+    // Bob's key in another workspace.
+    let status = server
+        .client
+        .list_keys(for_key(
+            &bob_key.id,
+            pb::ListKeysRequest {
+                workspace_id: "ws2".into(),
+                user_id: "bob".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    denied(status, "not one of this user's live keys");
+    // Limits, metadata, session revocation: an admin's.
+    let mut limited = create_request("ws1", "bob", "limited");
+    limited.rate_limits = vec![pb::RateLimit {
+        name: "burst".into(),
+        limit: 1000,
+        period: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+    }];
+    let status = server
+        .client
+        .create_key(for_key(&bob_key.id, limited))
+        .await
+        .unwrap_err();
+    denied(status, "may not set rate limits or metadata");
+    let status = server
+        .client
+        .update_key(for_key(
+            &bob_key.id,
+            pb::UpdateKeyRequest {
+                workspace_id: "ws1".into(),
+                user_id: "bob".into(),
+                key_id: bob_key.id.clone(),
+                metadata: Some(r#"{"plan":"enterprise"}"#.into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    denied(status, "may not set rate limits or metadata");
+    let status = server
+        .client
+        .revoke_sessions(for_key(
+            &bob_key.id,
+            pb::RevokeSessionsRequest {
+                workspace_id: "ws1".into(),
+                user_id: "bob".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    denied(status, "only an admin revokes sessions");
+    // Through the gateway an expiry only moves earlier, whatever the request says.
+    let soon = SystemTime::now() + Duration::from_secs(3600);
+    server
+        .client
+        .update_key(for_key(
+            &bob_key.id,
+            pb::UpdateKeyRequest {
+                workspace_id: "ws1".into(),
+                user_id: "bob".into(),
+                key_id: bob_key.id.clone(),
+                expires_at: Some(soon.into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let later = server
+        .client
+        .update_key(for_key(
+            &bob_key.id,
+            pb::UpdateKeyRequest {
+                workspace_id: "ws1".into(),
+                user_id: "bob".into(),
+                key_id: bob_key.id.clone(),
+                expires_at: Some((soon + Duration::from_secs(3600)).into()),
+                expiry_earlier_only: false,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(later.code(), Code::FailedPrecondition, "{later:?}");
+    // What it may do, it does as the key: a key of bob's, audited under bob's key.
+    let made = server
+        .client
+        .create_key(for_key(
+            &bob_key.id,
+            create_request("ws1", "bob", "made by key"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let events = audit(&mut server, "ws1").await;
+    let newest = &events[0];
+    assert_eq!(newest.action, "key.created");
+    assert_eq!(newest.key_id, made.id);
+    let by_key = newest.actor.clone().unwrap();
+    assert_eq!(
+        (
+            by_key.kind.as_str(),
+            by_key.id.as_str(),
+            by_key.user_id.as_str()
+        ),
+        ("key", bob_key.id.as_str(), "bob")
+    );
+    // Refused calls left nothing: carol's, the two admin creations, bob's expiry, his new key.
+    assert_eq!(events.len(), 4, "{events:#?}");
+    // A deactivated key acts no more.
+    server
+        .client
+        .update_key(authed(pb::UpdateKeyRequest {
+            workspace_id: "ws1".into(),
+            key_id: bob_key.id.clone(),
+            status: pb::KeyStatus::Inactive as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let status = server
+        .client
+        .get_key(for_key(
+            &bob_key.id,
+            pb::GetKeyRequest {
+                workspace_id: "ws1".into(),
+                user_id: "bob".into(),
+                key_id: made.id,
+            },
+        ))
+        .await
+        .unwrap_err();
+    denied(status, "not one of this user's live keys");
 }

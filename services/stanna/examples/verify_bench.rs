@@ -105,7 +105,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     metadata: None,
                     scopes: stanna_keys::Scopes::unscoped(),
                 },
-                None,
+                &stanna_keys::Scopes::unscoped(),
+                &stanna_store::AuditContext::admin("bench", "verify-bench"),
             )
             .await?;
         if i < KEYS {

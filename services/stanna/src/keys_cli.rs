@@ -194,6 +194,28 @@ pub enum KeysCommand {
         #[arg(long)]
         hourly: bool,
     },
+    /// The audit log: who changed which key or session, when, in which request, and what
+    /// changed (newest first; every page with --all).
+    Audit {
+        /// The workspace.
+        #[arg(long, short)]
+        workspace: String,
+        /// Only this key's events (and the rotation that made it).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only events of this user's keys and sessions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only the last this many days (1 to 3650).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
+        /// Events per page (1 to 100).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Every page, not only the newest.
+        #[arg(long)]
+        all: bool,
+    },
     /// Dashboard sessions.
     Sessions {
         /// What to do with them.
@@ -487,6 +509,50 @@ pub async fn run(keys: Keys) -> Result<(), KeysError> {
                 println!("{}", pretty(&usage_json(&usage)));
             } else {
                 print_usage(&usage, hourly);
+            }
+        }
+        KeysCommand::Audit {
+            workspace,
+            key,
+            user,
+            days,
+            limit,
+            all,
+        } => {
+            let start = days
+                .map(|d| (SystemTime::now() - Duration::from_secs(u64::from(d) * 86_400)).into());
+            let mut events = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_audit_events(authorized(
+                        &bearer,
+                        pb::ListAuditEventsRequest {
+                            workspace_id: workspace.clone(),
+                            user_id: user.clone().unwrap_or_default(),
+                            key_id: key.clone().unwrap_or_default(),
+                            start_time: start,
+                            end_time: None,
+                            page_size: limit,
+                            page_token,
+                        },
+                    ))
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                events.extend(page.events);
+                page_token = page.next_page_token;
+                if !all || page_token.is_empty() {
+                    break;
+                }
+            }
+            if json_out {
+                let list: Vec<Value> = events.iter().map(audit_json).collect();
+                println!("{}", pretty(&Value::Array(list)));
+            } else if events.is_empty() {
+                println!("no events");
+            } else {
+                print_audit(&events);
             }
         }
         KeysCommand::Sessions {
@@ -872,6 +938,84 @@ fn print_columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     for row in rows {
         line(row.iter().map(String::as_str).collect());
     }
+}
+
+/// An audit event as `GET /v1/audit` shows it.
+fn audit_json(e: &pb::AuditEvent) -> Value {
+    let state = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    let actor = e.actor.clone().unwrap_or_default();
+    let mut event = json!({
+        "id": e.id,
+        "time": time(e.time.as_ref()),
+        "action": e.action,
+        "userId": e.user_id,
+        "actor": { "kind": actor.kind, "id": actor.id },
+        "requestId": e.request_id,
+    });
+    for (name, value) in [
+        ("keyId", &e.key_id),
+        ("relatedKeyId", &e.related_key_id),
+        ("sessionId", &e.session_id),
+    ] {
+        if !value.is_empty() {
+            event[name] = json!(value);
+        }
+    }
+    if !actor.user_id.is_empty() {
+        event["actor"]["userId"] = json!(actor.user_id);
+    }
+    if !e.before.is_empty() {
+        event["before"] = state(&e.before);
+    }
+    if !e.after.is_empty() {
+        event["after"] = state(&e.after);
+    }
+    event
+}
+
+/// Audit events as a table: the changed fields as `field: before → after`.
+fn print_audit(events: &[pb::AuditEvent]) {
+    let rows: Vec<[String; 5]> = events
+        .iter()
+        .map(|e| {
+            let actor = e.actor.clone().unwrap_or_default();
+            let subject = if e.key_id.is_empty() {
+                format!("session {}", e.session_id)
+            } else {
+                e.key_id.clone()
+            };
+            [
+                time(e.time.as_ref()),
+                e.action.clone(),
+                subject,
+                format!("{} {}", actor.kind, actor.id),
+                change_text(&e.before, &e.after),
+            ]
+        })
+        .collect();
+    print_columns(["TIME", "ACTION", "SUBJECT", "BY", "CHANGE"], &rows);
+}
+
+/// `name: "a" → "b", status: "active" → "inactive"`: each changed field once.
+fn change_text(before: &str, after: &str) -> String {
+    let object = |s: &str| match serde_json::from_str::<Value>(s) {
+        Ok(Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (before, after) = (object(before), object(after));
+    let mut fields: Vec<&String> = after.keys().chain(before.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    fields
+        .iter()
+        .map(|f| {
+            let show = |m: &serde_json::Map<String, Value>| {
+                m.get(*f).map_or_else(|| "-".to_owned(), Value::to_string)
+            };
+            format!("{f}: {} → {}", show(&before), show(&after))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Usage counts as table cells: allowed, rate-limited, inactive, expired, forbidden.

@@ -72,7 +72,7 @@ async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {
     settings.check().map_err(stanna::BuildError::Setting)?;
     settings
         .registry
-        .read_admin_token_file()
+        .read_token_files()
         .map_err(stanna::BuildError::Setting)?;
     // The all-in-one process with nothing configured keeps what it generates in the state
     // directory (owner-only files, reused across restarts); a service run alone must be told.

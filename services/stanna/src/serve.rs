@@ -124,6 +124,11 @@ impl System {
         };
         let started = async {
             if let Some(((core, token), listener)) = registry {
+                background.spawn(stanna_key_registry::purge_audit_until(
+                    core.clone(),
+                    self.audit_retention,
+                    stop_background.clone().cancelled_owned(),
+                ));
                 let routes = stanna_key_registry::routes(core, token);
                 servers
                     .start_grpc(

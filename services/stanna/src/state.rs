@@ -90,7 +90,7 @@ pub fn keep(dir: &Path, name: &str, len: usize, min_len: usize) -> Result<Kept, 
 }
 
 /// `len` base62 characters from the OS random source.
-fn random(len: usize) -> String {
+pub(crate) fn random(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
     (0..len)

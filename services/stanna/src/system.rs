@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use stanna_auth_check::{AuthCheckService, HashCheck, QuotaConnection, Verifier};
 use stanna_gateway::{AuthCheckConnection, Gateway, GatewayMetrics};
-use stanna_key_registry::{AdminToken, Registry};
+use stanna_key_registry::{AdminToken, Credentials, Registry};
 use stanna_keys::Clock;
 use stanna_quota_service::{QuotaMetrics, QuotaService};
 use stanna_store::KeyStore;
@@ -62,7 +62,9 @@ pub enum BuildError {
 pub struct System {
     pub(crate) settings: Settings,
     pub(crate) store: Option<KeyStore>,
-    pub(crate) registry: Option<(Registry, AdminToken)>,
+    pub(crate) registry: Option<(Registry, Credentials)>,
+    /// Purges audit events past `STANNA_AUDIT_RETENTION` while the registry serves.
+    pub(crate) audit_retention: std::time::Duration,
     pub(crate) verifier: Option<Verifier>,
     pub(crate) quota: Option<QuotaService>,
     pub(crate) gateway: Option<Gateway>,
@@ -131,9 +133,34 @@ impl System {
         }
         };
 
+        // The gateway's own credential: given, or — when the registry and the gateway share this
+        // process — made up here (it never leaves the process, so nothing keeps it).
+        let gateway_token = match &settings.registry.gateway_token {
+            Some(token) => Some(token.clone()),
+            None if settings.runs(ServiceName::Registry) && settings.runs(ServiceName::Gateway) => {
+                Some(
+                    crate::state::random(32)
+                        .parse::<AdminToken>()
+                        .map_err(BuildError::Setting)?,
+                )
+            }
+            None => None,
+        };
         let registry = match &store {
             Some(store) if settings.runs(ServiceName::Registry) => {
-                let token = admin_token(&settings)?;
+                let admins = settings.registry.named_admin_tokens();
+                if admins.is_empty() {
+                    return Err(BuildError::Setting(format!(
+                        "STANNA_ADMIN_TOKEN (or STANNA_ADMIN_TOKEN_FILE, or STANNA_ADMIN_TOKENS_FILE) is required when a service runs alone: set it to a random string of at least {} characters",
+                        AdminToken::MIN_LEN
+                    )));
+                }
+                if gateway_token.is_none() {
+                    tracing::warn!(
+                        "STANNA_GATEWAY_TOKEN is not set: this registry serves admins only, and refuses every gateway"
+                    );
+                }
+                let token = Credentials::new(&admins, gateway_token.as_ref());
                 let mut core = stanna_key_registry::build(
                     &settings.registry,
                     &settings.shared,
@@ -236,7 +263,12 @@ impl System {
         };
 
         let gateway = if settings.runs(ServiceName::Gateway) {
-            let token = admin_token(&settings)?;
+            let token = gateway_token.clone().ok_or_else(|| {
+                BuildError::Setting(format!(
+                    "STANNA_GATEWAY_TOKEN (or STANNA_GATEWAY_TOKEN_FILE) is required when the gateway runs alone: give the gateway and every registry the same random string of at least {} characters (not an admin token: the gateway acts only for the key or session of each request)",
+                    AdminToken::MIN_LEN
+                ))
+            })?;
             let login = require_login()?;
             let mut readiness = Vec::new();
             let auth_check = match (
@@ -311,6 +343,7 @@ impl System {
         };
         Ok(Self {
             grpc_server_tls: grpc_tls.server,
+            audit_retention: settings.registry.audit_retention.0,
             settings,
             store,
             registry,
@@ -337,22 +370,12 @@ impl System {
     }
 }
 
-/// The registry behind its admin-token check, wired in memory.
-fn in_memory_registry(core: &Registry, token: &AdminToken) -> stanna_grpc::Transport {
+/// The registry behind its credential check, wired in memory.
+fn in_memory_registry(core: &Registry, token: &Credentials) -> stanna_grpc::Transport {
     stanna_grpc::in_memory(stanna_key_registry::grpc::authenticated_service(
         core.clone(),
         token.clone(),
     ))
-}
-
-/// The admin token a registry or gateway needs.
-fn admin_token(settings: &Settings) -> Result<AdminToken, BuildError> {
-    settings.registry.admin_token.clone().ok_or_else(|| {
-        BuildError::Setting(format!(
-            "STANNA_ADMIN_TOKEN is required when a service runs alone: set it to a random string of at least {} characters",
-            AdminToken::MIN_LEN
-        ))
-    })
 }
 
 fn missing_url(name: &str, port: u16) -> BuildError {
@@ -402,7 +425,7 @@ async fn check_redis(settings: &Settings, quota: &QuotaService) -> Result<(), Bu
 /// answer every REST call 503); a registry not reachable yet is left to readiness.
 async fn check_registry_token(gateway: &Gateway) -> Result<(), BuildError> {
     match gateway.registry_accepts_token().await {
-        Err(why) if why.contains("admin token") => {
+        Err(why) if why.contains("STANNA_GATEWAY_TOKEN") => {
             Err(BuildError::Setting(format!("STANNA_REGISTRY_URL: {why}")))
         }
         Err(why) => {

@@ -260,14 +260,20 @@ fn serve_without_a_token_prints_one_that_works() {
 
 #[test]
 fn a_registry_or_gateway_run_alone_refuses_to_start_without_a_token() {
-    for (service, extra) in [
-        ("registry", vec![]),
+    // A registry needs an admin token; a gateway its own credential (never an admin's).
+    for (service, extra, needs) in [
+        (
+            "registry",
+            vec![],
+            "STANNA_ADMIN_TOKEN (or STANNA_ADMIN_TOKEN_FILE, or STANNA_ADMIN_TOKENS_FILE) is required",
+        ),
         (
             "gateway",
             vec![
                 ("STANNA_AUTH_CHECK_URL", "http://127.0.0.1:1"),
                 ("STANNA_REGISTRY_URL", "http://127.0.0.1:1"),
             ],
+            "STANNA_GATEWAY_TOKEN (or STANNA_GATEWAY_TOKEN_FILE) is required",
         ),
     ] {
         let dir = TempDir::new();
@@ -275,6 +281,7 @@ fn a_registry_or_gateway_run_alone_refuses_to_start_without_a_token() {
             .args(["serve", service])
             .current_dir(dir.path())
             .env_remove("STANNA_ADMIN_TOKEN")
+            .env_remove("STANNA_GATEWAY_TOKEN")
             .env("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("STANNA_METRICS_ADDR", "127.0.0.1:0")
@@ -286,7 +293,7 @@ fn a_registry_or_gateway_run_alone_refuses_to_start_without_a_token() {
             "{service} started without a token"
         );
         assert!(
-            String::from_utf8_lossy(&output.stderr).contains("STANNA_ADMIN_TOKEN is required"),
+            String::from_utf8_lossy(&output.stderr).contains(needs),
             "{service}: {output:?}"
         );
     }
@@ -345,6 +352,7 @@ fn services_run_alone_close_their_database_on_sigterm() {
                 (addr_var, format!("127.0.0.1:{}", free_port())),
                 ("STANNA_DATABASE_URL", dir.sqlite_url()),
                 ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+                ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
                 (
                     "STANNA_SESSION_SECRET",
                     stanna_e2e::SESSION_SECRET.to_owned(),

@@ -23,10 +23,12 @@ fn compose_files(
         .args(args)
         .current_dir(root)
         .env_remove("STANNA_ADMIN_TOKEN")
+        .env_remove("STANNA_GATEWAY_TOKEN")
         .env_remove("STANNA_SESSION_SECRET");
     if let Some(token) = token {
         command
             .env("STANNA_ADMIN_TOKEN", token)
+            .env("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN)
             .env("STANNA_SESSION_SECRET", stanna_e2e::SESSION_SECRET);
     }
     match command.output() {

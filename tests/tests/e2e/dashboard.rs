@@ -418,14 +418,67 @@ async fn dashboard_in_a_browser() {
     )
     .await;
 
+    // The old key's history (the audit log): every change made here, newest first, each by "you,
+    // in the dashboard"; the dialog gives the focus back to its button.
+    let old_id = &first[3..15];
+    b.js(&format!(
+        "[...document.querySelector('tr[data-id=\"{old_id}\"]').querySelectorAll('button')].find(b => (b.getAttribute('aria-label') || '').startsWith('History')).click()"
+    ))
+    .await;
+    b.until(
+        "the key's history",
+        "return document.getElementById('history-dialog').open && document.querySelectorAll('#history-list li').length >= 4",
+    )
+    .await;
+    let history: Vec<String> = serde_json::from_value(
+        b.js("return [...document.querySelectorAll('#history-list li')].map(li => li.innerText)")
+            .await,
+    )
+    .unwrap();
+    assert!(
+        history[0].starts_with("Rotated: replaced by"),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .starts_with("Created as “Production Dashboard”"),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|e| e.contains("status active → inactive")),
+        "{history:?}"
+    );
+    assert!(
+        history
+            .iter()
+            .all(|e| e.contains("by you, in the dashboard")),
+        "{history:?}"
+    );
+    b.screenshot("key-history-1280").await;
+    violations.extend(b.axe(&axe, "the key's history").await);
+    b.click("#history-close").await;
+    let focused = b
+        .js("return document.activeElement.getAttribute('aria-label') || ''")
+        .await;
+    assert!(
+        focused
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("History of key"),
+        "the focus is back on its button: {focused}"
+    );
+
     // Delete (the trash icon) with a confirmation naming the key → refused within a second.
     let names = b
         .js("return [...document.querySelectorAll('#keys-body tr')].map(r => r.dataset.id + ' ' + r.querySelector('.preview').textContent)")
         .await;
-    let old_id = &first[3..15];
     assert!(names.to_string().contains(old_id), "{names}");
     b.js(&format!(
-        "document.querySelector('tr[data-id=\"{old_id}\"] button.icon').click()"
+        "document.querySelector('tr[data-id=\"{old_id}\"] button.icon[aria-label^=\"Delete\"]').click()"
     ))
     .await;
     b.until(
@@ -666,7 +719,7 @@ async fn dashboard_in_a_browser() {
     b.screenshot("create-dialog-375").await;
     b.keys("\u{e00c}").await;
     b.js(&format!(
-        "document.querySelector('tr[data-id=\"{}\"] button.icon').click()",
+        "document.querySelector('tr[data-id=\"{}\"] button.icon[aria-label^=\"Delete\"]').click()",
         &second[3..15]
     ))
     .await;

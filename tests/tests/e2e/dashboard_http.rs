@@ -17,7 +17,7 @@ const TOKEN: &str = "split-gateway-token-0123456789";
 
 /// The README's Python block under "Signing your users in", run as written with the secret and
 /// public URL in the environment; the link it prints.
-fn readme_python_link(public_url: &str) -> String {
+pub(crate) fn readme_python_link(public_url: &str) -> String {
     let section = stanna_e2e::readme_section("### Signing your users in");
     let script = section
         .split("```python\n")
@@ -43,7 +43,7 @@ fn url_encode(text: &str) -> String {
 }
 
 /// Posts the login token to a gateway as the interstitial's button does.
-async fn post_token(gateway: u16, token: &str) -> (u16, String) {
+pub(crate) async fn post_token(gateway: u16, token: &str) -> (u16, String) {
     let origin = format!("http://localhost:{gateway}");
     let (status, headers, _) = request(
         Method::POST,

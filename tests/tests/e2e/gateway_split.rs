@@ -29,6 +29,7 @@ pub(crate) fn start_registry(dir: &TempDir, port: u16, db: &str) -> Stanna {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{port}")),
             ("STANNA_DATABASE_URL", db.to_owned()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -84,6 +85,7 @@ pub(crate) fn start_gateway(
                 format!("http://127.0.0.1:{registry_port}"),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),

@@ -42,6 +42,7 @@ impl System {
                 ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
                 ("STANNA_DATABASE_URL", store.url()),
                 ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+                ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
                 ("STANNA_SESSION_SECRET", SESSION_SECRET.to_owned()),
             ],
             "gateway listening on",

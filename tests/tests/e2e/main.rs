@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_with_grpcurl;
+mod audit;
 mod browser;
 mod compose;
 mod dashboard;

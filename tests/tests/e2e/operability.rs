@@ -43,6 +43,7 @@ pub(crate) fn all_in_one(
         ),
         ("STANNA_DATABASE_URL", db),
         ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
         (
             "STANNA_SESSION_SECRET",
             stanna_e2e::SESSION_SECRET.to_owned(),
@@ -362,7 +363,9 @@ fn settings_that_cannot_work_are_refused_at_start_with_the_variable_named() {
                 ("STANNA_AUTH_CHECK_URL", "http://127.0.0.1:50052"),
                 ("STANNA_REGISTRY_URL", "http://127.0.0.1:50051"),
             ],
-            &["STANNA_ADMIN_TOKEN is required when a service runs alone"],
+            &[
+                "STANNA_GATEWAY_TOKEN (or STANNA_GATEWAY_TOKEN_FILE) is required when the gateway runs alone",
+            ],
         ),
     ];
     for (args, env, says) in cases {
@@ -574,6 +577,7 @@ async fn localhost_addresses_and_a_plain_sqlite_url_start_and_healthcheck_names_
                 format!("sqlite://{}", file.display()),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -782,6 +786,7 @@ async fn readiness_follows_a_stopped_auth_check_and_comes_back() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
             ("STANNA_DATABASE_URL", db.clone()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -813,6 +818,7 @@ async fn readiness_follows_a_stopped_auth_check_and_comes_back() {
                 format!("http://127.0.0.1:{registry}"),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -897,7 +903,7 @@ async fn quota_health_follows_a_stopped_redis_and_comes_back() {
     healthcheck_becomes(&[&quota], true, "SERVING again").await;
 }
 
-/// A gateway started alone with an admin token its registry refuses would answer every REST
+/// A gateway started alone with a gateway token its registry refuses would answer every REST
 /// call 503: it does not start, and says which setting to fix, without either token.
 #[test]
 fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
@@ -910,6 +916,7 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry}")),
             ("STANNA_DATABASE_URL", dir.sqlite_url()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -917,7 +924,7 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
         ],
         "key-registry listening on",
     );
-    let other = "another-admin-token-9876543210";
+    let other = "another-gateway-token-9876543210";
     let (code, printed) = run_to_exit(
         dir.path(),
         &["serve", "gateway"],
@@ -931,7 +938,7 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
                 "STANNA_REGISTRY_URL",
                 format!("http://127.0.0.1:{registry}"),
             ),
-            ("STANNA_ADMIN_TOKEN", other.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", other.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),
@@ -940,11 +947,13 @@ fn a_gateway_whose_token_the_registry_refuses_does_not_start() {
     );
     assert_eq!(code, 2, "{printed}");
     assert!(
-        printed.contains("STANNA_REGISTRY_URL") && printed.contains("admin token"),
+        printed.contains("STANNA_REGISTRY_URL") && printed.contains("STANNA_GATEWAY_TOKEN"),
         "{printed}"
     );
     assert!(
-        !printed.contains(other) && !printed.contains(TOKEN),
+        !printed.contains(other)
+            && !printed.contains(TOKEN)
+            && !printed.contains(stanna_e2e::GATEWAY_TOKEN),
         "{printed}"
     );
 }

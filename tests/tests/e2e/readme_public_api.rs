@@ -47,6 +47,7 @@ fn the_readme_quick_start_curl_and_python_examples_work_as_written() {
             ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway_port}")),
             ("STANNA_DATABASE_URL", dir.sqlite_url()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),

@@ -54,6 +54,7 @@ impl System {
                 ("STANNA_GATEWAY_ADDR", format!("127.0.0.1:{gateway}")),
                 ("STANNA_DATABASE_URL", store.url()),
                 ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+                ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
                 (
                     "STANNA_UPSTREAM_URL",
                     format!("http://127.0.0.1:{upstream}"),
@@ -546,6 +547,7 @@ fn cli_sets_and_shows_scopes(system: &System, key_id: &str) {
     let env = [
         ("STANNA_REGISTRY_URL", format!("http://{}", system.registry)),
         ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+        ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
     ];
     let run = |args: &[&str]| run_to_exit(system.dir.path(), args, &env);
     let (code, out) = run(&[

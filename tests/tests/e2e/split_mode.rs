@@ -40,6 +40,7 @@ fn a_verify_at_the_auth_check_process_is_charged_in_the_quota_process() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry_port}")),
             ("STANNA_DATABASE_URL", db.clone()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),

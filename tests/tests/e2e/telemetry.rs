@@ -174,6 +174,7 @@ async fn start_system_with(gateway_env: &[(&'static str, String)]) -> System {
             ("RUST_LOG", "debug".to_owned()),
             ("STANNA_DATABASE_URL", db.clone()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             (
                 "STANNA_SESSION_SECRET",
                 stanna_e2e::SESSION_SECRET.to_owned(),

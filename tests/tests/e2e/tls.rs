@@ -91,6 +91,7 @@ fn split_mode_runs_over_mtls_and_a_client_without_a_certificate_is_refused() {
             ("STANNA_REGISTRY_ADDR", format!("127.0.0.1:{registry_port}")),
             ("STANNA_DATABASE_URL", db.clone()),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             session.clone(),
         ]),
         "key-registry listening on",
@@ -122,6 +123,7 @@ fn split_mode_runs_over_mtls_and_a_client_without_a_certificate_is_refused() {
                 format!("https://127.0.0.1:{registry_port}"),
             ),
             ("STANNA_ADMIN_TOKEN", TOKEN.to_owned()),
+            ("STANNA_GATEWAY_TOKEN", stanna_e2e::GATEWAY_TOKEN.to_owned()),
             session,
             (
                 "STANNA_TLS_CERT_FILE",

@@ -279,6 +279,18 @@ fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
     fields.0
 }
 
+/// The request's `X-Request-Id` (the gateway's request-id layer sets one on every request), for
+/// the registry call, which records it with every change.
+pub struct RequestIdHeader(pub Option<http::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestIdHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(&crate::REQUEST_ID).cloned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::types::{CreateKeyBody, RotateKeyBody, UpdateKeyBody};

@@ -1,5 +1,6 @@
-//! The REST key API's handlers: each is one KeyRegistry call made with the gateway's admin token,
-//! always inside the calling key's workspace and as its user — `workspace_id` and `user_id` come
+//! The REST key API's handlers: each is one KeyRegistry call made with the gateway's own
+//! credential for the calling key or session (named in the call), always inside its workspace
+//! and as its user — `workspace_id` and `user_id` come
 //! from the verified key ([`Caller`]), never from the request. Each handler's `#[utoipa::path]`
 //! is its entry in the OpenAPI document, next to the code it describes.
 
@@ -10,10 +11,11 @@ use http::StatusCode;
 use stanna_proto::keys::v1 as pb;
 
 use super::errors::{Conflict, KeyErrors, NotFound, TooLarge};
-use super::extract::{JsonBody, KeyIdPath, QueryParams};
+use super::extract::{JsonBody, KeyIdPath, QueryParams, RequestIdHeader};
 use super::types::{
-    ApiKeyJson, CreateKeyBody, CreatedKeyJson, KeyListJson, ListKeysQuery, MeJson, RotateKeyBody,
-    UpdateKeyBody, UsageJson, UsageManyQuery, UsageQuery, WindowJson,
+    ApiKeyJson, AuditEventJson, AuditListJson, AuditQuery, CreateKeyBody, CreatedKeyJson,
+    KeyListJson, ListKeysQuery, MeJson, RotateKeyBody, UpdateKeyBody, UsageJson, UsageManyQuery,
+    UsageQuery, WindowJson,
 };
 use super::{from_registry, json, registry};
 use crate::Gateway;
@@ -31,6 +33,7 @@ const KEYS: &str = "keys";
 pub async fn create_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     JsonBody(body): JsonBody<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
     let name = body
@@ -39,6 +42,7 @@ pub async fn create_key(
     let created = registry(&gateway)
         .create_key(acting(
             &caller,
+            request_id.as_ref(),
             pb::CreateKeyRequest {
                 workspace_id: caller.workspace_id.clone(),
                 user_id: caller.user_id.clone(),
@@ -64,18 +68,23 @@ pub async fn create_key(
 pub async fn list_keys(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     QueryParams(query): QueryParams<ListKeysQuery>,
 ) -> Result<Response, ApiError> {
     let page = registry(&gateway)
-        .list_keys(pb::ListKeysRequest {
-            user_id: acting_user(&caller, true),
-            workspace_id: caller.workspace_id,
-            page_size: query.page_size.map_or(0, |s| s.0),
-            page_token: query.page_token.unwrap_or_default(),
-            name_contains: query.name_contains.unwrap_or_default(),
-            status: query.status.map_or(0, |s| s.to_proto() as i32),
-            unused_for_days: query.unused_for_days.map_or(0, |d| d.0),
-        })
+        .list_keys(acting(
+            &caller,
+            request_id.as_ref(),
+            pb::ListKeysRequest {
+                user_id: acting_user(&caller, true),
+                workspace_id: caller.workspace_id.clone(),
+                page_size: query.page_size.map_or(0, |s| s.0),
+                page_token: query.page_token.unwrap_or_default(),
+                name_contains: query.name_contains.unwrap_or_default(),
+                status: query.status.map_or(0, |s| s.to_proto() as i32),
+                unused_for_days: query.unused_for_days.map_or(0, |d| d.0),
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner();
@@ -92,14 +101,19 @@ pub async fn list_keys(
 pub async fn get_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     KeyIdPath(id): KeyIdPath,
 ) -> Result<Response, ApiError> {
     let key = registry(&gateway)
-        .get_key(pb::GetKeyRequest {
-            user_id: acting_user(&caller, true),
-            workspace_id: caller.workspace_id,
-            key_id: id,
-        })
+        .get_key(acting(
+            &caller,
+            request_id.as_ref(),
+            pb::GetKeyRequest {
+                user_id: acting_user(&caller, true),
+                workspace_id: caller.workspace_id.clone(),
+                key_id: id,
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner();
@@ -115,6 +129,7 @@ pub async fn get_key(
 pub async fn key_usage(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     KeyIdPath(id): KeyIdPath,
     QueryParams(query): QueryParams<UsageQuery>,
 ) -> Result<Response, ApiError> {
@@ -126,7 +141,14 @@ pub async fn key_usage(
             "id: must be a key id (12 characters of 0-9, A-Z, a-z)",
         ));
     }
-    let usage = usage_of(&gateway, &caller, vec![id], query.days.map_or(7, |d| d.0)).await?;
+    let usage = usage_of(
+        &gateway,
+        &caller,
+        request_id.as_ref(),
+        vec![id],
+        query.days.map_or(7, |d| d.0),
+    )
+    .await?;
     if usage.keys.is_empty() {
         return Err(ApiError::NotFound("key not found".into()));
     }
@@ -140,6 +162,7 @@ pub async fn key_usage(
 pub async fn keys_usage(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     QueryParams(query): QueryParams<UsageManyQuery>,
 ) -> Result<Response, ApiError> {
     let ids: Vec<String> = query
@@ -158,26 +181,38 @@ pub async fn keys_usage(
             ),
         ));
     }
-    let usage = usage_of(&gateway, &caller, ids, query.days.map_or(7, |d| d.0)).await?;
+    let usage = usage_of(
+        &gateway,
+        &caller,
+        request_id.as_ref(),
+        ids,
+        query.days.map_or(7, |d| d.0),
+    )
+    .await?;
     Ok(json(StatusCode::OK, &UsageJson::from(&usage)))
 }
 
 async fn usage_of(
     gateway: &Gateway,
     caller: &Caller,
+    request_id: Option<&http::HeaderValue>,
     key_ids: Vec<String>,
     days: u32,
 ) -> Result<pb::GetKeyUsageResponse, ApiError> {
     let end = std::time::SystemTime::now();
     let start = end - std::time::Duration::from_secs(u64::from(days) * 86_400);
     Ok(registry(gateway)
-        .get_key_usage(pb::GetKeyUsageRequest {
-            user_id: acting_user(caller, true),
-            workspace_id: caller.workspace_id.clone(),
-            key_ids,
-            start_time: Some(start.into()),
-            end_time: Some(end.into()),
-        })
+        .get_key_usage(acting(
+            caller,
+            request_id,
+            pb::GetKeyUsageRequest {
+                user_id: acting_user(caller, true),
+                workspace_id: caller.workspace_id.clone(),
+                key_ids,
+                start_time: Some(start.into()),
+                end_time: Some(end.into()),
+            },
+        )?)
         .await
         .map_err(from_registry)?
         .into_inner())
@@ -191,6 +226,7 @@ async fn usage_of(
 pub async fn update_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     KeyIdPath(id): KeyIdPath,
     JsonBody(body): JsonBody<UpdateKeyBody>,
 ) -> Result<Response, ApiError> {
@@ -223,6 +259,7 @@ pub async fn update_key(
     let key = registry(&gateway)
         .update_key(acting(
             &caller,
+            request_id.as_ref(),
             pb::UpdateKeyRequest {
                 user_id: acting_user(&caller, restricts_only),
                 workspace_id: caller.workspace_id.clone(),
@@ -254,11 +291,13 @@ pub async fn update_key(
 pub async fn delete_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     KeyIdPath(id): KeyIdPath,
 ) -> Result<Response, ApiError> {
     registry(&gateway)
         .delete_key(acting(
             &caller,
+            request_id.as_ref(),
             pb::DeleteKeyRequest {
                 user_id: acting_user(&caller, true),
                 workspace_id: caller.workspace_id.clone(),
@@ -280,12 +319,14 @@ pub async fn delete_key(
 pub async fn rotate_key(
     State(gateway): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
     KeyIdPath(id): KeyIdPath,
     JsonBody(body): JsonBody<RotateKeyBody>,
 ) -> Result<Response, ApiError> {
     let rotated = registry(&gateway)
         .rotate_key(acting(
             &caller,
+            request_id.as_ref(),
             pb::RotateKeyRequest {
                 workspace_id: caller.workspace_id.clone(),
                 user_id: caller.user_id.clone(),
@@ -347,25 +388,91 @@ fn acting_user(caller: &Caller, across_members: bool) -> String {
     }
 }
 
-/// `message` as a registry request made for `caller`: an API key is named in
-/// `x-stanna-acting-key`, so the registry holds a scoped key to its scopes (no escalation). A
-/// session acts with its user's full permissions and names no key.
-fn acting<T>(caller: &Caller, message: T) -> Result<tonic::Request<T>, ApiError> {
+/// `message` as a registry request made for `caller` in the request `request_id`: the API key
+/// or session acting is named (`x-stanna-acting-key` / `x-stanna-acting-session`) — the
+/// gateway's credential acts for nobody else, so the registry holds the call to that key's
+/// scopes and user, and audits it under that key or session — and the request id travels with
+/// it, so the audit event names the request the client saw.
+fn acting<T>(
+    caller: &Caller,
+    request_id: Option<&http::HeaderValue>,
+    message: T,
+) -> Result<tonic::Request<T>, ApiError> {
     let mut request = tonic::Request::new(message);
-    if matches!(caller.kind, CallerKind::ApiKey) {
-        // A key id is 12 base62 characters, so this cannot fail; if it ever did, the call must
-        // not go out as an unrestricted one.
-        let value = caller.key_id.parse().map_err(|_| {
-            tracing::error!("a verified key id is not valid metadata");
-            ApiError::Internal
-        })?;
-        request.metadata_mut().insert(ACTING_KEY, value);
+    let (name, id) = match &caller.kind {
+        CallerKind::ApiKey => (ACTING_KEY, caller.key_id.as_str()),
+        CallerKind::Session(session) => (ACTING_SESSION, session.session_id.as_str()),
+    };
+    // Ids are base62, so this cannot fail; if it ever did, the call must not go out at all.
+    let value = id.parse().map_err(|_| {
+        tracing::error!("a verified key or session id is not valid metadata");
+        ApiError::Internal
+    })?;
+    request.metadata_mut().insert(name, value);
+    if let Some(id) = request_id.and_then(|v| v.to_str().ok())
+        && let Ok(value) = id.parse()
+    {
+        request.metadata_mut().insert(REQUEST_ID_METADATA, value);
     }
     Ok(request)
 }
 
 /// The registry metadata naming the API key a call is made for.
 pub const ACTING_KEY: &str = "x-stanna-acting-key";
+/// The registry metadata naming the dashboard session a call is made for.
+pub const ACTING_SESSION: &str = "x-stanna-acting-session";
+/// The registry metadata carrying the request id.
+const REQUEST_ID_METADATA: &str = "x-request-id";
+
+/// The audit log of the caller's own keys and sessions, newest first; for a workspace admin's
+/// session, the whole workspace's. Each event names who made the change (an admin by their
+/// token's name, an API key, or a session), the request, and the changed fields before and
+/// after.
+#[utoipa::path(get, path = "/v1/audit", tag = KEYS, params(AuditQuery),
+    responses((status = 200, description = "One page of events", body = AuditListJson), KeyErrors))]
+pub async fn audit(
+    State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    RequestIdHeader(request_id): RequestIdHeader,
+    QueryParams(query): QueryParams<AuditQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(id) = &query.key_id
+        && stanna_keys::KeyId::parse(id).is_err()
+    {
+        return Err(ApiError::invalid(
+            "keyId",
+            "keyId: must be a key id (12 characters of 0-9, A-Z, a-z)",
+        ));
+    }
+    let start = query.days.map(|d| {
+        let now = std::time::SystemTime::now();
+        (now - std::time::Duration::from_secs(u64::from(d.0) * 86_400)).into()
+    });
+    let page = registry(&gateway)
+        .list_audit_events(acting(
+            &caller,
+            request_id.as_ref(),
+            pb::ListAuditEventsRequest {
+                user_id: acting_user(&caller, true),
+                workspace_id: caller.workspace_id.clone(),
+                key_id: query.key_id.unwrap_or_default(),
+                start_time: start,
+                end_time: None,
+                page_size: query.page_size.map_or(0, |s| s.0),
+                page_token: query.page_token.unwrap_or_default(),
+            },
+        )?)
+        .await
+        .map_err(from_registry)?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &AuditListJson {
+            events: page.events.iter().map(AuditEventJson::from).collect(),
+            next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+        },
+    ))
+}
 
 fn created_key(key: Option<&pb::ApiKey>, secret: String) -> CreatedKeyJson {
     CreatedKeyJson {

@@ -1,5 +1,6 @@
 //! The REST translation of the key API: each route is one KeyRegistry call made with the
-//! gateway's admin token, inside the calling key's workspace and as its user (`handlers.rs`).
+//! gateway's own credential for the calling key or session, inside its workspace and as its
+//! user (`handlers.rs`).
 //!
 //! - `types.rs`: the bodies (serde, proto3's JSON mapping) with their derived schemas;
 //! - `extract.rs`: body, query and path extractors whose refusals name the field;
@@ -45,6 +46,7 @@ pub fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(handlers::key_usage))
         .routes(routes!(handlers::keys_usage))
         .routes(routes!(handlers::me))
+        .routes(routes!(handlers::audit))
         // Read by the body extractor: a body over it is 413 while it is read.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every REST route, also those that read no body: a Content-Length over the limit is
@@ -67,7 +69,7 @@ async fn tag_body_limit(response: axum::response::Response) -> axum::response::R
     response
 }
 
-/// A client for the registry with the admin token on every call.
+/// A client for the registry with the gateway's credential on every call.
 pub(crate) fn registry(
     gateway: &Gateway,
 ) -> KeyRegistryClient<
@@ -136,7 +138,7 @@ pub(crate) fn from_registry(status: tonic::Status) -> ApiError {
             ApiError::Unavailable
         }
         tonic::Code::Unauthenticated => {
-            // The gateway's admin token differs from the registry's: a misconfiguration of this
+            // The gateway's token differs from the registry's: a misconfiguration of this
             // deployment, not the caller's fault, and it ends when the tokens agree (`/readyz`
             // says so meanwhile).
             static REFUSED: stanna_telemetry::LogLimiter =
@@ -144,7 +146,7 @@ pub(crate) fn from_registry(status: tonic::Status) -> ApiError {
             if let Some(held_back) = REFUSED.allow() {
                 tracing::error!(
                     held_back,
-                    "the key-registry refuses this gateway's admin token: give both the same STANNA_ADMIN_TOKEN"
+                    "the key-registry refuses this gateway's credential: give both the same STANNA_GATEWAY_TOKEN"
                 );
             }
             ApiError::Unavailable

@@ -543,3 +543,123 @@ impl From<&pb::GetKeyUsageResponse> for UsageJson {
         }
     }
 }
+
+/// `GET /v1/audit` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this key's events (and the rotation that made it).
+    #[serde(default)]
+    #[param(pattern = r"^[0-9A-Za-z]{12}$")]
+    pub key_id: Option<String>,
+    /// Only events of the last this many days: 1 to 3650; default all that are kept.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 3650)]
+    pub days: Option<AuditDays>,
+    /// Events per page: 0 or absent means 50; at most 100.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100)]
+    pub page_size: Option<PageSize>,
+    /// A `nextPageToken` from the previous page of the same listing.
+    #[serde(default)]
+    pub page_token: Option<String>,
+}
+
+/// An audit span in days: 1 to 3650 (the longest retention).
+pub type AuditDays = Bounded<1, 3650>;
+
+/// Who made a change.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AuditActor)]
+pub struct AuditActorJson {
+    /// `admin` (a named admin token), `key` (an API key) or `session` (a dashboard session).
+    pub kind: String,
+    /// The admin token's name, the key's id or the session's id.
+    pub id: String,
+    /// The key's or session's user; absent for an admin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub user_id: Option<String>,
+}
+
+/// One change to a key or session.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AuditEvent)]
+pub struct AuditEventJson {
+    /// Increasing: a later event has a larger id.
+    pub id: String,
+    /// When.
+    pub time: Timestamp,
+    /// `key.created`, `key.updated`, `key.rotated`, `key.deleted`, `session.created` or
+    /// `session.revoked`.
+    pub action: String,
+    /// The user who owns the key or the session.
+    pub user_id: String,
+    /// The key changed; absent for a session event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub key_id: Option<String>,
+    /// A rotation's replacement key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub related_key_id: Option<String>,
+    /// The session changed; absent for a key event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub session_id: Option<String>,
+    /// Who.
+    pub actor: AuditActorJson,
+    /// The request it was made in (`X-Request-Id`).
+    pub request_id: String,
+    /// The changed fields before; absent for a creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub before: Option<serde_json::Value>,
+    /// The changed fields after; absent for a deletion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>, nullable = false)]
+    pub after: Option<serde_json::Value>,
+}
+
+impl From<&pb::AuditEvent> for AuditEventJson {
+    fn from(e: &pb::AuditEvent) -> Self {
+        let some = |s: &String| Some(s.clone()).filter(|s| !s.is_empty());
+        // The registry writes these as JSON objects; one that does not parse is left out rather
+        // than shown as text the client cannot tell from an object.
+        let state = |s: &String| serde_json::from_str(s).ok();
+        let actor = e.actor.clone().unwrap_or_default();
+        Self {
+            id: e.id.clone(),
+            time: Timestamp(e.time.unwrap_or_default()),
+            action: e.action.clone(),
+            user_id: e.user_id.clone(),
+            key_id: some(&e.key_id),
+            related_key_id: some(&e.related_key_id),
+            session_id: some(&e.session_id),
+            actor: AuditActorJson {
+                kind: actor.kind,
+                id: actor.id,
+                user_id: Some(actor.user_id).filter(|u| !u.is_empty()),
+            },
+            request_id: e.request_id.clone(),
+            before: state(&e.before),
+            after: state(&e.after),
+        }
+    }
+}
+
+/// One page of audit events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AuditPage)]
+pub struct AuditListJson {
+    /// The events.
+    pub events: Vec<AuditEventJson>,
+    /// Pass as `pageToken` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub next_page_token: Option<String>,
+}

@@ -13,18 +13,23 @@ use stanna_testkit::TempDir;
 use crate::stack::ADMIN_TOKEN;
 
 #[tokio::test]
-async fn a_registry_or_gateway_run_alone_refuses_to_start_without_an_admin_token() {
-    for service in [ServiceName::Registry, ServiceName::Gateway] {
+async fn a_registry_or_gateway_run_alone_refuses_to_start_without_its_token() {
+    // A registry needs an admin token; a gateway its own credential, never an admin's.
+    for (service, needs) in [
+        (ServiceName::Registry, "STANNA_ADMIN_TOKEN"),
+        (ServiceName::Gateway, "STANNA_GATEWAY_TOKEN"),
+    ] {
         let dir = TempDir::new();
         let mut settings = Settings::for_tests(dir.sqlite_url(), ADMIN_TOKEN);
         settings.service = Some(service);
         settings.registry.admin_token = None;
+        settings.registry.gateway_token = None;
         settings.gateway.auth_check_url = Some("http://127.0.0.1:1".into());
         settings.gateway.registry_url = Some("http://127.0.0.1:1".into());
         let refused = System::build(settings, Overrides::default()).await;
         match refused {
             Err(BuildError::Setting(message)) => assert!(
-                message.contains("STANNA_ADMIN_TOKEN") && message.contains("16"),
+                message.contains(needs) && message.contains("16"),
                 "{service:?}: {message}"
             ),
             Err(other) => panic!("{service:?}: {other:?}"),
@@ -38,6 +43,7 @@ async fn a_gateway_run_alone_names_the_service_urls_it_needs() {
     let dir = TempDir::new();
     let mut settings = Settings::for_tests(dir.sqlite_url(), ADMIN_TOKEN);
     settings.service = Some(ServiceName::Gateway);
+    settings.registry.gateway_token = Some("gateway-token-0123456789".parse().unwrap());
     for (auth_check, registry, missing) in [
         (None, Some("http://127.0.0.1:1"), "STANNA_AUTH_CHECK_URL"),
         (Some("http://127.0.0.1:1"), None, "STANNA_REGISTRY_URL"),

@@ -363,6 +363,7 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
         "GET /openapi.json",       // public, no key data
         "GET /v1/keys/{id}/usage", // only a key the caller may see: checked below
         "GET /v1/keys/usage",      // only the keys the caller may see: checked below
+        "GET /v1/audit",           // only the events of keys the caller may see: checked below
     ];
     let rows: BTreeSet<String> = per_key_routes
         .iter()
@@ -380,11 +381,12 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
         "DeleteKey",
         "RotateKey", // the matrix
         "ListKeys",
-        "CreateKey",      // scoped by the request: checked below
-        "CreateSession",  // the login token decides who: covered by the sessions tests
-        "DeleteSession",  // ends only the presented session: checked below
-        "RevokeSessions", // ends only the named scope's sessions: checked below
-        "GetKeyUsage",    // scoped by the request: checked below (through REST)
+        "CreateKey",       // scoped by the request: checked below
+        "CreateSession",   // the login token decides who: covered by the sessions tests
+        "DeleteSession",   // ends only the presented session: checked below
+        "RevokeSessions",  // ends only the named scope's sessions: checked below
+        "GetKeyUsage",     // scoped by the request: checked below (through REST)
+        "ListAuditEvents", // scoped by the request: checked below (through REST)
     ]
     .into_iter()
     .map(str::to_owned)
@@ -498,6 +500,43 @@ async fn every_route_and_rpc_lets_exactly_the_allowed_callers_touch_each_key() {
                 )
                 .await;
             assert_eq!(one.status, if want { 200 } else { 404 }, "{caller:?} {id}");
+        }
+    }
+    // The audit log: the events of exactly the keys each caller may see, for the whole listing
+    // and for one key (another's key: an empty history, like an unknown one).
+    for (caller, visible) in [
+        (Caller::ApiKey, [true, false, false]),
+        (Caller::MemberSession, [true, false, false]),
+        (Caller::AdminSession, [true, true, false]),
+    ] {
+        let reply = callers
+            .rest(&stack, caller, Method::GET, "/v1/audit?pageSize=100", "")
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let keys: Vec<String> = reply.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["keyId"].as_str().map(str::to_owned))
+            .collect();
+        for (id, want) in seen.iter().zip(visible) {
+            assert_eq!(keys.contains(id), want, "{caller:?} audit of {id}: {want}");
+            let one = callers
+                .rest(
+                    &stack,
+                    caller,
+                    Method::GET,
+                    &format!("/v1/audit?keyId={id}"),
+                    "",
+                )
+                .await;
+            assert_eq!(one.status, 200);
+            let events = one.json()["events"].as_array().unwrap().len();
+            assert_eq!(
+                events > 0,
+                want,
+                "{caller:?} history of {id}: {events} events"
+            );
         }
     }
     for (user, visible) in [(A1, [true, false, false]), ("", [true, true, false])] {

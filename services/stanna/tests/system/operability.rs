@@ -186,10 +186,10 @@ async fn a_zero_stale_limit_never_refuses_while_the_store_is_healthy() {
     }
 }
 
-/// A registry that refuses the gateway's admin token (restarted with another one): REST calls
+/// A registry that refuses the gateway's token (restarted with another one): REST calls
 /// are 503, not 500, and `/readyz` says why; the public path still works.
 #[tokio::test]
-async fn a_refused_admin_token_is_503_and_readiness_says_why() {
+async fn a_refused_gateway_token_is_503_and_readiness_says_why() {
     let dir = stanna_testkit::TempDir::new();
     let mut settings = stanna::Settings::for_tests(dir.sqlite_url(), "another-token-0123456789");
     settings.service = Some(stanna::ServiceName::Registry);
@@ -213,7 +213,7 @@ async fn a_refused_admin_token_is_503_and_readiness_says_why() {
     let ready = stack.call(Method::GET, "/readyz", &[], Body::empty()).await;
     assert_eq!(ready.status, 503, "{:?}", ready.body);
     let reasons = ready.json()["reasons"].to_string();
-    assert!(reasons.contains("admin token"), "{reasons}");
+    assert!(reasons.contains("STANNA_GATEWAY_TOKEN"), "{reasons}");
     assert!(!reasons.contains(ADMIN_TOKEN), "no token in the answer");
 }
 

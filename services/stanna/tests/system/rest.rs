@@ -528,6 +528,7 @@ async fn the_served_openapi_document_describes_what_the_server_answers() {
             "get /healthz",
             "get /openapi.json",
             "get /readyz",
+            "get /v1/audit",
             "get /v1/keys",
             "get /v1/keys/usage",
             "get /v1/keys/{id}",

@@ -22,6 +22,7 @@
 
   // ---- Formatting (the browser's locale) -------------------------------------------------
   const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
+  const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   const exactFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" });
   const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
 
@@ -302,6 +303,7 @@
     return icon;
   }
   const TRASH = "M3 6h18M8 6V4h8v2M6 6l1 14h10l1-14M10 11v6M14 11v6";
+  const CLOCK = "M21 12a9 9 0 1 1-18 0a9 9 0 0 1 18 0zM12 7v5l3 2";
 
   function button(text, className, onClick, label) {
     const b = document.createElement("button");
@@ -423,6 +425,9 @@
       actions.appendChild(button("Rename", "", () => startRename(tr, key), `Rename key ${key.name}`));
       if (!key.replacedBy) actions.appendChild(button("Rotate", "", (e) => openRotate(key, e.currentTarget), `Rotate key ${key.name}`));
     }
+    const history = button(svg(CLOCK), "icon", (e) => openHistory(key, e.currentTarget), `History of key ${key.name}`);
+    history.title = "History";
+    actions.appendChild(history);
     actions.appendChild(button(svg(TRASH), "icon", (e) => openDelete(key, e.currentTarget), `Delete key ${key.name}`));
     tr.appendChild(actions);
     return tr;
@@ -738,6 +743,93 @@
     }
   }
 
+  // ---- History: the audit log of one key (GET /v1/audit?keyId=) -------------------------
+  const FIELD_NAMES = {
+    name: "name", status: "status", expires_at: "expiry", burst_limit: "burst limit",
+    hourly_limit: "hourly limit", metadata: "metadata", scopes: "scopes", replaced_by: "replaced by",
+  };
+  let historyKey = null;
+  let historyNext = null;
+
+  function actorText(actor) {
+    if (actor.kind === "admin") return `admin “${actor.id}”`;
+    const who = state.me && actor.userId === state.me.userId ? "you" : actor.userId;
+    if (actor.kind === "key") return `${who}, with API key ${actor.id}`;
+    return `${who}, in the dashboard`;
+  }
+
+  function valueText(field, value) {
+    if (value === null || value === undefined) return field === "expires_at" ? "never" : "none";
+    if (Array.isArray(value)) return value.length ? value.join(", ") : "all of its user's permissions";
+    if (typeof value === "object" && "limit" in value) return `${numberFormat.format(value.limit)} per ${value.period_ms / 1000}s`;
+    if (field === "expires_at") return dateTimeFormat.format(new Date(value));
+    return String(value);
+  }
+
+  function eventText(event, key) {
+    const after = event.after || {};
+    const before = event.before || {};
+    switch (event.action) {
+      case "key.created": return `Created as “${after.name}”`;
+      case "key.deleted": return "Deleted";
+      case "key.rotated":
+        return event.relatedKeyId === key.id
+          ? `Created by rotating the key ${event.keyId}`
+          : `Rotated: replaced by ${after.replaced_by}; this key stops ${valueText("expires_at", after.expires_at)}`;
+      default: {
+        const changes = Object.keys(after).map((f) => `${FIELD_NAMES[f] || f} ${valueText(f, before[f])} → ${valueText(f, after[f])}`);
+        return `Changed ${changes.join("; ")}`;
+      }
+    }
+  }
+
+  function openHistory(key, opener) {
+    historyKey = key;
+    historyNext = null;
+    $("history-title").textContent = `History of “${key.name}”`;
+    $("history-list").replaceChildren();
+    $("history-error").textContent = "";
+    $("history-status").textContent = "Loading…";
+    openDialog($("history-dialog"), opener);
+    $("history-close").focus();
+    loadHistory();
+  }
+
+  async function loadHistory() {
+    const key = historyKey;
+    if (!key) return;
+    const query = new URLSearchParams({ keyId: key.id, pageSize: "20" });
+    if (historyNext) query.set("pageToken", historyNext);
+    $("history-more").disabled = true;
+    try {
+      const page = await api("GET", `/v1/audit?${query}`);
+      if (historyKey !== key) return;
+      for (const event of page.events) {
+        const item = document.createElement("li");
+        const what = document.createElement("span");
+        what.className = "history-what";
+        what.textContent = eventText(event, key);
+        const meta = document.createElement("span");
+        meta.className = "sub";
+        meta.appendChild(timeElement(event.time, dateTimeFormat.format(new Date(event.time))));
+        meta.append(` by ${actorText(event.actor)}`);
+        item.append(what, meta);
+        $("history-list").appendChild(item);
+      }
+      historyNext = page.nextPageToken || null;
+      $("history-more").hidden = !historyNext;
+      const shown = $("history-list").children.length;
+      $("history-status").textContent = shown === 0
+        ? "No changes recorded (changes are kept for the audit retention, 90 days by default)."
+        : `${shown} change${shown === 1 ? "" : "s"} shown, newest first.`;
+    } catch (error) {
+      if (error.status !== 401) $("history-error").textContent = error.describe();
+      $("history-status").textContent = "";
+    } finally {
+      $("history-more").disabled = false;
+    }
+  }
+
   async function signOut() {
     clearError();
     try {
@@ -770,6 +862,8 @@
     $("confirm-cancel").addEventListener("click", () => closeDialog($("confirm-dialog")));
     $("confirm-ok").addEventListener("click", confirmDelete);
     $("rotate-cancel").addEventListener("click", () => closeDialog($("rotate-dialog")));
+    $("history-close").addEventListener("click", () => closeDialog($("history-dialog")));
+    $("history-more").addEventListener("click", loadHistory);
     $("rotate-form").addEventListener("submit", submitRotate);
     $("more").addEventListener("click", () => act(() => load(true), $("more")));
     $("search").addEventListener("submit", (e) => { e.preventDefault(); search(0); });
