@@ -43,6 +43,16 @@ pub fn rfc3339(t: SystemTime) -> String {
     }
 }
 
+/// `t` in RFC 3339, UTC, to the microsecond (`2025-12-02T15:04:05.123456Z`): what an audit
+/// record shows, so two times within one second still differ.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let micros = i64::try_from(micros_since_epoch(t)).unwrap_or(i64::MAX);
+    match chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros) {
+        Some(at) => at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => format!("{micros} µs after 1970-01-01T00:00:00Z"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

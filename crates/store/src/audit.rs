@@ -238,7 +238,7 @@ pub(crate) fn key_state(key: &KeyRecord) -> Map<String, Value> {
     state.insert(
         "expires_at".into(),
         key.expires_at
-            .map_or(Value::Null, |t| stanna_keys::time::rfc3339(t).into()),
+            .map_or(Value::Null, |t| stanna_keys::time::rfc3339_micros(t).into()),
     );
     state.insert("burst_limit".into(), window(key.rate_limits.burst));
     state.insert("hourly_limit".into(), window(key.rate_limits.hourly));

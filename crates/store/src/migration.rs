@@ -657,7 +657,7 @@ const AUDIT_COLUMNS: &str = "at BIGINT NOT NULL, workspace_id TEXT NOT NULL, use
     actor_kind TEXT NOT NULL, actor_id TEXT NOT NULL, actor_user_id TEXT, request_id TEXT NOT NULL, \
     before_state TEXT, after_state TEXT";
 
-const AUDIT_SQLITE: [&str; 6] = [
+const AUDIT_SQLITE: [&str; 8] = [
     "CREATE TABLE audit_purge (id INTEGER PRIMARY KEY CHECK (id = 1), before_at BIGINT NOT NULL)",
     "INSERT INTO audit_purge (id, before_at) VALUES (1, 0)",
     "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events \
@@ -670,6 +670,13 @@ const AUDIT_SQLITE: [&str; 6] = [
      BEGIN SELECT RAISE(ABORT, 'the audit purge deletes only events older than a day'); END",
     "CREATE TRIGGER audit_purge_kept BEFORE DELETE ON audit_purge \
      BEGIN SELECT RAISE(ABORT, 'the audit purge bound is kept'); END",
+    // `INSERT OR REPLACE` deletes the row it replaces without firing delete triggers (SQLite
+    // fires them only with recursive_triggers on): refuse the insert itself.
+    "CREATE TRIGGER audit_purge_no_insert BEFORE INSERT ON audit_purge \
+     BEGIN SELECT RAISE(ABORT, 'the audit purge bound is kept'); END",
+    "CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events \
+     WHEN EXISTS (SELECT 1 FROM audit_events WHERE event_id = NEW.event_id) \
+     BEGIN SELECT RAISE(ABORT, 'audit events are append-only: REPLACE refused'); END",
 ];
 
 const AUDIT_POSTGRES: [&str; 8] = [

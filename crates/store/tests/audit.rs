@@ -349,6 +349,11 @@ async fn the_database_refuses_to_change_or_delete_an_event(store: KeyStore) {
         "UPDATE audit_purge SET before_at = 9000000000000000",
         "DELETE FROM audit_purge",
         "INSERT INTO audit_purge (id, before_at) VALUES (2, 9000000000000000)",
+        // SQLite's REPLACE deletes without delete triggers: refused at the insert.
+        "INSERT OR REPLACE INTO audit_purge (id, before_at) VALUES (1, 9000000000000000)",
+        "REPLACE INTO audit_events (event_id, at, workspace_id, user_id, action, actor_kind, \
+         actor_id, request_id) SELECT event_id, at, workspace_id, user_id, action, actor_kind, \
+         'mallory', request_id FROM audit_events",
     ] {
         assert!(refused(&store, sql).await, "the database took {sql:?}");
     }

@@ -400,7 +400,8 @@ impl MakeRequestId for RandomRequestId {
 
 /// Removes a client-sent `X-Request-Id` that is empty, longer than 128 characters or holds
 /// anything but letters, digits and `-_.:`, so what we log and echo stays plain — or that holds
-/// `sk-`: a key pasted into the wrong header must not reach the access log.
+/// `sk-` or `ss-`: a key or session token pasted into the wrong header must not reach the access
+/// log or the audit log.
 async fn drop_unusable_request_id(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -411,7 +412,9 @@ async fn drop_unusable_request_id(
             && b.len() <= 128
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-            && !b.windows(3).any(|w| w.eq_ignore_ascii_case(b"sk-"))
+            && !b
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"sk-") || w.eq_ignore_ascii_case(b"ss-"))
     });
     if !usable {
         request.headers_mut().remove(&REQUEST_ID);

@@ -138,14 +138,16 @@ impl Interceptor for CallerAuth {
     }
 }
 
-/// 1 to 128 of `A-Za-z0-9-_.:`, and no `sk-` (a key pasted into the wrong header must not be
-/// recorded): the gateway's own rule for `X-Request-Id`.
+/// 1 to 128 of `A-Za-z0-9-_.:`, and no `sk-` or `ss-` (a key or session token pasted into the
+/// wrong header must not be recorded): the gateway's own rule for `X-Request-Id`.
 pub fn usable_request_id(b: &[u8]) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-        && !b.windows(3).any(|w| w.eq_ignore_ascii_case(b"sk-"))
+        && !b
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"sk-") || w.eq_ignore_ascii_case(b"ss-"))
 }
 
 /// 128 random bits in hex, as the gateway makes them.
@@ -297,7 +299,14 @@ mod tests {
     #[test]
     fn request_ids_are_plain_and_never_hold_a_key() {
         assert!(usable_request_id(b"req-1:abc.DEF_2"));
-        for bad in [&b""[..], b"has space", b"sk-abc", b"x-SK-y", &[b'a'; 129]] {
+        for bad in [
+            &b""[..],
+            b"has space",
+            b"sk-abc",
+            b"x-SK-y",
+            b"ss-abc",
+            &[b'a'; 129],
+        ] {
             assert!(!usable_request_id(bad), "{bad:?}");
         }
         assert!(usable_request_id(new_request_id().as_bytes()));

@@ -12,6 +12,9 @@ pub const ALREADY_ROTATED: &str = "ALREADY_ROTATED";
 /// The precondition kind of an expiry change the key's state refuses.
 pub const EXPIRY_REFUSED: &str = "EXPIRY_REFUSED";
 
+/// The precondition kind of rotating an expired key through the gateway.
+pub const EXPIRED_KEY: &str = "EXPIRED_KEY";
+
 /// The precondition kind of a login token spent before.
 pub const LOGIN_TOKEN_USED: &str = "LOGIN_TOKEN_USED";
 
@@ -60,6 +63,11 @@ pub enum RegistryError {
     /// The gateway's credential asked for what only an admin may; the message says what.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Through the gateway, an expired key is not rotated (its replacement would revive it).
+    #[error(
+        "key_id: the key has expired; create a new key instead (an admin can rotate an expired key)"
+    )]
+    ExpiredKey,
     /// No credential was checked (the service was mounted without its interceptor).
     #[error("no credential")]
     Unauthenticated,
@@ -152,6 +160,11 @@ impl From<RegistryError> for Status {
             | RegistryError::ActingSessionGone
             | RegistryError::Forbidden(_) => Status::new(Code::PermissionDenied, err.to_string()),
             RegistryError::Unauthenticated => Status::new(Code::Unauthenticated, err.to_string()),
+            RegistryError::ExpiredKey => stanna_grpc::status::failed_precondition(
+                EXPIRED_KEY,
+                "key_id",
+                "the key has expired; create a new key instead (an admin can rotate an expired key)",
+            ),
             RegistryError::SessionsNotConfigured => {
                 Status::new(Code::FailedPrecondition, err.to_string())
             }

@@ -174,6 +174,17 @@ impl KeyRegistry for KeyRegistryService {
                     {
                         return Err(RegistryError::Forbidden(GATEWAY_NO_LIMITS));
                     }
+                    // Across members (an admin's session, no user), a change only restricts:
+                    // deactivate, or expire sooner. Renaming, reactivating, scopes stay the
+                    // owner's.
+                    let restricts = changes.name.is_none()
+                        && changes.scopes.is_none()
+                        && changes.status.is_none_or(|s| s == KeyStatus::Inactive);
+                    if scope.user.is_none() && !restricts {
+                        return Err(RegistryError::Forbidden(
+                            "across members a session only deactivates a key or moves its expiry earlier",
+                        ));
+                    }
                     // Through the gateway an expiry only moves earlier: never a rotated-out
                     // key's grace extended, never an expired key revived.
                     changes.expiry_earlier_only = true;
@@ -225,10 +236,23 @@ impl KeyRegistry for KeyRegistryService {
                     None => Duration::ZERO,
                     Some(d) => duration("grace_period", d)?,
                 };
+                if call.is_gateway() && scope.user.is_none() {
+                    return Err(RegistryError::Forbidden(
+                        "through the gateway a key is rotated by its owner only",
+                    ));
+                }
                 let (scope, audit) = self
                     .registry
                     .authorize(&call, scope.workspace, scope.user)
                     .await?;
+                if call.is_gateway() {
+                    // An expired key's replacement would have no expiry and keep the old key's
+                    // limits and metadata: through the gateway that would revive it. Admins may.
+                    let current = self.registry.get_key(&scope, &key_id).await?;
+                    if current.is_expired(self.registry.now()) {
+                        return Err(RegistryError::ExpiredKey);
+                    }
+                }
                 let created = self
                     .registry
                     .rotate_key(&scope, &key_id, grace, &audit)

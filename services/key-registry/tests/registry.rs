@@ -1204,3 +1204,49 @@ async fn the_gateway_credential_acts_only_for_the_key_it_names_and_never_as_an_a
         .unwrap_err();
     denied(status, "not one of this user's live keys");
 }
+
+/// Through the gateway an expired key is not rotated (its replacement would have no expiry and
+/// keep the old key's limits): 409-to-be, while an admin still may.
+#[tokio::test]
+async fn the_gateway_cannot_revive_an_expired_key_by_rotating_it() {
+    let mut server = start_with_named_admins().await;
+    let acting = server.create("ws1", "bob", "acting").await.key.unwrap();
+    let mut short = create_request("ws1", "bob", "short-lived");
+    short.expires_at = Some((SystemTime::now() + Duration::from_millis(300)).into());
+    let short = server
+        .client
+        .create_key(authed(short))
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rotate = pb::RotateKeyRequest {
+        workspace_id: "ws1".into(),
+        user_id: "bob".into(),
+        key_id: short.id.clone(),
+        grace_period: None,
+    };
+    let refused = server
+        .client
+        .rotate_key(for_key(&acting.id, rotate.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    // Workspace-wide (no user) the gateway's credential rotates nothing.
+    let across = server
+        .client
+        .rotate_key(for_key(
+            &acting.id,
+            pb::RotateKeyRequest {
+                user_id: String::new(),
+                ..rotate.clone()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(across.code(), Code::PermissionDenied, "{across:?}");
+    server.client.rotate_key(authed(rotate)).await.unwrap();
+}

@@ -333,9 +333,12 @@ async fn sign_out(State(gateway): State<Gateway>, mut request: Request) -> Respo
         return ApiError::CsrfFailed(why).into_response();
     }
     match crate::rest::registry(&gateway)
-        .delete_session(pb::DeleteSessionRequest {
-            session_token: token,
-        })
+        .delete_session(crate::rest::with_request_id(
+            pb::DeleteSessionRequest {
+                session_token: token,
+            },
+            request.headers().get(&crate::REQUEST_ID),
+        ))
         .await
     {
         Ok(_) => {}

@@ -115,6 +115,7 @@ pub async fn sign_in(State(gateway): State<Gateway>, mut request: Request) -> Re
         );
     }
     let previous = dashboard.take_session_cookie(request.headers_mut());
+    let request_id = request.headers().get(&crate::REQUEST_ID).cloned();
     let body = match axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(_) => {
@@ -137,7 +138,10 @@ pub async fn sign_in(State(gateway): State<Gateway>, mut request: Request) -> Re
         );
     }
     let created = match crate::rest::registry(&gateway)
-        .create_session(pb::CreateSessionRequest { login_token: token })
+        .create_session(crate::rest::with_request_id(
+            pb::CreateSessionRequest { login_token: token },
+            request_id.as_ref(),
+        ))
         .await
     {
         Ok(created) => created.into_inner(),
@@ -146,9 +150,12 @@ pub async fn sign_in(State(gateway): State<Gateway>, mut request: Request) -> Re
     if let Some(previous) = previous {
         // Replaced: the old session ends now rather than lingering until its expiry.
         let _ = crate::rest::registry(&gateway)
-            .delete_session(pb::DeleteSessionRequest {
-                session_token: previous,
-            })
+            .delete_session(crate::rest::with_request_id(
+                pb::DeleteSessionRequest {
+                    session_token: previous,
+                },
+                request_id.as_ref(),
+            ))
             .await;
     }
     // Rounded to the nearest second: the session was created a moment ago, so its cookie lasts

@@ -398,7 +398,7 @@ fn acting<T>(
     request_id: Option<&http::HeaderValue>,
     message: T,
 ) -> Result<tonic::Request<T>, ApiError> {
-    let mut request = tonic::Request::new(message);
+    let mut request = super::with_request_id(message, request_id);
     let (name, id) = match &caller.kind {
         CallerKind::ApiKey => (ACTING_KEY, caller.key_id.as_str()),
         CallerKind::Session(session) => (ACTING_SESSION, session.session_id.as_str()),
@@ -409,11 +409,6 @@ fn acting<T>(
         ApiError::Internal
     })?;
     request.metadata_mut().insert(name, value);
-    if let Some(id) = request_id.and_then(|v| v.to_str().ok())
-        && let Ok(value) = id.parse()
-    {
-        request.metadata_mut().insert(REQUEST_ID_METADATA, value);
-    }
     Ok(request)
 }
 
@@ -421,8 +416,6 @@ fn acting<T>(
 pub const ACTING_KEY: &str = "x-stanna-acting-key";
 /// The registry metadata naming the dashboard session a call is made for.
 pub const ACTING_SESSION: &str = "x-stanna-acting-session";
-/// The registry metadata carrying the request id.
-const REQUEST_ID_METADATA: &str = "x-request-id";
 
 /// The audit log of the caller's own keys and sessions, newest first; for a workspace admin's
 /// session, the whole workspace's. Each event names who made the change (an admin by their

@@ -81,6 +81,22 @@ pub(crate) fn registry(
     )
 }
 
+/// `message` as a registry request carrying the HTTP request's id (`x-request-id`), which the
+/// registry records with the change it makes.
+pub(crate) fn with_request_id<T>(
+    message: T,
+    request_id: Option<&http::HeaderValue>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = request_id
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        request.metadata_mut().insert("x-request-id", value);
+    }
+    request
+}
+
 /// `value` as a JSON answer with `status`.
 fn json(status: StatusCode, value: &impl Serialize) -> Response {
     // Serializing these types into a Vec cannot fail (string keys, no maps of other keys).

@@ -750,6 +750,7 @@
   };
   let historyKey = null;
   let historyNext = null;
+  let historyLoad = 0; // which load is current: an answer to an older one is dropped
 
   function actorText(actor) {
     if (actor.kind === "admin") return `admin “${actor.id}”`;
@@ -775,7 +776,7 @@
       case "key.rotated":
         return event.relatedKeyId === key.id
           ? `Created by rotating the key ${event.keyId}`
-          : `Rotated: replaced by ${after.replaced_by}; this key stops ${valueText("expires_at", after.expires_at)}`;
+          : `Rotated: replaced by ${after.replaced_by}; this key stops ${valueText("expires_at", after.expires_at || key.expiresAt)}`;
       default: {
         const changes = Object.keys(after).map((f) => `${FIELD_NAMES[f] || f} ${valueText(f, before[f])} → ${valueText(f, after[f])}`);
         return `Changed ${changes.join("; ")}`;
@@ -786,6 +787,7 @@
   function openHistory(key, opener) {
     historyKey = key;
     historyNext = null;
+    historyLoad += 1;
     $("history-title").textContent = `History of “${key.name}”`;
     $("history-list").replaceChildren();
     $("history-error").textContent = "";
@@ -798,12 +800,13 @@
   async function loadHistory() {
     const key = historyKey;
     if (!key) return;
+    const load = ++historyLoad;
     const query = new URLSearchParams({ keyId: key.id, pageSize: "20" });
     if (historyNext) query.set("pageToken", historyNext);
     $("history-more").disabled = true;
     try {
       const page = await api("GET", `/v1/audit?${query}`);
-      if (historyKey !== key) return;
+      if (load !== historyLoad) return;
       for (const event of page.events) {
         const item = document.createElement("li");
         const what = document.createElement("span");
