@@ -51,38 +51,21 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
     };
     let (k, _) = new_key("ws1", "alice", "k");
     let id = store
-        .create(
-            k,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(k, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
 
     // No expiry yet: earlier-only may set any time, but not clear.
     let set = store
-        .update(
-            &s,
-            &id,
-            expiry(Some(t(1000)), true),
-            t(10),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, expiry(Some(t(1000)), true), t(10), &by_admin())
         .await
         .unwrap();
     assert_eq!(set.expires_at, Some(t(1000)));
     assert_eq!(
         refusal(
             store
-                .update(
-                    &s,
-                    &id,
-                    expiry(None, true),
-                    t(10),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .update(&s, &id, expiry(None, true), t(10), &by_admin())
                 .await
         ),
         ExpiryRefusal::NotClearable
@@ -91,61 +74,31 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
     assert_eq!(
         refusal(
             store
-                .update(
-                    &s,
-                    &id,
-                    expiry(Some(t(2000)), true),
-                    t(10),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .update(&s, &id, expiry(Some(t(2000)), true), t(10), &by_admin())
                 .await
         ),
         ExpiryRefusal::OnlyEarlier { current: t(1000) }
     );
     assert_eq!(store.get(&s, &id).await.unwrap().updated_at, t(10));
     let earlier = store
-        .update(
-            &s,
-            &id,
-            expiry(Some(t(500)), true),
-            t(20),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, expiry(Some(t(500)), true), t(20), &by_admin())
         .await
         .unwrap();
     assert_eq!(earlier.expires_at, Some(t(500)));
     // An admin (not earlier-only) may extend a live key, and clear its expiry.
     let later = store
-        .update(
-            &s,
-            &id,
-            expiry(Some(t(3000)), false),
-            t(30),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, expiry(Some(t(3000)), false), t(30), &by_admin())
         .await
         .unwrap();
     assert_eq!(later.expires_at, Some(t(3000)));
     let cleared = store
-        .update(
-            &s,
-            &id,
-            expiry(None, false),
-            t(40),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, expiry(None, false), t(40), &by_admin())
         .await
         .unwrap();
     assert_eq!(cleared.expires_at, None);
     // A time already past stops the key at once, stored as "now".
     let stopped = store
-        .update(
-            &s,
-            &id,
-            expiry(Some(t(1)), true),
-            t(50),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, expiry(Some(t(1)), true), t(50), &by_admin())
         .await
         .unwrap();
     assert_eq!(stopped.expires_at, Some(t(50)));
@@ -155,13 +108,7 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         assert_eq!(
             refusal(
                 store
-                    .update(
-                        &s,
-                        &id,
-                        expiry(at, earlier_only),
-                        t(60),
-                        &stanna_store::AuditContext::admin("test", "test")
-                    )
+                    .update(&s, &id, expiry(at, earlier_only), t(60), &by_admin())
                     .await
             ),
             ExpiryRefusal::Expired
@@ -172,25 +119,14 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         ..KeyChanges::default()
     };
     store
-        .update(
-            &s,
-            &id,
-            renamed,
-            t(61),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, renamed, t(61), &by_admin())
         .await
         .unwrap();
 
     // A rotated-out key's grace only shortens, even for an admin.
     let (k, _) = new_key("ws1", "alice", "rotated");
     let old = store
-        .create(
-            k,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(k, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -201,41 +137,21 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
         key_hash: "$argon2id$placeholder".to_owned(),
     };
     store
-        .rotate(
-            &s,
-            &old,
-            secret,
-            t(3700),
-            None,
-            t(100),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .rotate(&s, &old, secret, t(3700), None, t(100), &by_admin())
         .await
         .unwrap();
     for at in [Some(t(3701)), None] {
         assert_eq!(
             refusal(
                 store
-                    .update(
-                        &s,
-                        &old,
-                        expiry(at, false),
-                        t(110),
-                        &stanna_store::AuditContext::admin("test", "test")
-                    )
+                    .update(&s, &old, expiry(at, false), t(110), &by_admin())
                     .await
             ),
             ExpiryRefusal::RotatedOut { current: t(3700) }
         );
     }
     let shorter = store
-        .update(
-            &s,
-            &old,
-            expiry(Some(t(200)), false),
-            t(120),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &old, expiry(Some(t(200)), false), t(120), &by_admin())
         .await
         .unwrap();
     assert_eq!(shorter.expires_at, Some(t(200)));
@@ -247,7 +163,7 @@ async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeySt
                 &old,
                 expiry(Some(t(150)), true),
                 t(130),
-                &stanna_store::AuditContext::admin("test", "test")
+                &by_admin()
             )
             .await,
         Err(StoreError::NotFound)
@@ -260,12 +176,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
     k.rate_limits.hourly = Some("500/1h".parse().unwrap());
     k.metadata = Some(stanna_keys::KeyMetadata::parse(r#"{"plan":"free"}"#).unwrap());
     let id = store
-        .create(
-            k,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(k, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -285,7 +196,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
                 ..KeyChanges::default()
             },
             t(10),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -324,7 +235,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
                 ..KeyChanges::default()
             },
             t(20),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -336,13 +247,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
         ..KeyChanges::default()
     };
     store
-        .update(
-            &s,
-            &id,
-            with_meta,
-            t(30),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&s, &id, with_meta, t(30), &by_admin())
         .await
         .unwrap();
     let (_, fresh) = new_key("ws1", "alice", "x");
@@ -352,15 +257,7 @@ async fn limit_overrides_and_metadata_are_set_and_cleared_live(store: KeyStore) 
         key_hash: "$argon2id$placeholder".to_owned(),
     };
     let (new, _) = store
-        .rotate(
-            &s,
-            &id,
-            secret,
-            t(40),
-            None,
-            t(40),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .rotate(&s, &id, secret, t(40), None, t(40), &by_admin())
         .await
         .unwrap();
     assert_eq!(
@@ -373,22 +270,12 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
     let (a, _) = new_key("ws1", "alice", "a");
     let (b, _) = new_key("ws1", "alice", "b");
     let a = store
-        .create(
-            a,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(a, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
     let b = store
-        .create(
-            b,
-            None,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(b, None, t(1), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -406,22 +293,11 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
         ..KeyChanges::default()
     };
     store
-        .update(
-            &scope("ws1", None),
-            &a,
-            off,
-            t(5),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&scope("ws1", None), &a, off, t(5), &by_admin())
         .await
         .unwrap();
     store
-        .delete(
-            &scope("ws1", None),
-            &b,
-            t(6),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&scope("ws1", None), &b, t(6), &by_admin())
         .await
         .unwrap();
     let changes = store.changes_after(since(t(4)), 100).await.unwrap();
@@ -459,34 +335,25 @@ async fn changes_after_reports_updates_and_deletions_in_order(store: KeyStore) {
 async fn deleted_keys_do_not_count_against_the_maximum(store: KeyStore) {
     let (k, _) = new_key("ws1", "alice", "first");
     let id = store
-        .create(
-            k,
-            Some(1),
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(k, Some(1), t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
     store
-        .delete(
-            &scope("ws1", None),
-            &id,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&scope("ws1", None), &id, t(1), &by_admin())
         .await
         .unwrap();
     let (k, _) = new_key("ws1", "alice", "second");
     store
-        .create(
-            k,
-            Some(1),
-            t(2),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(k, Some(1), t(2), &by_admin())
         .await
         .expect("room again after the delete");
+}
+
+/// The actor of the tests' own changes: an admin named `test` (the audit log is tested in
+/// `crates/store/tests/audit.rs`).
+fn by_admin() -> stanna_store::AuditContext {
+    stanna_store::AuditContext::admin("test", "test")
 }
 
 fn ws(id: &str) -> WorkspaceId {
@@ -523,15 +390,7 @@ fn new_key(w: &str, u: &str, name: &str) -> (NewKey, GeneratedKey) {
 async fn created_key_reads_back_in_its_scope(store: KeyStore) {
     let (mut key, generated) = new_key("ws1", "alice", "Production Dashboard");
     key.rate_limits.burst = Some("5/1s".parse().unwrap());
-    let created = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    let created = store.create(key, None, t(0), &by_admin()).await.unwrap();
     assert_eq!(created.key_id, generated.key().key_id());
     assert_eq!(created.status, KeyStatus::Active);
     assert_eq!(created.created_at, t(0));
@@ -563,27 +422,14 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
         );
         ids.push(
             store
-                .create(
-                    key,
-                    None,
-                    t(i / 3),
-                    &stanna_store::AuditContext::admin("test", "test"),
-                )
+                .create(key, None, t(i / 3), &by_admin())
                 .await
                 .unwrap()
                 .key_id,
         );
     }
     let (other, _) = new_key("ws2", "alice", "elsewhere");
-    store
-        .create(
-            other,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    store.create(other, None, t(0), &by_admin()).await.unwrap();
 
     let mut seen = Vec::new();
     let mut after = None;
@@ -636,12 +482,7 @@ async fn listing_is_newest_first_and_pages_cover_every_key_once(store: KeyStore)
 async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
     let (key, _) = new_key("wsA", "alice", "mine");
     let id = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -666,38 +507,17 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
         };
         assert!(matches!(
             store
-                .update(
-                    &outsider,
-                    &id,
-                    rename,
-                    t(1),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .update(&outsider, &id, rename, t(1), &by_admin())
                 .await,
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
-            store
-                .delete(
-                    &outsider,
-                    &id,
-                    t(1),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
-                .await,
+            store.delete(&outsider, &id, t(1), &by_admin()).await,
             Err(StoreError::NotFound)
         ));
         assert!(matches!(
             store
-                .rotate(
-                    &outsider,
-                    &id,
-                    secret(),
-                    t(1),
-                    None,
-                    t(1),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .rotate(&outsider, &id, secret(), t(1), None, t(1), &by_admin())
                 .await,
             Err(StoreError::NotFound)
         ));
@@ -721,12 +541,7 @@ async fn a_key_is_invisible_from_another_workspace_or_user(store: KeyStore) {
 async fn update_renames_and_deactivates(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "old name");
     let id = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -736,13 +551,7 @@ async fn update_renames_and_deactivates(store: KeyStore) {
         ..KeyChanges::default()
     };
     let updated = store
-        .update(
-            &scope("ws1", None),
-            &id,
-            changes,
-            t(5),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&scope("ws1", None), &id, changes, t(5), &by_admin())
         .await
         .unwrap();
     assert_eq!(
@@ -761,7 +570,7 @@ async fn update_renames_and_deactivates(store: KeyStore) {
             &id,
             only_status,
             t(6),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -775,32 +584,17 @@ async fn update_renames_and_deactivates(store: KeyStore) {
 async fn deleting_twice_is_not_found(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "doomed");
     let id = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
     store
-        .delete(
-            &scope("ws1", Some("alice")),
-            &id,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&scope("ws1", Some("alice")), &id, t(1), &by_admin())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .delete(
-                &scope("ws1", None),
-                &id,
-                t(2),
-                &stanna_store::AuditContext::admin("test", "test")
-            )
+            .delete(&scope("ws1", None), &id, t(2), &by_admin())
             .await,
         Err(StoreError::NotFound)
     ));
@@ -814,15 +608,7 @@ async fn deleting_twice_is_not_found(store: KeyStore) {
 async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: KeyStore) {
     let (mut key, _) = new_key("ws1", "alice", "rotating");
     key.rate_limits.hourly = Some("50/1h".parse().unwrap());
-    let old = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    let old = store.create(key, None, t(0), &by_admin()).await.unwrap();
     let next = GeneratedKey::generate().unwrap();
     let secret = NewKeySecret {
         key_id: next.key().key_id(),
@@ -837,7 +623,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
             t(70),
             None,
             t(10),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -879,7 +665,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
             t(80),
             None,
             t(20),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await;
     assert!(
@@ -893,7 +679,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
     };
     assert!(matches!(
         store
-            .rotate(&scope("ws1", None), &old.key_id, again, t(80), None, t(75), &stanna_store::AuditContext::admin("test", "test"))
+            .rotate(&scope("ws1", None), &old.key_id, again, t(80), None, t(75), &by_admin())
             .await,
         Err(StoreError::AlreadyRotated { replaced_by }) if replaced_by == new.key_id
     ));
@@ -904,15 +690,7 @@ async fn rotation_keeps_owner_name_and_limits_and_expires_the_old_key(store: Key
 async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store: KeyStore) {
     let (mut key, _) = new_key("ws1", "alice", "lapsed");
     key.expires_at = Some(t(50));
-    let lapsed = store
-        .create(
-            key,
-            Some(2),
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    let lapsed = store.create(key, Some(2), t(0), &by_admin()).await.unwrap();
     let secret = || NewKeySecret {
         key_id: GeneratedKey::generate().unwrap().key().key_id(),
         preview: "p".into(),
@@ -926,7 +704,7 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
             t(60),
             Some(2),
             t(60),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -940,22 +718,12 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
     let (mut key, _) = new_key("ws1", "alice", "second");
     key.expires_at = Some(t(70));
     let second = store
-        .create(
-            key,
-            Some(2),
-            t(61),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, Some(2), t(61), &by_admin())
         .await
         .unwrap();
     let (key, _) = new_key("ws1", "alice", "third");
     store
-        .create(
-            key,
-            Some(2),
-            t(62),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, Some(2), t(62), &by_admin())
         .await
         .unwrap_err();
     assert!(matches!(
@@ -967,7 +735,7 @@ async fn an_expired_key_rotates_to_a_key_without_expiry_within_the_maximum(store
                 t(80),
                 Some(1),
                 t(80),
-                &stanna_store::AuditContext::admin("test", "test")
+                &by_admin()
             )
             .await,
         Err(StoreError::TooManyKeys { max: 1 })
@@ -980,47 +748,19 @@ async fn max_keys_per_user_counts_live_keys_only(store: KeyStore) {
         if i == 0 {
             key.expires_at = Some(t(100));
         }
-        store
-            .create(
-                key,
-                Some(3),
-                t(0),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
-            .await
-            .unwrap();
+        store.create(key, Some(3), t(0), &by_admin()).await.unwrap();
     }
     let (key, _) = new_key("ws1", "alice", "one too many");
     assert!(matches!(
-        store
-            .create(
-                key,
-                Some(3),
-                t(1),
-                &stanna_store::AuditContext::admin("test", "test")
-            )
-            .await,
+        store.create(key, Some(3), t(1), &by_admin()).await,
         Err(StoreError::TooManyKeys { max: 3 })
     ));
     let (key, _) = new_key("ws1", "bob", "bob is fine");
-    store
-        .create(
-            key,
-            Some(3),
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    store.create(key, Some(3), t(1), &by_admin()).await.unwrap();
     // Once the first key has expired, there is room again.
     let (key, _) = new_key("ws1", "alice", "after expiry");
     store
-        .create(
-            key,
-            Some(3),
-            t(101),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, Some(3), t(101), &by_admin())
         .await
         .unwrap();
 }
@@ -1031,14 +771,7 @@ async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let (key, _) = new_key("ws1", "alice", &format!("race {i}"));
-            store
-                .create(
-                    key,
-                    Some(5),
-                    t(0),
-                    &stanna_store::AuditContext::admin("test", "test"),
-                )
-                .await
+            store.create(key, Some(5), t(0), &by_admin()).await
         }));
     }
     let mut created = 0;
@@ -1058,12 +791,7 @@ async fn concurrent_creates_never_overshoot_the_maximum(store: KeyStore) {
 async fn last_used_never_moves_backwards(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "used");
     let id = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(key, None, t(0), &by_admin())
         .await
         .unwrap()
         .key_id;
@@ -1086,15 +814,7 @@ async fn the_database_never_holds_a_plaintext_key(store: KeyStore) {
     for i in 0..5 {
         let (mut key, generated) = new_key("ws1", "alice", &format!("k{i}"));
         key.key_hash = hasher.hash(generated.key()).unwrap();
-        store
-            .create(
-                key,
-                None,
-                t(0),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
-            .await
-            .unwrap();
+        store.create(key, None, t(0), &by_admin()).await.unwrap();
         secrets.push(generated.into_secret());
     }
     let rows = stanna_store::entity::Entity::find()
@@ -1145,15 +865,7 @@ const MIGRATIONS: [&str; 9] = [
 
 async fn migrations_are_idempotent(store: KeyStore) {
     let (key, _) = new_key("ws1", "alice", "kept");
-    let kept = store
-        .create(
-            key,
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    let kept = store.create(key, None, t(0), &by_admin()).await.unwrap();
     for _ in 0..2 {
         stanna_store::migration::migrate(store.connection())
             .await
@@ -1191,12 +903,7 @@ async fn concurrent_start_up(url: String) {
     for (i, store) in stores.iter().enumerate() {
         let (key, _) = new_key("ws1", &format!("user-{i}"), "from each pool");
         let made = store
-            .create(
-                key,
-                None,
-                t(i as u64),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .create(key, None, t(i as u64), &by_admin())
             .await
             .unwrap();
         let seen = stores[(i + 1) % stores.len()]
@@ -1241,30 +948,15 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         key
     };
     let unscoped = store
-        .create(
-            make("full", &[]),
-            None,
-            t(0),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(make("full", &[]), None, t(0), &by_admin())
         .await
         .unwrap();
     let inside = store
-        .create(
-            make("in", &["a"]),
-            None,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(make("in", &["a"]), None, t(1), &by_admin())
         .await
         .unwrap();
     let wider = store
-        .create(
-            make("wide", &["a", "c"]),
-            None,
-            t(2),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .create(make("wide", &["a", "c"]), None, t(2), &by_admin())
         .await
         .unwrap();
     assert_eq!(inside.scopes, scopes(&["a"]));
@@ -1282,27 +974,14 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
     // Keys beyond the caller: refused, unchanged.
     for (key, outside) in [(&unscoped, "*"), (&wider, "c")] {
         let refused = store
-            .update(
-                &caller,
-                &key.key_id,
-                rename(),
-                t(5),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .update(&caller, &key.key_id, rename(), t(5), &by_admin())
             .await;
         assert!(
             matches!(&refused, Err(e) if e.to_string() == escalation(outside).to_string()),
             "{refused:?}"
         );
         assert!(matches!(
-            store
-                .delete(
-                    &caller,
-                    &key.key_id,
-                    t(5),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
-                .await,
+            store.delete(&caller, &key.key_id, t(5), &by_admin()).await,
             Err(StoreError::ScopeEscalation { .. })
         ));
         let (_, fresh) = new_key("ws1", "alice", "x");
@@ -1313,15 +992,7 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         };
         assert!(matches!(
             store
-                .rotate(
-                    &caller,
-                    &key.key_id,
-                    secret,
-                    t(6),
-                    None,
-                    t(6),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .rotate(&caller, &key.key_id, secret, t(6), None, t(6), &by_admin())
                 .await,
             Err(StoreError::ScopeEscalation { .. })
         ));
@@ -1339,13 +1010,7 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         };
         assert!(matches!(
             store
-                .update(
-                    &caller,
-                    &inside.key_id,
-                    change,
-                    t(7),
-                    &stanna_store::AuditContext::admin("test", "test")
-                )
+                .update(&caller, &inside.key_id, change, t(7), &by_admin())
                 .await,
             Err(StoreError::ScopeEscalation { .. })
         ));
@@ -1356,13 +1021,7 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         ..KeyChanges::default()
     };
     let changed = store
-        .update(
-            &caller,
-            &inside.key_id,
-            widened,
-            t(8),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&caller, &inside.key_id, widened, t(8), &by_admin())
         .await
         .unwrap();
     assert_eq!(changed.scopes, scopes(&["a", "b"]));
@@ -1380,18 +1039,13 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
             t(9),
             None,
             t(9),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
     assert_eq!(replacement.scopes, scopes(&["a", "b"]));
     store
-        .delete(
-            &caller,
-            &replacement.key_id,
-            t(10),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&caller, &replacement.key_id, t(10), &by_admin())
         .await
         .unwrap();
     // An unscoped caller (an admin) is held to nothing.
@@ -1401,23 +1055,12 @@ async fn a_scoped_caller_writes_only_keys_within_its_scopes(store: KeyStore) {
         ..KeyChanges::default()
     };
     let freed = store
-        .update(
-            &admin,
-            &wider.key_id,
-            freed,
-            t(11),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .update(&admin, &wider.key_id, freed, t(11), &by_admin())
         .await
         .unwrap();
     assert!(freed.scopes.is_unscoped());
     store
-        .delete(
-            &admin,
-            &unscoped.key_id,
-            t(12),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&admin, &unscoped.key_id, t(12), &by_admin())
         .await
         .unwrap();
 }
@@ -1474,46 +1117,20 @@ async fn filtered_listings_find_exactly_the_matching_keys_across_pages(store: Ke
         let (key, _) = new_key("ws1", if i % 3 == 0 { "bob" } else { "alice" }, &name);
         keys.push(
             store
-                .create(
-                    key,
-                    None,
-                    t(i / 4),
-                    &stanna_store::AuditContext::admin("test", "test"),
-                )
+                .create(key, None, t(i / 4), &by_admin())
                 .await
                 .unwrap(),
         );
     }
     // A deleted key and another workspace's key never show up, whatever matches.
     let (gone, _) = new_key("ws1", "alice", "production gone");
-    let gone = store
-        .create(
-            gone,
-            None,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    let gone = store.create(gone, None, t(1), &by_admin()).await.unwrap();
     store
-        .delete(
-            &s,
-            &gone.key_id,
-            t(2),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&s, &gone.key_id, t(2), &by_admin())
         .await
         .unwrap();
     let (other, _) = new_key("ws2", "alice", "production elsewhere");
-    store
-        .create(
-            other,
-            None,
-            t(1),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
-        .await
-        .unwrap();
+    store.create(other, None, t(1), &by_admin()).await.unwrap();
     // Every fifth key is inactive; key i of the first 60 was last used on day 40 + i.
     for key in keys.iter().step_by(5) {
         let off = KeyChanges {
@@ -1521,13 +1138,7 @@ async fn filtered_listings_find_exactly_the_matching_keys_across_pages(store: Ke
             ..KeyChanges::default()
         };
         store
-            .update(
-                &s,
-                &key.key_id,
-                off,
-                t(200),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .update(&s, &key.key_id, off, t(200), &by_admin())
             .await
             .unwrap();
     }

@@ -25,6 +25,12 @@ struct Fixture {
     _dir: Option<TempDir>,
 }
 
+/// The actor of the tests' own changes: an admin named `test` (the audit log is tested in
+/// `crates/store/tests/audit.rs`).
+fn by_admin() -> stanna_store::AuditContext {
+    stanna_store::AuditContext::admin("test", "test")
+}
+
 fn settings() -> VerifierSettings {
     VerifierSettings {
         defaults: RateLimits::product_default(),
@@ -139,12 +145,7 @@ impl Fixture {
         };
         let record = self
             .store
-            .create(
-                new,
-                None,
-                SystemTime::now(),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .create(new, None, SystemTime::now(), &by_admin())
             .await
             .unwrap();
         (generated.into_secret(), record.key_id)
@@ -160,13 +161,7 @@ impl Fixture {
             ..KeyChanges::default()
         };
         self.store
-            .update(
-                &scope(),
-                id,
-                changes,
-                SystemTime::now(),
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .update(&scope(), id, changes, SystemTime::now(), &by_admin())
             .await
             .unwrap();
     }
@@ -181,15 +176,7 @@ impl Fixture {
         };
         let now = SystemTime::now();
         self.store
-            .rotate(
-                &scope(),
-                id,
-                secret,
-                now,
-                None,
-                now,
-                &stanna_store::AuditContext::admin("test", "test"),
-            )
+            .rotate(&scope(), id, secret, now, None, now, &by_admin())
             .await
             .unwrap();
         generated.into_secret()
@@ -591,7 +578,7 @@ async fn a_key_created_after_the_load_verifies_at_every_auth_check_on_its_first_
             &scope(),
             &KeyId::parse(&key[3..15]).unwrap(),
             SystemTime::now(),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -615,7 +602,7 @@ async fn a_deleted_key_tried_a_thousand_times_at_once_is_invalid_every_time_with
             &scope(),
             &KeyId::parse(&key[3..15]).unwrap(),
             SystemTime::now(),
-            &stanna_store::AuditContext::admin("test", "test"),
+            &by_admin(),
         )
         .await
         .unwrap();
@@ -657,12 +644,7 @@ async fn a_change_poll_delivers_deactivation_deletion_and_rotation() {
     // changes, each key once at its newest state (the feed holds one row per key): 4 rows.
     f.set_status(&d_id, KeyStatus::Inactive).await;
     f.store
-        .delete(
-            &scope(),
-            &x_id,
-            SystemTime::now(),
-            &stanna_store::AuditContext::admin("test", "test"),
-        )
+        .delete(&scope(), &x_id, SystemTime::now(), &by_admin())
         .await
         .unwrap();
     let replacement = f.rotate(&r_id).await;
