@@ -139,12 +139,60 @@ pub fn database_url(text: &str) -> Result<String, String> {
     }
 }
 
-/// Redis for shared limits: `redis://[:password@]host:port[/db]`. Never repeats the URL.
+/// Redis for shared limits: `redis://[:password@]host:port[/db]`, or a Redis Cluster's seed
+/// nodes as a comma-separated list of such URLs (one scheme, the same credentials, no database:
+/// a cluster has only database 0). A comma means a cluster, so one seed — a managed cluster's
+/// configuration endpoint — is written with a trailing comma (`redis://cfg.example:6379,`).
+/// Never repeats the URL.
 ///
 /// # Errors
-/// A message naming the form accepted.
+/// A message naming the form accepted (and, for a list, which entry is at fault).
 pub fn redis_url(text: &str) -> Result<String, String> {
-    let form = "redis://host:6379 (or redis://:password@host:6379/db, rediss:// for TLS)";
+    let form = "redis://host:6379 (or redis://:password@host:6379/db, rediss:// for TLS, or a Redis Cluster's nodes as redis://host1:6379,redis://host2:6379)";
+    if !text.contains(',') {
+        one_redis_url(text, form)?;
+        return Ok(text.to_owned());
+    }
+    let listed = text.strip_suffix(',').unwrap_or(text);
+    let seeds: Vec<&str> = listed.split(',').map(str::trim).collect();
+    let mut first: Option<url::Url> = None;
+    for (i, seed) in seeds.iter().enumerate() {
+        let n = i + 1;
+        if seed.is_empty() {
+            return Err(format!(
+                "seed {n} of the Redis Cluster list is empty: use {form}"
+            ));
+        }
+        let url = one_redis_url(seed, form).map_err(|e| format!("seed {n}: {e}"))?;
+        if !url.path().trim_start_matches('/').is_empty() {
+            return Err(format!(
+                "seed {n}: a Redis Cluster has only database 0, so a seed names no database"
+            ));
+        }
+        if let Some(first) = &first {
+            if first.scheme() != url.scheme() {
+                return Err(format!(
+                    "seed {n}: every seed of a Redis Cluster uses the same scheme (redis:// or rediss://)"
+                ));
+            }
+            if (first.username(), first.password()) != (url.username(), url.password()) {
+                return Err(format!(
+                    "seed {n}: every seed of a Redis Cluster carries the same user and password"
+                ));
+            }
+        } else {
+            first = Some(url);
+        }
+    }
+    let mut list = seeds.join(",");
+    if seeds.len() == 1 {
+        // Still a cluster: keep the comma that says so.
+        list.push(',');
+    }
+    Ok(list)
+}
+
+fn one_redis_url(text: &str, form: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(text).map_err(|_| format!("must be {form}"))?;
     match url.scheme() {
         // rediss: TLS, trusting STANNA_REDIS_CA_FILE (or the system's roots).
@@ -162,7 +210,7 @@ pub fn redis_url(text: &str) -> Result<String, String> {
             "the database after the host must be a number: use {form}"
         ));
     }
-    Ok(text.to_owned())
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -236,5 +284,34 @@ mod tests {
         assert!(!refused.contains("secret-pw"), "{refused}");
         assert!(redis_url("rediss://h:6379").is_ok());
         assert!(redis_url("redis://h:6379/x").is_err());
+        // A Redis Cluster: seeds, comma-separated; one seed keeps its trailing comma.
+        assert_eq!(
+            redis_url("redis://a:7000, redis://b:7001"),
+            Ok("redis://a:7000,redis://b:7001".to_owned())
+        );
+        assert_eq!(
+            redis_url("rediss://cfg:6379,"),
+            Ok("rediss://cfg:6379,".to_owned())
+        );
+        let db = redis_url("redis://a:7000,redis://b:7001/2").unwrap_err();
+        assert!(
+            db.starts_with("seed 2: a Redis Cluster has only database 0"),
+            "{db}"
+        );
+        let empty = redis_url("redis://a:7000,,redis://b:7001").unwrap_err();
+        assert!(
+            empty.contains("seed 2 of the Redis Cluster list is empty"),
+            "{empty}"
+        );
+        let mixed = redis_url("redis://a:7000,rediss://b:7001").unwrap_err();
+        assert!(mixed.contains("same scheme"), "{mixed}");
+        let secret = redis_url("redis://:pw1@a:7000,redis://:other-secret@b:7001").unwrap_err();
+        assert!(secret.contains("same user and password"), "{secret}");
+        assert!(
+            !secret.contains("pw1") && !secret.contains("other-secret"),
+            "{secret}"
+        );
+        let bad = redis_url("redis://a:7000,http://b").unwrap_err();
+        assert!(bad.starts_with("seed 2: must be"), "{bad}");
     }
 }

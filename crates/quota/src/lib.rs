@@ -8,8 +8,8 @@
 //! cost `c` is admitted iff the `(N-c+1)`-th most recent admission is at least `P` old — one slot
 //! read and `c` slot writes per window, whatever the rate. Two backends run it:
 //! [`MemoryBackend`] in process (the all-in-one default) and [`RedisBackend`], one Lua script
-//! per decision (one round trip) over one Redis key per subject (`q:{subject}`, hash-tagged for a
-//! future Redis Cluster).
+//! per decision (one round trip) over one Redis key per subject (`q:{subject}`, hash-tagged so a
+//! Redis Cluster keeps each subject's state, and so its decision, on one node).
 
 pub mod log;
 mod memory;
@@ -138,6 +138,7 @@ impl QuotaBackend {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Memory(_) => "in-process",
+            Self::Redis(r) if r.is_cluster() => "redis-cluster",
             Self::Redis(_) => "redis",
         }
     }

@@ -1,12 +1,16 @@
 //! The Redis backend: one Lua script (`rolling_log.lua`) per decision, through `EVALSHA` (the
 //! redis crate's `Script` loads it once and falls back to `EVAL` on `NOSCRIPT`), over a
-//! multiplexed, reconnecting `ConnectionManager`. One round trip per decision; none while the
-//! subject is in the local over-limit cache.
+//! multiplexed, reconnecting `ConnectionManager` — or, for a Redis Cluster (a comma-separated
+//! seed list), the redis crate's async cluster client, which routes each decision by its key's
+//! hash slot (`q:{subject}`: one API key, one slot) and follows `MOVED` after a failover. One round
+//! trip per decision either way; none while the subject is in the local over-limit cache.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 
 use crate::over_limit::OverLimitCache;
 use crate::{Decision, Mode, NamedWindow, QuotaError, WindowState, system_now_ms};
@@ -17,7 +21,8 @@ pub const SCRIPT: &str = include_str!("rolling_log.lua");
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisBackendConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, or a Redis Cluster's seed nodes, comma-separated
+    /// (`redis://h1:6379,redis://h2:6379`; one seed with a trailing comma).
     pub url: String,
     /// A decision not answered within this is `Unavailable` (the caller's fail mode applies).
     pub response_timeout: Duration,
@@ -38,10 +43,17 @@ impl RedisBackendConfig {
     }
 }
 
+/// A connection to one Redis server or to a Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
 /// Rate limits in Redis, shared by every quota process.
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Arc<redis::Script>,
     over_limit: OverLimitCache,
     response_timeout: Duration,
@@ -54,29 +66,11 @@ impl RedisBackend {
     /// # Errors
     /// [`QuotaError::InvalidArgument`] for a URL the redis crate cannot read.
     pub fn connect_lazy(config: &RedisBackendConfig) -> Result<Self, QuotaError> {
-        let invalid = |e: redis::RedisError| QuotaError::invalid("STANNA_REDIS_URL", e.to_string());
-        let client = if config.url.starts_with("rediss://") {
-            // The redis crate builds its rustls configuration with the process's provider: ours
-            // (ring), unless one is installed already.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            redis::Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: config.ca_pem.clone(),
-                },
-            )
-            .map_err(invalid)?
+        let connection = if config.url.contains(',') {
+            Connection::Cluster(connect_cluster(config)?)
         } else {
-            redis::Client::open(config.url.as_str()).map_err(invalid)?
+            Connection::Single(connect_single(config)?)
         };
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.response_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(invalid)?;
         Ok(Self {
             connection,
             script: Arc::new(redis::Script::new(SCRIPT)),
@@ -85,14 +79,26 @@ impl RedisBackend {
         })
     }
 
+    /// Whether this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
+
     /// `PING` within the response timeout.
     pub(crate) async fn ping(&self) -> Result<(), QuotaError> {
-        let mut connection = self.connection.clone();
-        let pong: Result<Result<String, _>, _> = tokio::time::timeout(
-            self.response_timeout * 2,
-            redis::cmd("PING").query_async(&mut connection),
-        )
-        .await;
+        let ping = redis::cmd("PING");
+        // A cluster client sends PING to every node it routes to and answers OK only when all
+        // do: ready means every slot's master answers.
+        let pong: Result<Result<String, _>, _> = match &self.connection {
+            Connection::Single(c) => {
+                tokio::time::timeout(self.response_timeout * 2, ping.query_async(&mut c.clone()))
+                    .await
+            }
+            Connection::Cluster(c) => {
+                tokio::time::timeout(self.response_timeout * 2, ping.query_async(&mut c.clone()))
+                    .await
+            }
+        };
         match pong {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(QuotaError::Unavailable(Box::new(e))),
@@ -126,19 +132,24 @@ impl RedisBackend {
                 .arg(w.limit.limit())
                 .arg(w.limit.period().as_millis() as u64);
         }
-        let mut connection = self.connection.clone();
         let span = stanna_telemetry::request_span!(
             "redis.evalsha",
             db.system = "redis",
             otel.kind = "client",
         );
+        let call = async {
+            match &self.connection {
+                Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
+                Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+            }
+        };
         let reply: Vec<i64> = tokio::time::timeout(
             self.response_timeout * 2,
-            tracing::Instrument::instrument(invocation.invoke_async(&mut connection), span),
+            tracing::Instrument::instrument(call, span),
         )
         .await
         .map_err(|elapsed| QuotaError::Unavailable(Box::new(elapsed)))?
-        .map_err(|e| QuotaError::Unavailable(Box::new(e)))?;
+        .map_err(|e| self.unavailable(e))?;
         let decision = decision_from_reply(&reply, windows)?;
         if mode == Mode::Consume {
             if decision.allowed {
@@ -150,6 +161,81 @@ impl RedisBackend {
         }
         Ok(decision)
     }
+}
+
+impl RedisBackend {
+    /// A failed decision. A single server answering `MOVED` is a node of a Redis Cluster named as
+    /// if it were a server: every decision would fail, so the cause says what to write instead.
+    fn unavailable(&self, e: redis::RedisError) -> QuotaError {
+        let moved = matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
+        );
+        if moved && !self.is_cluster() {
+            return QuotaError::Unavailable(
+                format!(
+                    "STANNA_REDIS_URL names one node of a Redis Cluster ({e}): list the cluster's nodes comma-separated (one seed: end it with a comma)"
+                )
+                .into(),
+            );
+        }
+        QuotaError::Unavailable(Box::new(e))
+    }
+}
+
+fn invalid_url(e: &redis::RedisError) -> QuotaError {
+    QuotaError::invalid("STANNA_REDIS_URL", e.to_string())
+}
+
+fn connect_single(config: &RedisBackendConfig) -> Result<ConnectionManager, QuotaError> {
+    let client = if config.url.starts_with("rediss://") {
+        // The redis crate builds its rustls configuration with the process's provider: ours
+        // (ring), unless one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: config.ca_pem.clone(),
+            },
+        )
+        .map_err(|e| invalid_url(&e))?
+    } else {
+        redis::Client::open(config.url.as_str()).map_err(|e| invalid_url(&e))?
+    };
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.response_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| invalid_url(&e))
+}
+
+/// The cluster client, connecting in the background: like the single server's, the quota
+/// service starts (answering `UNAVAILABLE`) while no seed answers and recovers by itself.
+///
+/// A decision for a slot whose master just died fails within the response timeout (the caller's
+/// fail mode applies); the client retries twice, 50–200 ms apart, which rides out a `MOVED` or a
+/// reconnect but never holds a request for the whole failover (the cluster's node timeout plus an
+/// election: seconds). Once a replica is promoted, the next `MOVED` or failed call refreshes the
+/// slot map and decisions resume, with no restart.
+fn connect_cluster(config: &RedisBackendConfig) -> Result<ClusterConnection, QuotaError> {
+    let seeds: Vec<&str> = config.url.split(',').filter(|s| !s.is_empty()).collect();
+    let mut builder = ClusterClientBuilder::new(seeds)
+        .connection_timeout(config.response_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(2)
+        .min_retry_wait(50)
+        .max_retry_wait(200);
+    if config.url.starts_with("rediss://") {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: config.ca_pem.clone(),
+        });
+    }
+    let client = builder.build().map_err(|e| invalid_url(&e))?;
+    Ok(client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new()))
 }
 
 fn decision_from_reply(reply: &[i64], windows: &[NamedWindow]) -> Result<Decision, QuotaError> {

@@ -717,3 +717,107 @@ async fn the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_
         );
     }
 }
+
+/// The whole behaviour suite once more, on a Redis Cluster of the test's own (three masters,
+/// three replicas) reached through its seed list, the way `STANNA_REDIS_URL` names one: the
+/// script runs where the subject's slot lives, and decides as on one server. One cluster serves
+/// every case, in turn (each starts its own subjects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_behaviour_suite_holds_on_a_redis_cluster() {
+    let Some(cluster) =
+        stanna_testkit::OwnRedisCluster::start("the_behaviour_suite_holds_on_a_redis_cluster")
+    else {
+        return;
+    };
+    let backend = RedisBackend::connect_lazy(&RedisBackendConfig::new(cluster.seeds())).unwrap();
+    assert!(backend.is_cluster(), "a seed list means a cluster");
+    let b = QuotaBackend::Redis(backend);
+    assert_eq!(b.kind(), "redis-cluster");
+    b.ping().await.expect("every master answers PING");
+    hundred_are_admitted_then_the_101st_is_refused_with_retry_after(b.clone()).await;
+    a_refused_call_charges_no_window(b.clone()).await;
+    the_long_window_binds_after_the_burst_window_resets(b.clone()).await;
+    an_abuser_never_gets_more_than_the_limit_in_any_rolling_span(b.clone()).await;
+    two_full_bursts_61_seconds_apart_are_both_admitted(b.clone()).await;
+    bursts_every_361_seconds_for_three_hours_are_never_refused(b.clone()).await;
+    peek_never_charges(b.clone()).await;
+    a_changed_limit_keeps_what_was_admitted(b.clone()).await;
+    a_cost_above_the_limit_is_invalid(b.clone()).await;
+    windows_report_remaining_and_reset(b.clone()).await;
+    a_thousand_concurrent_consumes_admit_exactly_the_limit(b).await;
+}
+
+/// Each subject's state is one key on the master that owns its slot, and 300 subjects spread
+/// over all three masters (a cluster shards by API key, as the hash tag intends); no key lands
+/// anywhere else.
+#[tokio::test]
+async fn subjects_spread_over_every_master_of_a_redis_cluster() {
+    let Some(cluster) = stanna_testkit::OwnRedisCluster::start(
+        "subjects_spread_over_every_master_of_a_redis_cluster",
+    ) else {
+        return;
+    };
+    let b = QuotaBackend::Redis(
+        RedisBackend::connect_lazy(&RedisBackendConfig::new(cluster.seeds())).unwrap(),
+    );
+    let subjects: Vec<String> = (0..300).map(|_| subject()).collect();
+    for s in &subjects {
+        assert!(
+            b.decide(s, 1, &product_windows(), Mode::Consume, None)
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "three masters");
+    let mut expected = std::collections::BTreeMap::<u16, u64>::new();
+    for s in &subjects {
+        *expected
+            .entry(cluster.master_of(&format!("q:{{{s}}}")))
+            .or_default() += 1;
+    }
+    for &master in &masters {
+        let held = cluster.keys_on(master);
+        assert!(
+            held >= 30,
+            "master {master} holds {held} of 300 subjects: not spread"
+        );
+        assert_eq!(
+            Some(&held),
+            expected.get(&master),
+            "master {master} holds exactly the subjects whose slots it owns"
+        );
+    }
+}
+
+/// One node of a cluster given as if it were a server answers most decisions with `MOVED`: the
+/// failure says what to write instead, naming the setting.
+#[tokio::test]
+async fn one_cluster_node_named_as_a_server_fails_saying_what_to_write() {
+    let Some(cluster) = stanna_testkit::OwnRedisCluster::start(
+        "one_cluster_node_named_as_a_server_fails_saying_what_to_write",
+    ) else {
+        return;
+    };
+    let node = cluster.seeds().split(',').next().unwrap().to_owned();
+    let b =
+        QuotaBackend::Redis(RedisBackend::connect_lazy(&RedisBackendConfig::new(node)).unwrap());
+    // Of a few subjects, about two in three live on another master.
+    let mut hints = 0;
+    for _ in 0..12 {
+        if let Err(QuotaError::Unavailable(why)) = b
+            .decide(&subject(), 1, &product_windows(), Mode::Consume, None)
+            .await
+        {
+            assert!(
+                why.to_string()
+                    .contains("STANNA_REDIS_URL names one node of a Redis Cluster")
+                    && why.to_string().contains("comma-separated"),
+                "{why}"
+            );
+            hints += 1;
+        }
+    }
+    assert!(hints > 0, "no subject was on another node");
+}

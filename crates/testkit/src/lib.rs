@@ -23,7 +23,7 @@ pub use ports::free_port;
 pub use postgres::{
     PostgresDatabase, fresh_postgres_database, fresh_postgres_database_blocking, postgres_url,
 };
-pub use redis::{OwnRedis, redis_url};
+pub use redis::{OwnRedis, OwnRedisCluster, redis_url};
 pub use tcp_proxy::TcpProxy;
 pub use urls::{socket_addr_of, with_database, with_host};
 

@@ -19,7 +19,8 @@ pub struct Config {
     )]
     pub addr: SocketAddr,
 
-    /// Redis for limits shared by several processes (`redis://host:6379`); unset: in process.
+    /// Redis for limits shared by several processes (`redis://host:6379`), or a Redis Cluster's
+    /// nodes comma-separated (`redis://h1:6379,redis://h2:6379`); unset: in process.
     #[arg(long, env = "STANNA_REDIS_URL", hide_env_values = true, value_parser = stanna_config::redis_url)]
     pub redis_url: Option<String>,
 

@@ -2,8 +2,16 @@
 //! crate rather than by hand.
 
 /// `url` without its password (`postgres://u:***@h/db`); text that is not a URL is returned as
-/// it is (it holds no password part to hide).
+/// it is (it holds no password part to hide). A comma-separated list (a Redis Cluster's seeds)
+/// has each entry's password replaced.
 pub fn url(text: &str) -> String {
+    if text.contains(',') {
+        return text.split(',').map(one).collect::<Vec<_>>().join(",");
+    }
+    one(text)
+}
+
+fn one(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut parsed) if parsed.password().is_some() => {
             // Cannot fail on a URL that already has a password (it has a host).
@@ -26,6 +34,10 @@ mod tests {
         );
         assert_eq!(url("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
         assert_eq!(url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            url("redis://:s1@a:7000,redis://:s1@b:7001,"),
+            "redis://:***@a:7000,redis://:***@b:7001,"
+        );
         assert_eq!(
             url("sqlite://stanna.db?mode=rwc"),
             "sqlite://stanna.db?mode=rwc"

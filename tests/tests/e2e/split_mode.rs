@@ -126,6 +126,28 @@ async fn two_quota_processes_sharing_one_redis_admit_exactly_the_limit() {
     else {
         return;
     };
+    assert_eq!(two_quota_processes_admit(&redis).await, 100);
+}
+
+/// The same on a Redis Cluster of the test's own (three masters, three replicas), each quota
+/// process given its seed list as `STANNA_REDIS_URL`: exactly the limit again, the subject's
+/// state one key on the master of its slot (the spread of many subjects over the masters is
+/// `subjects_spread_over_every_master_of_a_redis_cluster` in the quota crate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_quota_processes_on_a_redis_cluster_admit_exactly_the_limit() {
+    let Some(cluster) = stanna_testkit::OwnRedisCluster::start(
+        "two_quota_processes_on_a_redis_cluster_admit_exactly_the_limit",
+    ) else {
+        return;
+    };
+    assert_eq!(two_quota_processes_admit(&cluster.seeds()).await, 100);
+    let held: u64 = cluster.masters().iter().map(|&m| cluster.keys_on(m)).sum();
+    assert_eq!(held, 1, "one subject, one key, on one master");
+}
+
+/// 1000 concurrent Consume calls for one subject (limit 100 per minute), alternating between two
+/// `stanna serve quota` processes on `redis_url`: how many were admitted.
+async fn two_quota_processes_admit(redis_url: &str) -> usize {
     let dir = TempDir::new();
     let ports = [free_port(), free_port()];
     let _quotas: Vec<Stanna> = ports
@@ -136,7 +158,7 @@ async fn two_quota_processes_sharing_one_redis_admit_exactly_the_limit() {
                 &["serve", "quota"],
                 &[
                     ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}")),
-                    ("STANNA_REDIS_URL", redis.clone()),
+                    ("STANNA_REDIS_URL", redis_url.to_owned()),
                 ],
                 "quota listening on",
             )
@@ -192,8 +214,5 @@ async fn two_quota_processes_sharing_one_redis_admit_exactly_the_limit() {
     for task in tasks {
         admitted += usize::from(task.await.unwrap());
     }
-    assert_eq!(
-        admitted, 100,
-        "two quota processes together admit exactly the limit"
-    );
+    admitted
 }
