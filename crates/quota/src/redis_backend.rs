@@ -87,8 +87,9 @@ impl RedisBackend {
     /// `PING` within the response timeout.
     pub(crate) async fn ping(&self) -> Result<(), QuotaError> {
         let ping = redis::cmd("PING");
-        // A cluster client sends PING to every node it routes to and answers OK only when all
-        // do: ready means every slot's master answers.
+        // A cluster client sends PING to the masters it is connected to: ready while the cluster
+        // answers, also while one master fails over (its keys get the fail mode meanwhile, the
+        // others are decided, and every quota process sees the same, so none is taken out).
         let pong: Result<Result<String, _>, _> = match &self.connection {
             Connection::Single(c) => {
                 tokio::time::timeout(self.response_timeout * 2, ping.query_async(&mut c.clone()))

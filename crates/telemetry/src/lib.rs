@@ -136,15 +136,23 @@ fn otlp_requested() -> Result<bool, TelemetryError> {
 /// [`TelemetryError`] for an unusable OTLP endpoint or sampler, or a second call.
 pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let json = format == LogFormat::Json;
-    // Logs: RUST_LOG (default info), never the request-path spans.
+    // Logs: RUST_LOG (default info), never the request-path spans, and nothing of the redis
+    // crate's own unless RUST_LOG names it: while a Redis Cluster is unreachable its client logs
+    // every reconnect attempt (≈ 16 lines a second were seen), where the quota's health monitor
+    // already reports the outage, rate-limited. `RUST_LOG=info,redis=warn` brings them back.
+    let names_redis = std::env::var("RUST_LOG").is_ok_and(|filter| filter.contains("redis"));
     let log_filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-            .add_directive(
-                format!("{SPAN_TARGET}=off")
-                    .parse()
-                    .expect("static directive"),
-            )
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = if names_redis {
+            filter
+        } else {
+            filter.add_directive("redis=off".parse().expect("static directive"))
+        };
+        filter.add_directive(
+            format!("{SPAN_TARGET}=off")
+                .parse()
+                .expect("static directive"),
+        )
     };
     let logs = if json {
         tracing_subscriber::fmt::layer()

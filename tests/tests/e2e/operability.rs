@@ -903,6 +903,54 @@ async fn quota_health_follows_a_stopped_redis_and_comes_back() {
     healthcheck_becomes(&[&quota], true, "SERVING again").await;
 }
 
+/// The quota service on a Redis Cluster of the test's own: SERVING while the cluster answers —
+/// also while one master is dead and its replica takes over (the keys of the other masters are
+/// still decided, and every quota process would see the same outage, so taking them all out of
+/// rotation would help nobody) — and NOT_SERVING once no node answers, without the redis crate's
+/// reconnect chatter in the log (only the health monitor says it, rate-limited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_health_follows_a_redis_cluster_without_flooding_the_log() {
+    let Some(mut cluster) = stanna_testkit::OwnRedisCluster::start(
+        "quota_health_follows_a_redis_cluster_without_flooding_the_log",
+    ) else {
+        return;
+    };
+    let dir = TempDir::new();
+    let port = free_port();
+    let quota_process = Stanna::start(
+        dir.path(),
+        &["serve", "quota"],
+        &[
+            ("STANNA_QUOTA_ADDR", format!("127.0.0.1:{port}")),
+            ("STANNA_REDIS_URL", cluster.seeds()),
+        ],
+        "quota listening on",
+    );
+    let quota = format!("127.0.0.1:{port}");
+    healthcheck_becomes(&[&quota], true, "SERVING at start").await;
+    let master = cluster.masters()[0];
+    cluster.kill(master);
+    cluster.wait_until("a replica takes over", 30, || cluster.masters().len() == 3);
+    healthcheck_becomes(&[&quota], true, "SERVING after the failover").await;
+    // Now no node at all: NOT_SERVING, and for five seconds the log gains a few lines, not one
+    // per reconnect attempt.
+    for p in cluster.ports() {
+        cluster.kill(p);
+    }
+    let printed = healthcheck_becomes(&[&quota], false, "NOT_SERVING, every node gone").await;
+    assert!(printed.contains("NotServing"), "{printed}");
+    let before = quota_process.output().lines().count();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let output = quota_process.output();
+    let added: Vec<&str> = output.lines().skip(before).collect();
+    assert!(
+        added.len() <= 6,
+        "{} lines in 5 s with the cluster gone:\n{}",
+        added.len(),
+        added.join("\n")
+    );
+}
+
 /// A gateway started alone with a gateway token its registry refuses would answer every REST
 /// call 503: it does not start, and says which setting to fix, without either token.
 #[test]
