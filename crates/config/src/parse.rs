@@ -142,18 +142,20 @@ pub fn database_url(text: &str) -> Result<String, String> {
 /// Redis for shared limits: `redis://[:password@]host:port[/db]`, or a Redis Cluster's seed
 /// nodes as a comma-separated list of such URLs (one scheme, the same credentials, no database:
 /// a cluster has only database 0). A comma means a cluster, so one seed — a managed cluster's
-/// configuration endpoint — is written with a trailing comma (`redis://cfg.example:6379,`).
+/// configuration endpoint — is written with a trailing comma (`redis://cfg.example:6379,`), and
+/// a comma inside a password is written `%2C`.
 /// Never repeats the URL.
 ///
 /// # Errors
 /// A message naming the form accepted (and, for a list, which entry is at fault).
 pub fn redis_url(text: &str) -> Result<String, String> {
     let form = "redis://host:6379 (or redis://:password@host:6379/db, rediss:// for TLS, or a Redis Cluster's nodes as redis://host1:6379,redis://host2:6379)";
+    let text = text.trim();
     if !text.contains(',') {
         one_redis_url(text, form)?;
         return Ok(text.to_owned());
     }
-    let listed = text.strip_suffix(',').unwrap_or(text);
+    let listed = text.strip_suffix(',').unwrap_or(text).trim_end();
     let seeds: Vec<&str> = listed.split(',').map(str::trim).collect();
     let mut first: Option<url::Url> = None;
     for (i, seed) in seeds.iter().enumerate() {
@@ -164,7 +166,7 @@ pub fn redis_url(text: &str) -> Result<String, String> {
             ));
         }
         let url = one_redis_url(seed, form).map_err(|e| format!("seed {n}: {e}"))?;
-        if !url.path().trim_start_matches('/').is_empty() {
+        if !matches!(url.path().trim_start_matches('/'), "" | "0") {
             return Err(format!(
                 "seed {n}: a Redis Cluster has only database 0, so a seed names no database"
             ));

@@ -1,5 +1,5 @@
-//! The Redis backend: one Lua script (`rolling_log.lua`) per decision, through `EVALSHA` (the
-//! redis crate's `Script` loads it once and falls back to `EVAL` on `NOSCRIPT`), over a
+//! The Redis backend: one Lua script (`rolling_log.lua`) per decision, through `EVALSHA` (falling
+//! back to `EVAL`, which caches it, on `NOSCRIPT`), over a
 //! multiplexed, reconnecting `ConnectionManager` — or, for a Redis Cluster (a comma-separated
 //! seed list), the redis crate's async cluster client, which routes each decision by its key's
 //! hash slot (`q:{subject}`: one API key, one slot) and follows `MOVED` after a failover. One round
@@ -121,27 +121,20 @@ impl RedisBackend {
         {
             return Ok(refused);
         }
-        let mut invocation = self.script.key(format!("q:{{{subject}}}"));
-        invocation
-            .arg(cost)
-            .arg(now_ms.map_or(String::new(), |t| t.to_string()));
-        invocation
-            .arg(if mode == Mode::Consume { "c" } else { "p" })
-            .arg(windows.len());
-        for w in windows {
-            invocation
-                .arg(w.limit.limit())
-                .arg(w.limit.period().as_millis() as u64);
-        }
         let span = stanna_telemetry::request_span!(
             "redis.evalsha",
             db.system = "redis",
             otel.kind = "client",
         );
+        let hash = self.script.get_hash();
         let call = async {
             match &self.connection {
-                Connection::Single(c) => invocation.invoke_async(&mut c.clone()).await,
-                Connection::Cluster(c) => invocation.invoke_async(&mut c.clone()).await,
+                Connection::Single(c) => {
+                    run_script(&mut c.clone(), hash, subject, cost, now_ms, mode, windows).await
+                }
+                Connection::Cluster(c) => {
+                    run_script(&mut c.clone(), hash, subject, cost, now_ms, mode, windows).await
+                }
             }
         };
         let reply: Vec<i64> = tokio::time::timeout(
@@ -181,6 +174,56 @@ impl RedisBackend {
             );
         }
         QuotaError::Unavailable(Box::new(e))
+    }
+}
+
+/// One decision: `EVALSHA hash 1 q:{subject} cost now mode n limit period …`, and on `NOSCRIPT`
+/// (a server restarted or flushed, a replica just promoted) the same as `EVAL` with the source,
+/// which caches the script there. Not the redis crate's `Script::invoke_async`: its fallback
+/// sends `SCRIPT LOAD` first, which a cluster client sends to every master and which fails while
+/// one is down — so a promoted replica could decide nothing during another master's failover.
+/// `EVAL` goes to the key's own master.
+async fn run_script(
+    connection: &mut impl redis::aio::ConnectionLike,
+    hash: &str,
+    subject: &str,
+    cost: u32,
+    now_ms: Option<u64>,
+    mode: Mode,
+    windows: &[NamedWindow],
+) -> redis::RedisResult<Vec<i64>> {
+    let mut evalsha = redis::cmd("EVALSHA");
+    evalsha.arg(hash);
+    script_args(&mut evalsha, subject, cost, now_ms, mode, windows);
+    match evalsha.query_async(connection).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(SCRIPT);
+            script_args(&mut eval, subject, cost, now_ms, mode, windows);
+            eval.query_async(connection).await
+        }
+        other => other,
+    }
+}
+
+/// The script's keys and arguments after its hash or source (see `rolling_log.lua`).
+fn script_args(
+    cmd: &mut redis::Cmd,
+    subject: &str,
+    cost: u32,
+    now_ms: Option<u64>,
+    mode: Mode,
+    windows: &[NamedWindow],
+) {
+    cmd.arg(1)
+        .arg(format!("q:{{{subject}}}"))
+        .arg(cost)
+        .arg(now_ms.map_or(String::new(), |t| t.to_string()))
+        .arg(if mode == Mode::Consume { "c" } else { "p" })
+        .arg(windows.len());
+    for w in windows {
+        cmd.arg(w.limit.limit())
+            .arg(w.limit.period().as_millis() as u64);
     }
 }
 
@@ -236,7 +279,12 @@ fn connect_cluster(config: &RedisBackendConfig) -> Result<ClusterConnection, Quo
         });
     }
     let client = builder.build().map_err(|e| invalid_url(&e))?;
-    Ok(client.get_pending_async_connection_with_config(redis::cluster::ClusterConfig::new()))
+    // The per-connection config replaces the builder's timeouts (a plain `ClusterConfig::new()`
+    // would leave the response timeout unset): give both again.
+    let timeouts = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(config.response_timeout)
+        .set_response_timeout(config.response_timeout);
+    Ok(client.get_pending_async_connection_with_config(timeouts))
 }
 
 fn decision_from_reply(reply: &[i64], windows: &[NamedWindow]) -> Result<Decision, QuotaError> {

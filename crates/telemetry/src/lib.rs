@@ -140,7 +140,12 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
     // crate's own unless RUST_LOG names it: while a Redis Cluster is unreachable its client logs
     // every reconnect attempt (≈ 16 lines a second were seen), where the quota's health monitor
     // already reports the outage, rate-limited. `RUST_LOG=info,redis=warn` brings them back.
-    let names_redis = std::env::var("RUST_LOG").is_ok_and(|filter| filter.contains("redis"));
+    let names_redis = std::env::var("RUST_LOG").is_ok_and(|filter| {
+        filter.split(',').any(|directive| {
+            let target = directive.trim().split(['=', '[']).next().unwrap_or("");
+            target == "redis" || target.starts_with("redis::")
+        })
+    });
     let log_filter = || {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         let filter = if names_redis {

@@ -27,7 +27,7 @@ ROUNDS="${2:-3}"
 CONNECTIONS=64
 . "$BENCH/lib.sh"
 require_tools wrk nginx grpcurl redis-server redis-cli
-require_free_ports 18051 18052 18053 18061 18062 18063 18081 18082 18090 18160 18161 18162 18163 18379
+require_free_ports 18051 18052 18053 18061 18062 18063 18081 18082 18090 18091 18160 18161 18162 18163 18379
 if [ -z "${STANNA_BIN:-}" ]; then cargo build --release --quiet -p stanna --bin stanna; fi
 cargo build --release --quiet -p stanna --example rpc_floor
 STANNA="${STANNA_BIN:-$PWD/target/release/stanna}"

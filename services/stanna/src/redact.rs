@@ -5,10 +5,23 @@
 /// it is (it holds no password part to hide). A comma-separated list (a Redis Cluster's seeds)
 /// has each entry's password replaced.
 pub fn url(text: &str) -> String {
-    if text.contains(',') {
-        return text.split(',').map(one).collect::<Vec<_>>().join(",");
+    let list = text.starts_with("redis")
+        && (text.contains(",redis://") || text.contains(",rediss://") || text.ends_with(','));
+    if !list {
+        return one(text);
     }
-    one(text)
+    // A seed list: each seed alone (a password holds no raw comma: `STANNA_REDIS_URL` takes
+    // `%2C` there). A piece that is not a URL could be part of a password: never shown.
+    text.split(',')
+        .map(|seed| {
+            if seed.is_empty() || url::Url::parse(seed).is_ok() {
+                one(seed)
+            } else {
+                "***".to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn one(text: &str) -> String {
@@ -38,6 +51,10 @@ mod tests {
             url("redis://:s1@a:7000,redis://:s1@b:7001,"),
             "redis://:***@a:7000,redis://:***@b:7001,"
         );
+        assert_eq!(url("rediss://:s1@cfg:6379,"), "rediss://:***@cfg:6379,");
+        // A raw comma inside a password is not a list separator: still masked whole.
+        assert_eq!(url("postgres://u:p,w@h/db"), "postgres://u:***@h/db");
+        assert_eq!(url("redis://:p,w@h:6379"), "redis://:***@h:6379");
         assert_eq!(
             url("sqlite://stanna.db?mode=rwc"),
             "sqlite://stanna.db?mode=rwc"
