@@ -8,8 +8,9 @@
 //! cost `c` is admitted iff the `(N-c+1)`-th most recent admission is at least `P` old — one slot
 //! read and `c` slot writes per window, whatever the rate. Two backends run it:
 //! [`MemoryBackend`] in process (the all-in-one default) and [`RedisBackend`], one Lua script
-//! per decision (one round trip) over one Redis key per subject (`q:{subject}`, hash-tagged so a
-//! Redis Cluster keeps each subject's state, and so its decision, on one node).
+//! per decision or per batch of concurrent decisions (one round trip) over one Redis key per
+//! subject (`q2:{subject}`, hash-tagged so a Redis Cluster keeps each subject's state, and so its
+//! decision, on one node).
 
 pub mod log;
 mod memory;
@@ -23,7 +24,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use memory::MemoryBackend;
-pub use redis_backend::{RedisBackend, RedisBackendConfig, SCRIPT as REDIS_SCRIPT};
+pub use redis_backend::{
+    MAX_BATCH as REDIS_MAX_BATCH, RedisBackend, RedisBackendConfig, SCRIPT as REDIS_SCRIPT,
+    decision_params as redis_decision_params,
+};
 use stanna_keys::WindowLimit;
 
 /// At most this many windows per decision.

@@ -1,22 +1,36 @@
-//! The Redis backend: one Lua script (`rolling_log.lua`) per decision, through `EVALSHA` (falling
-//! back to `EVAL`, which caches it, on `NOSCRIPT`), over a
-//! multiplexed, reconnecting `ConnectionManager` — or, for a Redis Cluster (a comma-separated
-//! seed list), the redis crate's async cluster client, which routes each decision by its key's
-//! hash slot (`q:{subject}`: one API key, one slot) and follows `MOVED` after a failover. One round
-//! trip per decision either way; none while the subject is in the local over-limit cache.
+//! The Redis backend: one Lua script (`rolling_log.lua`) through `EVALSHA` (falling back to
+//! `EVAL`, which caches it, on `NOSCRIPT`), over a multiplexed, reconnecting `ConnectionManager`
+//! — or, for a Redis Cluster (a comma-separated seed list), the redis crate's async cluster
+//! client, which routes each decision by its key's hash slot (`q2:{subject}`: one API key, one
+//! slot) and follows `MOVED` after a failover. One round trip per decision at most; none while the
+//! subject is in the local over-limit cache.
+//!
+//! On one server, decisions that arrive while [`MAX_IN_FLIGHT`] calls are already out go
+//! together in the next call (up to [`MAX_BATCH`]): the script's fixed cost per call is shared,
+//! and a lone caller never waits for company (its call goes out at once when a slot is free). A
+//! cluster's decisions go one per call (a call's keys must share a slot).
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::over_limit::OverLimitCache;
 use crate::{Decision, Mode, NamedWindow, QuotaError, WindowState, system_now_ms};
 
 /// The script's source, embedded at build time.
 pub const SCRIPT: &str = include_str!("rolling_log.lua");
+
+/// Calls to one Redis server out at once before decisions start waiting to share one.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// The most decisions in one call (a call's script runs alone on the server: a batch of 32 takes
+/// about 0.25 ms of its time).
+pub const MAX_BATCH: usize = 32;
 
 /// How to reach Redis.
 #[derive(Debug, Clone)]
@@ -57,6 +71,16 @@ pub struct RedisBackend {
     script: Arc<redis::Script>,
     over_limit: OverLimitCache,
     response_timeout: Duration,
+    /// The batching task's queue (one server only), started with the first decision (inside the
+    /// runtime that makes it).
+    batcher: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+}
+
+/// One decision waiting for a call: its key, its packed parameters, where its reply goes.
+struct Job {
+    key: String,
+    params: Vec<u8>,
+    reply: oneshot::Sender<Result<Vec<i64>, Arc<redis::RedisError>>>,
 }
 
 impl RedisBackend {
@@ -76,6 +100,7 @@ impl RedisBackend {
             script: Arc::new(redis::Script::new(SCRIPT)),
             over_limit: OverLimitCache::default(),
             response_timeout: config.response_timeout,
+            batcher: Arc::new(OnceLock::new()),
         })
     }
 
@@ -126,14 +151,15 @@ impl RedisBackend {
             db.system = "redis",
             otel.kind = "client",
         );
-        let hash = self.script.get_hash();
+        let key = state_key(subject);
+        let params = decision_params(cost, mode, windows);
         let call = async {
-            match &self.connection {
-                Connection::Single(c) => {
-                    run_script(&mut c.clone(), hash, subject, cost, now_ms, mode, windows).await
-                }
-                Connection::Cluster(c) => {
-                    run_script(&mut c.clone(), hash, subject, cost, now_ms, mode, windows).await
+            // A decision at a given time (tests) goes alone: a call has one time.
+            match (&self.connection, now_ms) {
+                (Connection::Single(c), None) => self.batched(c, key, params).await,
+                (Connection::Single(c), _) => self.alone(&mut c.clone(), key, now_ms, params).await,
+                (Connection::Cluster(c), _) => {
+                    self.alone(&mut c.clone(), key, now_ms, params).await
                 }
             }
         };
@@ -142,8 +168,7 @@ impl RedisBackend {
             tracing::Instrument::instrument(call, span),
         )
         .await
-        .map_err(|elapsed| QuotaError::Unavailable(Box::new(elapsed)))?
-        .map_err(|e| self.unavailable(e))?;
+        .map_err(|elapsed| QuotaError::Unavailable(Box::new(elapsed)))??;
         let decision = decision_from_reply(&reply, windows)?;
         if mode == Mode::Consume {
             if decision.allowed {
@@ -160,7 +185,7 @@ impl RedisBackend {
 impl RedisBackend {
     /// A failed decision. A single server answering `MOVED` is a node of a Redis Cluster named as
     /// if it were a server: every decision would fail, so the cause says what to write instead.
-    fn unavailable(&self, e: redis::RedisError) -> QuotaError {
+    fn unavailable(&self, e: &redis::RedisError) -> QuotaError {
         let moved = matches!(
             e.kind(),
             redis::ErrorKind::Server(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask)
@@ -173,33 +198,168 @@ impl RedisBackend {
                 .into(),
             );
         }
-        QuotaError::Unavailable(Box::new(e))
+        QuotaError::Unavailable(e.to_string().into())
+    }
+
+    /// One decision in a call of its own.
+    async fn alone(
+        &self,
+        connection: &mut impl redis::aio::ConnectionLike,
+        key: String,
+        now_ms: Option<u64>,
+        params: Vec<u8>,
+    ) -> Result<Vec<i64>, QuotaError> {
+        run_script(
+            connection,
+            self.script.get_hash(),
+            &[key],
+            now_ms,
+            &[params],
+        )
+        .await
+        .map_err(|e| self.unavailable(&e))
+    }
+
+    /// One decision through the batching task: out at once when a call slot is free, otherwise
+    /// with the others that arrive meanwhile.
+    async fn batched(
+        &self,
+        connection: &ConnectionManager,
+        key: String,
+        params: Vec<u8>,
+    ) -> Result<Vec<i64>, QuotaError> {
+        let queue = self.batcher.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(batch_calls(
+                connection.clone(),
+                self.script.get_hash().to_owned(),
+                rx,
+            ));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) = queue.send(Job { key, params, reply }) {
+            // The task's runtime is gone (a backend kept past it): decide without it.
+            return self
+                .alone(&mut connection.clone(), job.key, None, job.params)
+                .await;
+        }
+        match answer.await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Err(_) => Err(QuotaError::Unavailable("the batching task stopped".into())),
+        }
     }
 }
 
-/// One decision: `EVALSHA hash 1 q:{subject} cost now mode n limit period …`, and on `NOSCRIPT`
-/// (a server restarted or flushed, a replica just promoted) the same as `EVAL` with the source,
-/// which caches the script there. Not the redis crate's `Script::invoke_async`: its fallback
-/// sends `SCRIPT LOAD` first, which a cluster client sends to every master and which fails while
-/// one is down — so a promoted replica could decide nothing during another master's failover.
-/// `EVAL` goes to the key's own master.
+/// The batching task: takes a decision, waits for a call slot, takes whatever else is queued by
+/// then (up to [`MAX_BATCH`]) and sends them as one call.
+async fn batch_calls(
+    connection: ConnectionManager,
+    hash: String,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let hash: Arc<str> = hash.into();
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // A caller that gave up meanwhile (its deadline passed) is not decided: it has applied
+        // its fail mode, and charging it now would count a request that got no answer.
+        let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        if !first.reply.is_closed() {
+            jobs.push(first);
+        }
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) if job.reply.is_closed() => {}
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        let (mut connection, hash) = (connection.clone(), hash.clone());
+        tokio::spawn(async move {
+            let keys: Vec<String> = jobs
+                .iter_mut()
+                .map(|j| std::mem::take(&mut j.key))
+                .collect();
+            let params: Vec<Vec<u8>> = jobs
+                .iter_mut()
+                .map(|j| std::mem::take(&mut j.params))
+                .collect();
+            let result = run_script(&mut connection, &hash, &keys, None, &params).await;
+            drop(slot);
+            match result {
+                Ok(reply) => {
+                    let mut at = 0;
+                    for (job, params) in jobs.into_iter().zip(&params) {
+                        let len = 2 + 2 * usize::from(params[1]);
+                        let mine = reply.get(at..at + len).map(<[i64]>::to_vec);
+                        at += len;
+                        let _ = job.reply.send(mine.ok_or_else(|| {
+                            Arc::new(redis::RedisError::from((
+                                redis::ErrorKind::Parse,
+                                "short script reply",
+                            )))
+                        }));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for job in jobs {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A subject's state in Redis, hash-tagged by the subject (one API key, one cluster slot).
+fn state_key(subject: &str) -> String {
+    format!("q2:{{{subject}}}")
+}
+
+/// One decision's parameters as the script reads them: `'<BBI4'` consume 1 | peek 0, the number
+/// of windows, the cost, then per window `'<I4I4'` limit, period in ms (numbers in binary: the
+/// script would spend more parsing text than deciding).
+pub fn decision_params(cost: u32, mode: Mode, windows: &[NamedWindow]) -> Vec<u8> {
+    let mut params = Vec::with_capacity(6 + 8 * windows.len());
+    params.push(u8::from(mode == Mode::Consume));
+    params.push(windows.len() as u8);
+    params.extend_from_slice(&cost.to_le_bytes());
+    for w in windows {
+        params.extend_from_slice(&w.limit.limit().to_le_bytes());
+        params.extend_from_slice(&(w.limit.period().as_millis() as u32).to_le_bytes());
+    }
+    params
+}
+
+/// One call: `EVALSHA hash k key… now params…`, and on `NOSCRIPT` (a server restarted or
+/// flushed, a replica just promoted) the same as `EVAL` with the source, which caches the script
+/// there. Not the redis crate's `Script::invoke_async`: its fallback sends `SCRIPT LOAD` first,
+/// which a cluster client sends to every master and which fails while one is down — so a
+/// promoted replica could decide nothing during another master's failover. `EVAL` goes to the
+/// key's own master.
 async fn run_script(
     connection: &mut impl redis::aio::ConnectionLike,
     hash: &str,
-    subject: &str,
-    cost: u32,
+    keys: &[String],
     now_ms: Option<u64>,
-    mode: Mode,
-    windows: &[NamedWindow],
+    params: &[Vec<u8>],
 ) -> redis::RedisResult<Vec<i64>> {
     let mut evalsha = redis::cmd("EVALSHA");
     evalsha.arg(hash);
-    script_args(&mut evalsha, subject, cost, now_ms, mode, windows);
+    script_args(&mut evalsha, keys, now_ms, params);
     match evalsha.query_async(connection).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             let mut eval = redis::cmd("EVAL");
             eval.arg(SCRIPT);
-            script_args(&mut eval, subject, cost, now_ms, mode, windows);
+            script_args(&mut eval, keys, now_ms, params);
             eval.query_async(connection).await
         }
         other => other,
@@ -207,23 +367,17 @@ async fn run_script(
 }
 
 /// The script's keys and arguments after its hash or source (see `rolling_log.lua`).
-fn script_args(
-    cmd: &mut redis::Cmd,
-    subject: &str,
-    cost: u32,
-    now_ms: Option<u64>,
-    mode: Mode,
-    windows: &[NamedWindow],
-) {
-    cmd.arg(1)
-        .arg(format!("q:{{{subject}}}"))
-        .arg(cost)
-        .arg(now_ms.map_or(String::new(), |t| t.to_string()))
-        .arg(if mode == Mode::Consume { "c" } else { "p" })
-        .arg(windows.len());
-    for w in windows {
-        cmd.arg(w.limit.limit())
-            .arg(w.limit.period().as_millis() as u64);
+fn script_args(cmd: &mut redis::Cmd, keys: &[String], now_ms: Option<u64>, params: &[Vec<u8>]) {
+    cmd.arg(keys.len());
+    for key in keys {
+        cmd.arg(key);
+    }
+    match now_ms {
+        Some(t) => cmd.arg(t),
+        None => cmd.arg(""),
+    };
+    for p in params {
+        cmd.arg(p.as_slice());
     }
 }
 

@@ -1,239 +1,312 @@
--- Stanna quota: the exact rolling log (crates/quota/src/log.rs) for up to 4 windows of one
--- subject, checked and charged atomically in one call.
+-- Stanna quota: the exact rolling log (crates/quota/src/log.rs) for up to 4 windows of a subject,
+-- checked and charged atomically, for one decision or several (a batch) in one call.
 --
--- KEYS[1]  the subject's state, q:{subject}
--- ARGV     cost, now_ms ('' = Redis's own TIME), 'c' (consume) | 'p' (peek), n, then n pairs of
---          limit, period_ms
--- returns  {allowed 0|1, retry_after_ms (-1 if allowed), then per window remaining, reset_after_ms}
+-- KEYS     one state per decision, q2:{subject} (a subject may come more than once: its decisions
+--          are made in order, each seeing the one before)
+-- ARGV     now_ms as text ('' = Redis's own TIME), then per decision one binary string,
+--          '<BBI4' consume 1 | peek 0, n, cost, then n x '<I4I4' limit, period_ms
+-- returns  per decision: allowed 0|1, retry_after_ms (-1 if allowed), then per window remaining,
+--          reset_after_ms
 --
 -- State: one binary string, little-endian.
---   header   '<ddI4'  base_ms, expires_at_ms (when Redis drops the key), n
---   n x      '<I4I4I4I4I4'  limit, head, count, newest, oldest
+--   header   '<ddI4'  base_ms, expires_at_ms (when Redis drops the key), 256 + n
+--   n x      '<I4I4I4I4I4I4'  limit, head, count, newest, oldest, staged
+--   n x      8 x '<I4'  staged admissions: the values of slots head .. head + staged - 1
 --   n rings  `limit` x '<I4' admission times
 -- Times are offsets from base (0 = never; time = base + v - 1). A ring is sorted oldest -> newest
--- starting at head; the newest `count` slots are inside the window as of the last write, `oldest`
--- is the first of them and `newest` the last. A decision reads only the header and the few slots
--- that left the window since (GETRANGE), and writes only what changed (SETRANGE): its cost does
--- not grow with the limits. (Redis's Lua hashes every byte of every string it creates, so reading
--- a whole 4.4 KB state into Lua costs more than the decision itself.)
-local key = KEYS[1]
-local cost = tonumber(ARGV[1])
+-- starting at head + staged; the newest `count` slots are inside the window as of the last write,
+-- `oldest` is the first of them and `newest` the last.
+--
+-- Why this shape (docs/quota.md has the figures): each redis.call costs about 1 us, every string
+-- Lua makes is hashed byte by byte, and each number turned into text (a redis.call argument) or
+-- read from text (tonumber) goes through printf/strtod. So a decision reads the header (one
+-- GETRANGE, unpacked into numbers at once), reads ring slots only for admissions that left a
+-- window (one GETRANGE of up to 16 slots), and writes the header back (one SETRANGE, packed at
+-- once). New admissions are staged in the header as numbers and reach a ring only every 8th
+-- admission (one SETRANGE), and parameters arrive packed. Its cost does not grow with the limits.
+--
+-- The first state of a subject takes over what the previous layout (q:{subject}, n <= 4 at byte
+-- 16, no staging) counted, so an upgrade forgets no admission.
+local B, CHUNK = 8, 16
+local spread = unpack   -- the table's, before the name is struct's
+local pack, unpack, sub, rep = struct.pack, struct.unpack, string.sub, string.rep
 local now
-if ARGV[2] == '' then
+if ARGV[1] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 else
-  now = tonumber(ARGV[2])
-end
-local consume = ARGV[3] == 'c'
-local n = tonumber(ARGV[4])
-local limits, periods, longest = {}, {}, 0
-for i = 1, n do
-  limits[i] = tonumber(ARGV[3 + 2 * i])
-  periods[i] = tonumber(ARGV[4 + 2 * i])
-  if periods[i] > longest then longest = periods[i] end
+  now = tonumber(ARGV[1])
 end
 
-local GLOBAL, WIN = 20, 20
-local HEADER = GLOBAL + WIN * n
-local base, expires_at
-local win = {}          -- per window {head, count, newest, oldest}
-local ring_at = {}      -- 0-based byte offset of each ring
-local state = nil       -- the whole state, only when it was (re)built here
-local p = HEADER
-for i = 1, n do
-  ring_at[i] = p
-  p = p + limits[i] * 4
-end
+-- Per n: the header's struct format (fixed fields, then staged slots), the parameters' format
+-- and the header's last byte as text (literals: a string built here would be made, and hashed,
+-- on every call).
+local FMT = {
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+}
+local PARAMS = {'<BBI4I4I4', '<BBI4I4I4I4I4', '<BBI4I4I4I4I4I4I4', '<BBI4I4I4I4I4I4I4I4I4'}
+local HEADER_END = {'75', '131', '187', '243'}
 
-local function unpack_header(s, count)
-  local b, e, stored_n = struct.unpack('<ddI4', s)
-  local w = {}
-  for i = 1, count do
-    local limit, head, c, newest, oldest = struct.unpack('<I4I4I4I4I4', s, GLOBAL + (i - 1) * WIN + 1)
-    w[i] = {limit = limit, head = head, count = c, newest = newest, oldest = oldest}
-  end
-  return b, e, stored_n, w
-end
+-- The decision being made, in two tables made once per call at their largest size and refilled
+-- for each decision of a batch (a table made per decision costs more than the decision's
+-- arithmetic). F: base, expires_at, 256 + n, then per window i at w = 3 + 6 (i - 1): limit,
+-- head, count, newest, oldest, staged; then window i's staged slots at 3 + 6 n + 8 (i - 1) + 1...
+-- P: consume, n, cost, then per window limit, period at 2 + 2 i. Past what n uses, both hold
+-- leftovers, never read.
+local P = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local F = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local key, n, HEADER, state, base
+local chunk_i, chunk_from, chunk
 
--- Fast path: the stored shape matches the request.
-local head_bytes = redis.call('GETRANGE', key, 0, HEADER - 1)
-local fits = #head_bytes == HEADER
-if fits then
-  local stored_n
-  base, expires_at, stored_n, win = unpack_header(head_bytes, n)
-  fits = stored_n == n and now - base + 1 <= 4294967295
-  for i = 1, n do
-    if not fits or win[i].limit ~= limits[i] then fits = false end
-  end
-end
-
--- Slow path (a new subject, changed limits, or a rebase every ~49 days of continuous use):
--- rebuild the whole state here, keeping each window's newest admissions.
-if not fits then
-  local old = redis.call('GET', key)
-  local new_base = now - longest
-  local times = {}   -- per new window: its admission times, oldest first
-  if old then
-    local old_base, old_expires, old_n = struct.unpack('<ddI4', old)
-    expires_at = old_expires
-    local _, _, _, old_win = unpack_header(old, old_n)
-    local q = GLOBAL + WIN * old_n
-    for i = 1, old_n do
-      local w = old_win[i]
-      if i <= n then
-        local list = {}
-        for k = 0, w.limit - 1 do
-          local v = struct.unpack('<I4', old, q + ((w.head + k) % w.limit) * 4 + 1)
-          if v ~= 0 then list[#list + 1] = old_base + v - 1 end
-        end
-        times[i] = list
-      end
-      q = q + w.limit * 4
-    end
-  else
-    expires_at = 0
-  end
-  base = new_base
-  local parts = {struct.pack('<ddI4', base, expires_at, n)}
-  local rings = {}
-  for i = 1, n do
-    local limit, period = limits[i], periods[i]
-    local list = times[i] or {}
-    local keep_from = math.max(1, #list - limit + 1)
-    local slots, count, newest, oldest = {}, 0, 0, 0
-    for k = 1, limit - (#list - keep_from + 1) do slots[#slots + 1] = struct.pack('<I4', 0) end
-    for k = keep_from, #list do
-      local t = list[k]
-      local v = 0
-      if t >= base then v = t - base + 1 end
-      slots[#slots + 1] = struct.pack('<I4', v)
-      if v ~= 0 then
-        newest = v
-        if t + period > now then
-          count = count + 1
-          if oldest == 0 then oldest = v end
-        end
-      end
-    end
-    win[i] = {limit = limit, head = 0, count = count, newest = newest, oldest = oldest}
-    parts[#parts + 1] = struct.pack('<I4I4I4I4I4', limit, 0, count, newest, oldest)
-    rings[i] = table.concat(slots)
-  end
-  for i = 1, n do parts[#parts + 1] = rings[i] end
-  state = table.concat(parts)
-end
-
--- The admission time in window i's slot `phys` (nil for never).
+-- The admission time in window i's slot `phys` (nil for never): a staged slot, or a ring slot
+-- from the rebuilt state or from Redis, CHUNK slots at a time.
 local function slot_time(i, phys)
-  local at = ring_at[i] + phys * 4
-  local bytes
-  if state then bytes = string.sub(state, at + 1, at + 4) else bytes = redis.call('GETRANGE', key, at, at + 3) end
-  local v = struct.unpack('<I4', bytes)
+  local w = 3 + 6 * (i - 1)
+  local limit = F[w + 1]
+  local j = (phys - F[w + 2]) % limit
+  local v
+  if j < F[w + 6] then
+    v = F[3 + 6 * n + 8 * (i - 1) + j + 1]
+  else
+    local at = HEADER   -- window i's ring, 0-based
+    for k = 1, i - 1 do at = at + 4 * P[2 + 2 * k] end
+    if state then
+      v = unpack('<I4', state, at + 4 * phys + 1)
+    else
+      if chunk_i ~= i or phys < chunk_from or phys >= chunk_from + #chunk / 4 then
+        chunk_i, chunk_from = i, phys
+        chunk = redis.call('GETRANGE', key, at + 4 * phys, at + 4 * math.min(limit, phys + CHUNK) - 1)
+      end
+      v = unpack('<I4', chunk, 4 * (phys - chunk_from) + 1)
+    end
+  end
   if v == 0 then return nil end
   return base + v - 1
 end
 
--- Admissions that have left each window since the last write.
-for i = 1, n do
-  local w, limit, period = win[i], limits[i], periods[i]
-  while w.count > 0 and base + w.oldest - 1 + period <= now do
-    w.count = w.count - 1
-    local t = nil
-    if w.count > 0 then t = slot_time(i, (w.head + limit - w.count) % limit) end
-    if t then
-      w.oldest = t - base + 1
+local out, o = {}, 0
+for d = 1, #KEYS do
+  key, state, chunk_i = KEYS[d], nil, 0
+  n = string.byte(ARGV[1 + d], 2)
+  P[1], P[2], P[3], P[4], P[5], P[6], P[7], P[8], P[9], P[10], P[11] = unpack(PARAMS[n], ARGV[1 + d])
+  local consume, cost = P[1] == 1, P[3]
+  local longest = 0
+  for i = 1, n do
+    if P[3 + 2 * i] > longest then longest = P[3 + 2 * i] end
+  end
+  HEADER = 20 + 56 * n
+
+  local hb = redis.call('GETRANGE', key, '0', HEADER_END[n])
+  local fits = #hb == HEADER
+  if fits then
+    -- (One assignment per n: assigning the unused fields costs as much as using them.)
+    if n == 2 then
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31] = unpack(FMT[2], hb)
+    elseif n == 1 then
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17] = unpack(FMT[1], hb)
+    elseif n == 3 then
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45] = unpack(FMT[3], hb)
     else
-      w.count, w.oldest = 0, 0
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45], F[46], F[47], F[48], F[49], F[50], F[51], F[52], F[53], F[54], F[55], F[56], F[57], F[58], F[59] = unpack(FMT[4], hb)
+    end
+    fits = F[3] == 256 + n and now - F[1] + 1 <= 4294967295
+    for i = 1, n do
+      if F[4 + 6 * (i - 1)] ~= P[2 + 2 * i] then fits = false end
     end
   end
-end
-
--- Admitted iff every window has room for `cost`; then the (limit - cost + 1)-th newest admission
--- (slot head + cost - 1) is a period old, so no span of a period ever holds more than the limit.
-local retry = -1
-for i = 1, n do
-  local w = win[i]
-  if w.count + cost > limits[i] then
-    local t = slot_time(i, (w.head + cost - 1) % limits[i])
-    local r = 1
-    if t then r = math.max(1, t + periods[i] - now) end
-    if r > retry then retry = r end
-  end
-end
-local allowed = retry < 0
-
--- The state's header as the windows stand now.
-local function header_bytes()
-  local header = {struct.pack('<ddI4', base, expires_at, n)}
-  for i = 1, n do
-    local w = win[i]
-    header[#header + 1] = struct.pack('<I4I4I4I4I4', limits[i], w.head, w.count, w.newest, w.oldest)
-  end
-  return table.concat(header)
-end
-
-if allowed and consume then
-  local writes = {}
-  for i = 1, n do
-    local w, limit = win[i], limits[i]
-    local at = now
-    if w.newest ~= 0 and base + w.newest - 1 > at then at = base + w.newest - 1 end
-    local v = at - base + 1
-    local packed = struct.pack('<I4', v)
-    local first = math.min(cost, limit - w.head)
-    writes[#writes + 1] = {ring_at[i] + w.head * 4, string.rep(packed, first)}
-    if cost > first then writes[#writes + 1] = {ring_at[i], string.rep(packed, cost - first)} end
-    w.head = (w.head + cost) % limit
-    if w.count == 0 then w.oldest = v end
-    w.count = w.count + cost
-    w.newest = v
-  end
-  -- The key must outlive every admission by the longest window, also after a window grew:
-  -- refresh when less than that is left, to 2 x longest (about one TTL write per window).
-  local refresh_ttl = state ~= nil or expires_at - now < longest
-  if refresh_ttl then expires_at = now + 2 * longest end
-  writes[#writes + 1] = {0, header_bytes()}
-  if state then
-    table.sort(writes, function(a, b) return a[1] < b[1] end)
-    local parts, cursor = {}, 0
-    for _, wr in ipairs(writes) do
-      parts[#parts + 1] = string.sub(state, cursor + 1, wr[1])
-      parts[#parts + 1] = wr[2]
-      cursor = wr[1] + #wr[2]
-    end
-    parts[#parts + 1] = string.sub(state, cursor + 1)
-    redis.call('SET', key, table.concat(parts), 'PX', 2 * longest)
+  if fits then
+    base = F[1]
   else
-    for _, wr in ipairs(writes) do redis.call('SETRANGE', key, wr[1], wr[2]) end
-    if refresh_ttl then redis.call('PEXPIRE', key, 2 * longest) end
+    -- (Made here, not once per call: a Lua closure costs about 2 000 instructions to make, and
+    -- the steady state never needs these.)
+    -- The admission times of window i of a stored state (either layout), oldest first.
+    local function stored_times(old, legacy, old_n, old_base, i)
+      local fixed = legacy and 20 or 24
+      local q = 20 + fixed * old_n + (legacy and 0 or 4 * B * old_n)
+      for j = 1, i - 1 do q = q + 4 * unpack('<I4', old, 20 + fixed * (j - 1) + 1) end
+      local limit, head = unpack('<I4I4', old, 20 + fixed * (i - 1) + 1)
+      local staged = 0
+      if not legacy then staged = unpack('<I4', old, 20 + fixed * (i - 1) + 21) end
+      local list = {}
+      for k = 0, limit - 1 do
+        local phys = (head + staged + k) % limit
+        local j, v = (phys - head) % limit, nil
+        if j < staged then
+          v = unpack('<I4', old, 20 + 24 * old_n + 4 * (B * (i - 1) + j) + 1)
+        else
+          v = unpack('<I4', old, q + phys * 4 + 1)
+        end
+        if v ~= 0 then list[#list + 1] = old_base + v - 1 end
+      end
+      return list
+    end
+
+    -- Slow path (a new subject, changed limits, or a rebase every ~49 days of continuous use):
+    -- rebuild the whole state, keeping each window's newest admissions; sets F, state and base.
+    local function rebuild(longest)
+      local old = redis.call('GET', key)
+      local legacy = false
+      if not old then
+        old = redis.call('GET', 'q' .. sub(key, 3))
+        legacy = old ~= false
+      end
+      local times, expires_at = {}, 0
+      if old then
+        local old_base, old_expires, old_n = unpack('<ddI4', old)
+        expires_at = old_expires
+        if not legacy then old_n = old_n - 256 end
+        for i = 1, math.min(n, old_n) do times[i] = stored_times(old, legacy, old_n, old_base, i) end
+      end
+      base = now - longest
+      F[1], F[2], F[3] = base, expires_at, 256 + n
+      local rings = {}
+      for i = 1, n do
+        local limit, period = P[2 + 2 * i], P[3 + 2 * i]
+        local list = times[i] or {}
+        local keep_from = math.max(1, #list - limit + 1)
+        local slots, count, newest, oldest = {rep('\0', 4 * (limit - (#list - keep_from + 1)))}, 0, 0, 0
+        for k = keep_from, #list do
+          local t = list[k]
+          local v = 0
+          if t >= base then v = t - base + 1 end
+          slots[#slots + 1] = pack('<I4', v)
+          if v ~= 0 then
+            newest = v
+            if t + period > now then
+              count = count + 1
+              if oldest == 0 then oldest = v end
+            end
+          end
+        end
+        local w = 3 + 6 * (i - 1)
+        F[w + 1], F[w + 2], F[w + 3], F[w + 4], F[w + 5], F[w + 6] = limit, 0, count, newest, oldest, 0
+        rings[i] = table.concat(slots)
+      end
+      for s = 3 + 6 * n + 1, 3 + 14 * n do F[s] = 0 end
+      state = pack(FMT[n], spread(F, 1, 3 + 14 * n)) .. table.concat(rings)
+    end
+    rebuild(longest)
   end
-elseif consume then
-  -- A refusal charges nothing, but it must not let the state expire while a window still counts
-  -- its admissions: after a window grew (a new shape, or a longer period with the same limit) the
-  -- stored expiry follows the old, shorter windows. Keep the state for the longest window.
-  -- The state was rebuilt for a new shape: keep the stored one as it is (a process still on the
-  -- old, larger limits must keep seeing every admission it counted) and only make it last,
-  -- never shortening what it has.
-  if state then
-    local ttl = redis.call('PTTL', key)
-    if ttl >= 0 and ttl < 2 * longest then
-      redis.call('SETRANGE', key, 8, struct.pack('<d', now + 2 * longest))
+
+  -- Admissions that have left each window since the last write.
+  for i = 1, n do
+    local w = 3 + 6 * (i - 1)
+    local limit, period = P[2 + 2 * i], P[3 + 2 * i]
+    local head = (F[w + 2] + F[w + 6]) % limit
+    while F[w + 3] > 0 and base + F[w + 5] - 1 + period <= now do
+      F[w + 3] = F[w + 3] - 1
+      local t = nil
+      if F[w + 3] > 0 then t = slot_time(i, (head + limit - F[w + 3]) % limit) end
+      if t then
+        F[w + 5] = t - base + 1
+      else
+        F[w + 3], F[w + 5] = 0, 0
+      end
+    end
+  end
+
+  -- Admitted iff every window has room for `cost`; then the (limit - cost + 1)-th newest
+  -- admission (slot head + cost - 1) is a period old, so no span of a period ever holds more
+  -- than the limit.
+  local retry = -1
+  for i = 1, n do
+    local w = 3 + 6 * (i - 1)
+    local limit = P[2 + 2 * i]
+    if F[w + 3] + cost > limit then
+      local t = slot_time(i, (F[w + 2] + F[w + 6] + cost - 1) % limit)
+      local r = 1
+      if t then r = math.max(1, t + P[3 + 2 * i] - now) end
+      if r > retry then retry = r end
+    end
+  end
+  local allowed = retry < 0
+
+  if allowed and consume then
+    local writes = nil    -- the rings' {0-based offset, bytes}, when a window flushes
+    for i = 1, n do
+      local w = 3 + 6 * (i - 1)
+      local limit = P[2 + 2 * i]
+      local at = now
+      if F[w + 4] ~= 0 and base + F[w + 4] - 1 > at then at = base + F[w + 4] - 1 end
+      local v = at - base + 1
+      local staged, s = F[w + 6], 3 + 6 * n + 8 * (i - 1)
+      if staged + cost <= math.min(B, limit) then
+        for k = staged + 1, staged + cost do F[s + k] = v end
+        F[w + 6] = staged + cost
+      else
+        -- Flush: the staged slots and these into the ring from head, the newest `limit` of them.
+        local bytes = rep(pack('<I4', v), cost)
+        if staged > 0 then bytes = pack('<' .. rep('I4', staged), spread(F, s + 1, s + staged)) .. bytes end
+        local total = staged + cost
+        local drop = math.max(0, total - limit)
+        if drop > 0 then bytes = sub(bytes, 4 * drop + 1) end
+        local start = (F[w + 2] + drop) % limit
+        local first = math.min(total - drop, limit - start)
+        local ring = HEADER
+        for k = 1, i - 1 do ring = ring + 4 * P[2 + 2 * k] end
+        writes = writes or {}
+        writes[#writes + 1] = {ring + 4 * start, sub(bytes, 1, 4 * first)}
+        if total - drop > first then writes[#writes + 1] = {ring, sub(bytes, 4 * first + 1)} end
+        F[w + 2] = (F[w + 2] + total) % limit
+        F[w + 6] = 0
+      end
+      if F[w + 3] == 0 then F[w + 5] = v end
+      F[w + 3] = F[w + 3] + cost
+      F[w + 4] = v
+    end
+    -- The key must outlive every admission by the longest window, also after a window grew:
+    -- refresh when less than that is left, to 2 x longest (about one TTL write per window).
+    local refresh_ttl = state ~= nil or F[2] - now < longest
+    if refresh_ttl then F[2] = now + 2 * longest end
+    local header = pack(FMT[n], spread(F, 1, 3 + 14 * n))
+    if state then
+      writes = writes or {}
+      writes[#writes + 1] = {0, header}
+      table.sort(writes, function(x, y) return x[1] < y[1] end)
+      local pieces, cursor = {}, 0
+      for _, wr in ipairs(writes) do
+        pieces[#pieces + 1] = sub(state, cursor + 1, wr[1])
+        pieces[#pieces + 1] = wr[2]
+        cursor = wr[1] + #wr[2]
+      end
+      pieces[#pieces + 1] = sub(state, cursor + 1)
+      redis.call('SET', key, table.concat(pieces), 'PX', 2 * longest)
+    else
+      if writes then
+        for k = 1, #writes do redis.call('SETRANGE', key, writes[k][1], writes[k][2]) end
+      end
+      redis.call('SETRANGE', key, '0', header)
+      if refresh_ttl then redis.call('PEXPIRE', key, 2 * longest) end
+    end
+  elseif consume then
+    -- A refusal charges nothing, but it must not let the state expire while a window still
+    -- counts its admissions: after a window grew (a new shape, or a longer period with the same
+    -- limit) the stored expiry follows the old, shorter windows. Keep the state for the longest
+    -- window. The state was rebuilt for a new shape: keep the stored one as it is (a process
+    -- still on the old, larger limits must keep seeing every admission it counted) and only make
+    -- it last, never shortening what it has.
+    if state then
+      local ttl = redis.call('PTTL', key)
+      if ttl >= 0 and ttl < 2 * longest then
+        redis.call('SETRANGE', key, 8, pack('<d', now + 2 * longest))
+        redis.call('PEXPIRE', key, 2 * longest)
+      end
+    elseif F[2] - now < longest then
+      F[2] = now + 2 * longest
+      redis.call('SETRANGE', key, 8, pack('<d', F[2]))
       redis.call('PEXPIRE', key, 2 * longest)
     end
-  elseif expires_at - now < longest then
-    expires_at = now + 2 * longest
-    redis.call('SETRANGE', key, 0, struct.pack('<ddI4', base, expires_at, n))
-    redis.call('PEXPIRE', key, 2 * longest)
   end
-end
 
-local out = {allowed and 1 or 0, retry}
-for i = 1, n do
-  local w = win[i]
-  local reset = 0
-  if w.count > 0 then reset = base + w.newest - 1 + periods[i] - now end
-  out[#out + 1] = limits[i] - w.count
-  out[#out + 1] = reset
+  out[o + 1], out[o + 2], o = allowed and 1 or 0, retry, o + 2
+  for i = 1, n do
+    local w = 3 + 6 * (i - 1)
+    local reset = 0
+    if F[w + 3] > 0 then reset = base + F[w + 4] - 1 + P[3 + 2 * i] - now end
+    out[o + 1], out[o + 2], o = P[2 + 2 * i] - F[w + 3], reset, o + 2
+  end
 end
 return out

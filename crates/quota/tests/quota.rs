@@ -402,13 +402,9 @@ async fn redis_refusals_are_cached_locally_until_retry_after_and_no_longer() {
     assert!(consume(&b, &s, &w, T0).await.allowed);
     assert!(!consume(&b, &s, &w, T0 + 10).await.allowed);
     // Wipe the state in Redis: only the local cache can still refuse now.
-    let mut redis = ::redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection(&url).await;
     let _: () = ::redis::cmd("DEL")
-        .arg(format!("q:{{{s}}}"))
+        .arg(format!("q2:{{{s}}}"))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -445,11 +441,7 @@ async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
         ttl > 3_600_000 && ttl <= 7_200_000,
         "expires after twice the longest window, got {ttl} ms"
     );
-    let mut redis = ::redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection(&url).await;
     let mut keys: Vec<String> = ::redis::cmd("KEYS")
         .arg(format!("*{s}*"))
         .query_async(&mut redis)
@@ -458,20 +450,16 @@ async fn redis_state_is_one_hash_tagged_key_with_an_expiry() {
     keys.sort();
     assert_eq!(
         keys,
-        [format!("q:{{{s}}}")],
+        [format!("q2:{{{s}}}")],
         "both windows live in one key, hash-tagged by the subject"
     );
 }
 
 /// The remaining life of `subject`'s Redis state, in ms.
 async fn pttl(url: &str, subject: &str) -> i64 {
-    let mut redis = ::redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection(url).await;
     ::redis::cmd("PTTL")
-        .arg(format!("q:{{{subject}}}"))
+        .arg(format!("q2:{{{subject}}}"))
         .query_async(&mut redis)
         .await
         .unwrap()
@@ -567,11 +555,7 @@ async fn the_redis_script_decides_exactly_as_the_reference_log() {
     else {
         return;
     };
-    let mut redis = ::redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection(&url).await;
     let script = ::redis::Script::new(stanna_quota::REDIS_SCRIPT);
     let memory = QuotaBackend::Memory(MemoryBackend::new());
     let s = subject();
@@ -619,27 +603,13 @@ async fn the_redis_script_decides_exactly_as_the_reference_log() {
             .decide(&s, cost, windows, mode, Some(now))
             .await
             .unwrap();
-        let mut call = script.key(format!("q:{{{s}}}"));
-        call.arg(cost)
-            .arg(now)
-            .arg(if mode == Mode::Consume { "c" } else { "p" })
-            .arg(windows.len());
-        for w in windows {
-            call.arg(w.limit.limit())
-                .arg(w.limit.period().as_millis() as u64);
-        }
+        let mut call = script.key(format!("q2:{{{s}}}"));
+        call.arg(now)
+            .arg(stanna_quota::redis_decision_params(cost, mode, windows));
         let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
-        let mut got = vec![
-            i64::from(expected.allowed),
-            expected.retry_after.map_or(-1, |r| r.as_millis() as i64),
-        ];
-        for w in &expected.windows {
-            got.push(i64::from(w.remaining));
-            got.push(w.reset_after.as_millis() as i64);
-        }
         assert_eq!(
             reply,
-            got,
+            reference_reply(&expected),
             "step {step}: t=+{} ms cost {cost} {mode:?} shape {shape}: script vs reference",
             now - T0
         );
@@ -657,11 +627,7 @@ async fn the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_
     ) else {
         return;
     };
-    let mut redis = ::redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_connection(&url).await;
     let script = ::redis::Script::new(stanna_quota::REDIS_SCRIPT);
     let short = vec![window("burst", 3, Duration::from_secs(1))];
     let longer = vec![window("burst", 3, Duration::from_secs(10))];
@@ -679,22 +645,19 @@ async fn the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_
                 .decide(&s, 1, windows, Mode::Consume, Some(now))
                 .await
                 .unwrap();
-            let mut call = script.key(format!("q:{{{s}}}"));
-            call.arg(1).arg(now).arg("c").arg(windows.len());
-            for w in windows {
-                call.arg(w.limit.limit())
-                    .arg(w.limit.period().as_millis() as u64);
-            }
+            let mut call = script.key(format!("q2:{{{s}}}"));
+            call.arg(now).arg(stanna_quota::redis_decision_params(
+                1,
+                Mode::Consume,
+                windows,
+            ));
             let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
-            let mut want = vec![
-                i64::from(expected.allowed),
-                expected.retry_after.map_or(-1, |r| r.as_millis() as i64),
-            ];
-            for w in &expected.windows {
-                want.push(i64::from(w.remaining));
-                want.push(w.reset_after.as_millis() as i64);
-            }
-            assert_eq!(reply, want, "decision {step} at +{} ms", now - T0);
+            assert_eq!(
+                reply,
+                reference_reply(&expected),
+                "decision {step} at +{} ms",
+                now - T0
+            );
             expected.allowed
         };
         for i in 0..3 {
@@ -716,6 +679,136 @@ async fn the_script_agrees_with_the_reference_after_growth_refusals_and_the_old_
             "admitted once the first leaves"
         );
     }
+}
+
+/// A connection of the test's own to the Redis at `url`.
+async fn redis_connection(url: &str) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// What the reference says for one decision, as the script replies it.
+fn reference_reply(expected: &Decision) -> Vec<i64> {
+    let mut want = vec![
+        i64::from(expected.allowed),
+        expected.retry_after.map_or(-1, |r| r.as_millis() as i64),
+    ];
+    for w in &expected.windows {
+        want.push(i64::from(w.remaining));
+        want.push(w.reset_after.as_millis() as i64);
+    }
+    want
+}
+
+/// Several decisions in one call, as the backend batches them: three subjects, one of them more
+/// than once in the same call (each of its decisions must see the one before), with costs that
+/// stage, flush and wrap the rings. Every call's reply must be the reference's, decision by
+/// decision, in order.
+#[tokio::test]
+async fn a_batch_of_decisions_is_decided_in_order_exactly_as_the_reference() {
+    let Some(url) = stanna_testkit::redis_url(
+        "a_batch_of_decisions_is_decided_in_order_exactly_as_the_reference",
+    ) else {
+        return;
+    };
+    let mut redis = redis_connection(&url).await;
+    let script = ::redis::Script::new(stanna_quota::REDIS_SCRIPT);
+    let memory = QuotaBackend::Memory(MemoryBackend::new());
+    let subjects = [subject(), subject(), subject()];
+    let windows = vec![
+        window("burst", 5, Duration::from_secs(1)),
+        window("hourly", 40, Duration::from_secs(10)),
+    ];
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let mut now = T0;
+    for call_no in 0..300 {
+        now += next(400);
+        let size = 1 + next(stanna_quota::REDIS_MAX_BATCH as u64) as usize;
+        let mut call = script.prepare_invoke();
+        call.arg(now);
+        let mut want = Vec::new();
+        for _ in 0..size {
+            // Subject 0 twice as often, so it comes more than once in most calls.
+            let s = &subjects[(next(4) as usize).saturating_sub(1)];
+            let cost = 1 + next(2) as u32;
+            let mode = if next(8) == 0 {
+                Mode::Peek
+            } else {
+                Mode::Consume
+            };
+            call.key(format!("q2:{{{s}}}"))
+                .arg(stanna_quota::redis_decision_params(cost, mode, &windows));
+            let expected = memory
+                .decide(s, cost, &windows, mode, Some(now))
+                .await
+                .unwrap();
+            want.extend(reference_reply(&expected));
+        }
+        let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
+        assert_eq!(
+            reply,
+            want,
+            "call {call_no} of {size} decisions at +{} ms",
+            now - T0
+        );
+    }
+}
+
+/// An upgrade forgets nothing: a subject whose admissions the previous script counted under its
+/// key (`q:{subject}`, the previous layout) keeps them when the new script first decides for it.
+/// Four of five admitted the old way, then one more fits and the next is refused.
+#[tokio::test]
+async fn admissions_counted_by_the_previous_layout_are_kept_after_an_upgrade() {
+    let Some(url) = stanna_testkit::redis_url(
+        "admissions_counted_by_the_previous_layout_are_kept_after_an_upgrade",
+    ) else {
+        return;
+    };
+    let mut redis = redis_connection(&url).await;
+    let previous = ::redis::Script::new(include_str!("fixtures/rolling_log_v1.lua"));
+    let s = subject();
+    let windows = [
+        window("burst", 5, Duration::from_secs(60)),
+        window("hourly", 50, Duration::from_secs(3600)),
+    ];
+    for _ in 0..4 {
+        let mut call = previous.key(format!("q:{{{s}}}"));
+        call.arg(1).arg("").arg("c").arg(windows.len());
+        for w in &windows {
+            call.arg(w.limit.limit())
+                .arg(w.limit.period().as_millis() as u64);
+        }
+        let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
+        assert_eq!(reply[0], 1, "the previous script admits");
+    }
+    let b = QuotaBackend::Redis(RedisBackend::connect_lazy(&RedisBackendConfig::new(url)).unwrap());
+    let fifth = b
+        .decide(&s, 1, &windows, Mode::Consume, None)
+        .await
+        .unwrap();
+    assert!(fifth.allowed);
+    assert_eq!(
+        fifth.windows[0].remaining, 0,
+        "four carried over and this one"
+    );
+    assert_eq!(fifth.windows[1].remaining, 45);
+    let sixth = b
+        .decide(&s, 1, &windows, Mode::Consume, None)
+        .await
+        .unwrap();
+    assert!(
+        !sixth.allowed,
+        "the burst window holds five, four of them counted before the upgrade"
+    );
 }
 
 /// The whole behaviour suite once more, on a Redis Cluster of the test's own (three masters,
@@ -774,7 +867,7 @@ async fn subjects_spread_over_every_master_of_a_redis_cluster() {
     let mut expected = std::collections::BTreeMap::<u16, u64>::new();
     for s in &subjects {
         *expected
-            .entry(cluster.master_of(&format!("q:{{{s}}}")))
+            .entry(cluster.master_of(&format!("q2:{{{s}}}")))
             .or_default() += 1;
     }
     for &master in &masters {

@@ -906,7 +906,7 @@ async fn a_cluster_master_killed_mid_load_honours_the_fail_mode_and_decisions_re
             (VerifyCode::Valid, 99 - i)
         );
     }
-    let master = cluster.master_of(&format!("q:{{{}}}", id.as_str()));
+    let master = cluster.master_of(&format!("q2:{{{}}}", id.as_str()));
     let killed = Instant::now();
     cluster.kill(master);
     let (mut refused_closed, mut open_without_windows, mut open_charged) = (0, 0, 0i64);
