@@ -10,7 +10,7 @@
 #              many in flight as wrk's connections: what one gRPC hop costs at the least
 # For every run: req/s, p50/p99, and the CPU seconds per 1000 requests of every process
 # involved (utime + stime from /proc/PID/stat, before and after), Redis's included, and Redis's
-# own µs per EVALSHA from INFO commandstats. Rounds are interleaved; medians are reported.
+# own µs per decision from INFO commandstats (EVALSHA µs ÷ requests) and decisions per call. Rounds are interleaved; medians are reported.
 # Each extra hop of split mode is (split's CPU − aio's CPU) ÷ 2 (gateway → auth-check and
 # auth-check → quota), set against the floor's client + server CPU per 1000 calls.
 #
@@ -134,9 +134,11 @@ for round in $(seq 1 "$ROUNDS"); do
     line+=" = $total"
     if [ "$target" = aio ] || [ "$target" = split ]; then
       read -r calls usec <<<"$(evalsha_stats)"
-      per=$(awk -v c="${calls:-0}" -v u="${usec:-0}" 'BEGIN {if (c > 0) printf "%.2f", u/c; else print "-"}')
+      # Every request is one decision; a call may carry several (the quota backend batches).
+      per=$(awk -v n="$requests" -v u="${usec:-0}" 'BEGIN {if (n > 0) printf "%.2f", u/n; else print "-"}')
+      batch=$(awk -v c="${calls:-0}" -v n="$requests" 'BEGIN {if (c > 0) printf "%.2f", n/c; else print "-"}')
       EVAL[$target]+="$per "
-      line+="; Redis ${per} µs per EVALSHA (${calls:-0} calls)"
+      line+="; Redis ${per} µs per decision (${calls:-0} EVALSHA calls, ${batch} decisions per call)"
     fi
     RPS[$target]+="$rps "; LAT[$target]+="$lat "
     echo "$line"
@@ -152,7 +154,7 @@ echo "  CPU ms per 1000 requests (median per process):"
 for key in $(printf '%s\n' "${!CPU[@]}" | sort); do
   printf '    %-18s %s\n' "$key" "$(echo "${CPU[$key]}" | median)"
 done
-echo "  Redis µs per EVALSHA: aio $(echo "${EVAL[aio]}" | median), split $(echo "${EVAL[split]}" | median)"
+echo "  Redis µs per decision: aio $(echo "${EVAL[aio]}" | median), split $(echo "${EVAL[split]}" | median)"
 m() { echo "${RPS[$1]}" | median; }
 c() { echo "${CPU[$1]}" | median; }
 awk -v sp="$(m split)" -v aio="$(m aio)" -v nginx="$(m nginx)" -v mem="$(m aio-mem)" \

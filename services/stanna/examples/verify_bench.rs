@@ -26,7 +26,14 @@ use stanna_store::{KeyStore, LimitOverrides};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-const CONCURRENCY: usize = 32;
+/// Callers at once: `BENCH_CONCURRENCY`, 32 unless set (1 measures a lone caller's latency).
+fn concurrency() -> usize {
+    std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(32)
+}
 const PHASE: Duration = Duration::from_secs(3);
 /// Enough keys that the product's default limits (100/min each) admit every request of the run.
 const KEYS: usize = 3000;
@@ -212,7 +219,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let verifies: u64 = warm.iter().map(|p| p.ok).sum();
 
     println!(
-        "auth-check Verify benchmark ({CONCURRENCY} concurrent callers, {PHASE:?} per phase, 2 rounds, one tonic server on loopback)"
+        "auth-check Verify benchmark ({} concurrent callers, {PHASE:?} per phase, 2 rounds, one tonic server on loopback)",
+        concurrency()
     );
     println!(
         "quota backend: {}; limits per key: {}",
@@ -271,8 +279,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             - calls(&before, "evalsha")
             - calls(&before, "eval");
         println!(
-            "  Redis round trips per warm Verify: {:.3} ({script_calls} script calls for {verifies} verifies)",
-            script_calls as f64 / verifies.max(1) as f64
+            "  Redis round trips per warm Verify: {:.3} ({script_calls} script calls for {verifies} verifies: {:.2} decisions per call)",
+            script_calls as f64 / verifies.max(1) as f64,
+            verifies as f64 / script_calls.max(1) as f64
         );
         // The script's own cost, measured alone: sequential decisions with nothing else running
         // (under the load above, Redis shares two cores with client and server, and its
@@ -353,7 +362,8 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let start = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let concurrency = concurrency();
+    let tasks: Vec<_> = (0..concurrency)
         .map(|worker| {
             let call = call.clone();
             tokio::spawn(async move {
@@ -367,7 +377,7 @@ where
                         failed += 1
                     }
                     latencies.push(t.elapsed());
-                    i += CONCURRENCY;
+                    i += concurrency;
                 }
                 (latencies, ok, failed)
             })
