@@ -1,8 +1,9 @@
 //! The exact rolling log, in plain Rust: the reference the Lua script mirrors.
 //!
 //! Per window of limit `N` and period `P`, a ring of the last `N` admission times (ms). Slots hold
-//! `0` ("never") until used. Admission times are kept non-decreasing (a clock that steps back is
-//! charged at the newest time seen), so the ring is sorted oldest → newest from `head`.
+//! `0` ("never") until used. Admission times are kept non-decreasing (a clock that steps back
+//! decides, and is charged, at the newest admission seen), so the ring is sorted oldest → newest
+//! from `head`.
 
 use std::time::Duration;
 
@@ -147,6 +148,10 @@ impl Log {
         for (ring, w) in self.rings.iter_mut().zip(windows) {
             ring.reshape(w.limit.limit(), w.limit.period().as_millis() as u64);
         }
+        // A clock that stepped back decides at the newest admission: a window is never counted
+        // at a time earlier than one it was already counted at (the Redis script keeps a
+        // forward-only count per window and relies on this).
+        let now = self.last_admission().max(now);
         let refusal = self
             .rings
             .iter()

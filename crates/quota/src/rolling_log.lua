@@ -10,7 +10,7 @@
 --
 -- State: one binary string, little-endian.
 --   header   '<ddI4'  base_ms, expires_at_ms (when Redis drops the key), 256 + n
---   n x      '<I4I4I4I4I4I4'  limit, head, count, newest, oldest, staged
+--   n x      '<I4I4I4I4I4I4I4'  limit, head, count, newest, oldest, staged, period_ms
 --   n x      8 x '<I4'  staged admissions: the values of slots head .. head + staged - 1
 --   n rings  `limit` x '<I4' admission times
 -- Times are offsets from base (0 = never; time = base + v - 1). A ring is sorted oldest -> newest
@@ -22,8 +22,9 @@
 -- read from text (tonumber) goes through printf/strtod. So a decision reads the header (one
 -- GETRANGE, unpacked into numbers at once), reads ring slots only for admissions that left a
 -- window (one GETRANGE of up to 16 slots), and writes the header back (one SETRANGE, packed at
--- once). New admissions are staged in the header as numbers and reach a ring only every 8th
--- admission (one SETRANGE), and parameters arrive packed. Its cost does not grow with the limits.
+-- once). Up to 8 new admissions are staged in the header as numbers; the one that does not fit
+-- moves them and itself to the ring (one SETRANGE: every 9th admission at cost 1), and
+-- parameters arrive packed. Its cost does not grow with the limits.
 --
 -- The first state of a subject takes over what the previous layout (q:{subject}, n <= 4 at byte
 -- 16, no staging) counted, so an upgrade forgets no admission.
@@ -42,34 +43,36 @@ end
 -- and the header's last byte as text (literals: a string built here would be made, and hashed,
 -- on every call).
 local FMT = {
-  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
-  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
-  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
-  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
+  '<ddI4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4',
 }
 local PARAMS = {'<BBI4I4I4', '<BBI4I4I4I4I4', '<BBI4I4I4I4I4I4I4', '<BBI4I4I4I4I4I4I4I4I4'}
-local HEADER_END = {'75', '131', '187', '243'}
+local HEADER_END = {'79', '139', '199', '259'}
 
 -- The decision being made, in two tables made once per call at their largest size and refilled
 -- for each decision of a batch (a table made per decision costs more than the decision's
--- arithmetic). F: base, expires_at, 256 + n, then per window i at w = 3 + 6 (i - 1): limit,
--- head, count, newest, oldest, staged; then window i's staged slots at 3 + 6 n + 8 (i - 1) + 1...
+-- arithmetic). F: base, expires_at, 256 + n, then per window i at w = 3 + 7 (i - 1): limit,
+-- head, count, newest, oldest, staged, period; then window i's staged slots at
+-- 3 + 7 n + 8 (i - 1) + 1...
 -- P: consume, n, cost, then per window limit, period at 2 + 2 i. Past what n uses, both hold
 -- leftovers, never read.
 local P = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-local F = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local F = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 local key, n, HEADER, state, base
+local legacy_key   -- the previous layout's key, when this decision's state was read from it
 local chunk_i, chunk_from, chunk
 
 -- The admission time in window i's slot `phys` (nil for never): a staged slot, or a ring slot
 -- from the rebuilt state or from Redis, CHUNK slots at a time.
 local function slot_time(i, phys)
-  local w = 3 + 6 * (i - 1)
+  local w = 3 + 7 * (i - 1)
   local limit = F[w + 1]
   local j = (phys - F[w + 2]) % limit
   local v
   if j < F[w + 6] then
-    v = F[3 + 6 * n + 8 * (i - 1) + j + 1]
+    v = F[3 + 7 * n + 8 * (i - 1) + j + 1]
   else
     local at = HEADER   -- window i's ring, 0-based
     for k = 1, i - 1 do at = at + 4 * P[2 + 2 * k] end
@@ -89,7 +92,7 @@ end
 
 local out, o = {}, 0
 for d = 1, #KEYS do
-  key, state, chunk_i = KEYS[d], nil, 0
+  key, state, chunk_i, legacy_key = KEYS[d], nil, 0, nil
   n = string.byte(ARGV[1 + d], 2)
   P[1], P[2], P[3], P[4], P[5], P[6], P[7], P[8], P[9], P[10], P[11] = unpack(PARAMS[n], ARGV[1 + d])
   local consume, cost = P[1] == 1, P[3]
@@ -97,24 +100,25 @@ for d = 1, #KEYS do
   for i = 1, n do
     if P[3 + 2 * i] > longest then longest = P[3 + 2 * i] end
   end
-  HEADER = 20 + 56 * n
+  HEADER = 20 + 60 * n
 
   local hb = redis.call('GETRANGE', key, '0', HEADER_END[n])
   local fits = #hb == HEADER
   if fits then
     -- (One assignment per n: assigning the unused fields costs as much as using them.)
     if n == 2 then
-      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31] = unpack(FMT[2], hb)
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33] = unpack(FMT[2], hb)
     elseif n == 1 then
-      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17] = unpack(FMT[1], hb)
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18] = unpack(FMT[1], hb)
     elseif n == 3 then
-      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45] = unpack(FMT[3], hb)
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45], F[46], F[47], F[48] = unpack(FMT[3], hb)
     else
-      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45], F[46], F[47], F[48], F[49], F[50], F[51], F[52], F[53], F[54], F[55], F[56], F[57], F[58], F[59] = unpack(FMT[4], hb)
+      F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8], F[9], F[10], F[11], F[12], F[13], F[14], F[15], F[16], F[17], F[18], F[19], F[20], F[21], F[22], F[23], F[24], F[25], F[26], F[27], F[28], F[29], F[30], F[31], F[32], F[33], F[34], F[35], F[36], F[37], F[38], F[39], F[40], F[41], F[42], F[43], F[44], F[45], F[46], F[47], F[48], F[49], F[50], F[51], F[52], F[53], F[54], F[55], F[56], F[57], F[58], F[59], F[60], F[61], F[62], F[63] = unpack(FMT[4], hb)
     end
     fits = F[3] == 256 + n and now - F[1] + 1 <= 4294967295
     for i = 1, n do
-      if F[4 + 6 * (i - 1)] ~= P[2 + 2 * i] then fits = false end
+      local w = 3 + 7 * (i - 1)
+      if F[w + 1] ~= P[2 + 2 * i] or F[w + 7] ~= P[3 + 2 * i] then fits = false end
     end
   end
   if fits then
@@ -124,7 +128,7 @@ for d = 1, #KEYS do
     -- the steady state never needs these.)
     -- The admission times of window i of a stored state (either layout), oldest first.
     local function stored_times(old, legacy, old_n, old_base, i)
-      local fixed = legacy and 20 or 24
+      local fixed = legacy and 20 or 28
       local q = 20 + fixed * old_n + (legacy and 0 or 4 * B * old_n)
       for j = 1, i - 1 do q = q + 4 * unpack('<I4', old, 20 + fixed * (j - 1) + 1) end
       local limit, head = unpack('<I4I4', old, 20 + fixed * (i - 1) + 1)
@@ -135,7 +139,7 @@ for d = 1, #KEYS do
         local phys = (head + staged + k) % limit
         local j, v = (phys - head) % limit, nil
         if j < staged then
-          v = unpack('<I4', old, 20 + 24 * old_n + 4 * (B * (i - 1) + j) + 1)
+          v = unpack('<I4', old, 20 + 28 * old_n + 4 * (B * (i - 1) + j) + 1)
         else
           v = unpack('<I4', old, q + phys * 4 + 1)
         end
@@ -152,6 +156,7 @@ for d = 1, #KEYS do
       if not old then
         old = redis.call('GET', 'q' .. sub(key, 3))
         legacy = old ~= false
+        if legacy then legacy_key = 'q' .. sub(key, 3) end
       end
       local times, expires_at = {}, 0
       if old then
@@ -160,7 +165,17 @@ for d = 1, #KEYS do
         if not legacy then old_n = old_n - 256 end
         for i = 1, math.min(n, old_n) do times[i] = stored_times(old, legacy, old_n, old_base, i) end
       end
-      base = now - longest
+      -- base: early enough for every admission kept (a window that grows later must still count
+      -- them), late enough that offsets fit 32 bits (46 days, beyond any window).
+      local lowest = now - longest
+      for i = 1, n do
+        local list = times[i]
+        if list then
+          local first = list[math.max(1, #list - P[2 + 2 * i] + 1)]
+          if first and first < lowest then lowest = first end
+        end
+      end
+      base = math.max(lowest, now - 4000000000)
       F[1], F[2], F[3] = base, expires_at, 256 + n
       local rings = {}
       for i = 1, n do
@@ -181,22 +196,32 @@ for d = 1, #KEYS do
             end
           end
         end
-        local w = 3 + 6 * (i - 1)
-        F[w + 1], F[w + 2], F[w + 3], F[w + 4], F[w + 5], F[w + 6] = limit, 0, count, newest, oldest, 0
+        local w = 3 + 7 * (i - 1)
+        F[w + 1], F[w + 2], F[w + 3], F[w + 4], F[w + 5], F[w + 6], F[w + 7] =
+          limit, 0, count, newest, oldest, 0, period
         rings[i] = table.concat(slots)
       end
-      for s = 3 + 6 * n + 1, 3 + 14 * n do F[s] = 0 end
-      state = pack(FMT[n], spread(F, 1, 3 + 14 * n)) .. table.concat(rings)
+      for s = 3 + 7 * n + 1, 3 + 15 * n do F[s] = 0 end
+      state = pack(FMT[n], spread(F, 1, 3 + 15 * n)) .. table.concat(rings)
     end
     rebuild(longest)
   end
 
+  -- The decision's time: now, or the newest admission when the clock stepped back (a window's
+  -- count is never taken at a time earlier than one it was already taken at; log.rs does the
+  -- same).
+  local at = now
+  for i = 1, n do
+    local newest = F[3 + 7 * (i - 1) + 4]
+    if newest ~= 0 and base + newest - 1 > at then at = base + newest - 1 end
+  end
+
   -- Admissions that have left each window since the last write.
   for i = 1, n do
-    local w = 3 + 6 * (i - 1)
+    local w = 3 + 7 * (i - 1)
     local limit, period = P[2 + 2 * i], P[3 + 2 * i]
     local head = (F[w + 2] + F[w + 6]) % limit
-    while F[w + 3] > 0 and base + F[w + 5] - 1 + period <= now do
+    while F[w + 3] > 0 and base + F[w + 5] - 1 + period <= at do
       F[w + 3] = F[w + 3] - 1
       local t = nil
       if F[w + 3] > 0 then t = slot_time(i, (head + limit - F[w + 3]) % limit) end
@@ -213,12 +238,12 @@ for d = 1, #KEYS do
   -- than the limit.
   local retry = -1
   for i = 1, n do
-    local w = 3 + 6 * (i - 1)
+    local w = 3 + 7 * (i - 1)
     local limit = P[2 + 2 * i]
     if F[w + 3] + cost > limit then
       local t = slot_time(i, (F[w + 2] + F[w + 6] + cost - 1) % limit)
       local r = 1
-      if t then r = math.max(1, t + P[3 + 2 * i] - now) end
+      if t then r = math.max(1, t + P[3 + 2 * i] - at) end
       if r > retry then retry = r end
     end
   end
@@ -227,12 +252,10 @@ for d = 1, #KEYS do
   if allowed and consume then
     local writes = nil    -- the rings' {0-based offset, bytes}, when a window flushes
     for i = 1, n do
-      local w = 3 + 6 * (i - 1)
+      local w = 3 + 7 * (i - 1)
       local limit = P[2 + 2 * i]
-      local at = now
-      if F[w + 4] ~= 0 and base + F[w + 4] - 1 > at then at = base + F[w + 4] - 1 end
       local v = at - base + 1
-      local staged, s = F[w + 6], 3 + 6 * n + 8 * (i - 1)
+      local staged, s = F[w + 6], 3 + 7 * n + 8 * (i - 1)
       if staged + cost <= math.min(B, limit) then
         for k = staged + 1, staged + cost do F[s + k] = v end
         F[w + 6] = staged + cost
@@ -261,7 +284,7 @@ for d = 1, #KEYS do
     -- refresh when less than that is left, to 2 x longest (about one TTL write per window).
     local refresh_ttl = state ~= nil or F[2] - now < longest
     if refresh_ttl then F[2] = now + 2 * longest end
-    local header = pack(FMT[n], spread(F, 1, 3 + 14 * n))
+    local header = pack(FMT[n], spread(F, 1, 3 + 15 * n))
     if state then
       writes = writes or {}
       writes[#writes + 1] = {0, header}
@@ -288,11 +311,14 @@ for d = 1, #KEYS do
     -- window. The state was rebuilt for a new shape: keep the stored one as it is (a process
     -- still on the old, larger limits must keep seeing every admission it counted) and only make
     -- it last, never shortening what it has.
+    -- A state taken over from the previous layout lives in that key until the first admission
+    -- writes this one: keep that key (its expiry is at byte 8 too).
     if state then
-      local ttl = redis.call('PTTL', key)
+      local stored = legacy_key or key
+      local ttl = redis.call('PTTL', stored)
       if ttl >= 0 and ttl < 2 * longest then
-        redis.call('SETRANGE', key, 8, pack('<d', now + 2 * longest))
-        redis.call('PEXPIRE', key, 2 * longest)
+        redis.call('SETRANGE', stored, 8, pack('<d', now + 2 * longest))
+        redis.call('PEXPIRE', stored, 2 * longest)
       end
     elseif F[2] - now < longest then
       F[2] = now + 2 * longest
@@ -303,9 +329,9 @@ for d = 1, #KEYS do
 
   out[o + 1], out[o + 2], o = allowed and 1 or 0, retry, o + 2
   for i = 1, n do
-    local w = 3 + 6 * (i - 1)
+    local w = 3 + 7 * (i - 1)
     local reset = 0
-    if F[w + 3] > 0 then reset = base + F[w + 4] - 1 + P[3 + 2 * i] - now end
+    if F[w + 3] > 0 then reset = base + F[w + 4] - 1 + P[3 + 2 * i] - at end
     out[o + 1], out[o + 2], o = P[2 + 2 * i] - F[w + 3], reset, o + 2
   end
 end

@@ -546,8 +546,9 @@ async fn a_refusal_under_a_smaller_limit_keeps_what_the_larger_one_counted() {
 }
 
 /// The Lua script against the Rust reference, decision by decision, on a random workload:
-/// time jumps small and large, costs 1 to 3, peeks, and limits that change under way. The script
-/// is called directly (the backend's local over-limit cache would answer some refusals itself).
+/// time jumps small and large (and now and then back), costs 1 to 3, peeks, and limits that change
+/// under way. The script is called directly (the backend's local over-limit cache would answer
+/// some refusals itself).
 #[tokio::test]
 async fn the_redis_script_decides_exactly_as_the_reference_log() {
     let Some(url) =
@@ -572,6 +573,17 @@ async fn the_redis_script_decides_exactly_as_the_reference_log() {
             window("burst", 8, Duration::from_secs(1)),
             window("hourly", 20, Duration::from_secs(30)),
         ],
+        // The first shape's limits with longer periods: a window that grows in time only, and
+        // the longest window growing after a rebuild.
+        vec![
+            window("burst", 5, Duration::from_secs(3)),
+            window("hourly", 12, Duration::from_secs(10)),
+        ],
+        vec![
+            window("burst", 5, Duration::from_secs(1)),
+            window("hourly", 12, Duration::from_secs(40)),
+        ],
+        vec![window("hourly", 12, Duration::from_secs(10))],
     ];
     // A small deterministic generator (xorshift), so a failure is reproducible.
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -589,6 +601,10 @@ async fn the_redis_script_decides_exactly_as_the_reference_log() {
             1..=3 => 0,
             _ => next(700),
         };
+        // Now and then the clock steps back (another process's clock, an NTP step).
+        if next(40) == 0 {
+            now -= next(1500);
+        }
         if next(100) == 0 {
             shape = next(shapes.len() as u64) as usize;
         }
@@ -808,6 +824,58 @@ async fn admissions_counted_by_the_previous_layout_are_kept_after_an_upgrade() {
     assert!(
         !sixth.allowed,
         "the burst window holds five, four of them counted before the upgrade"
+    );
+}
+
+/// A refusal right after an upgrade must keep what the previous layout counted alive: three
+/// admitted the old way under 3 per 1 s (that key expires 2 s later), then under 3 per 10 s the new
+/// script refuses — and 2.5 s later, past the old expiry, another process must still refuse.
+#[tokio::test]
+async fn a_refusal_right_after_an_upgrade_keeps_the_previous_layouts_admissions() {
+    let Some(url) = stanna_testkit::redis_url(
+        "a_refusal_right_after_an_upgrade_keeps_the_previous_layouts_admissions",
+    ) else {
+        return;
+    };
+    let mut redis = redis_connection(&url).await;
+    let previous = ::redis::Script::new(include_str!("fixtures/rolling_log_v1.lua"));
+    let s = subject();
+    for _ in 0..3 {
+        let reply: Vec<i64> = previous
+            .key(format!("q:{{{s}}}"))
+            .arg(1)
+            .arg("")
+            .arg("c")
+            .arg(1)
+            .arg(3)
+            .arg(1000)
+            .invoke_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(reply[0], 1);
+    }
+    let long = [window("hourly", 3, Duration::from_secs(10))];
+    let fresh = || {
+        QuotaBackend::Redis(
+            RedisBackend::connect_lazy(&RedisBackendConfig::new(url.clone())).unwrap(),
+        )
+    };
+    let refused = fresh()
+        .decide(&s, 1, &long, Mode::Consume, None)
+        .await
+        .unwrap();
+    assert!(
+        !refused.allowed,
+        "three in the last 10 s, counted before the upgrade"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = fresh()
+        .decide(&s, 1, &long, Mode::Consume, None)
+        .await
+        .unwrap();
+    assert!(
+        !later.allowed,
+        "past the previous key's old expiry the three admissions must still count"
     );
 }
 
