@@ -779,6 +779,24 @@ async fn a_batch_of_decisions_is_decided_in_order_exactly_as_the_reference() {
     }
 }
 
+/// One Consume of cost 1 by the previous script, on the previous layout's key (`q:{subject}`),
+/// the way a process not yet upgraded decides; whether it was admitted.
+async fn consume_the_previous_way(
+    redis: &mut ::redis::aio::MultiplexedConnection,
+    subject: &str,
+    windows: &[NamedWindow],
+) -> bool {
+    let previous = ::redis::Script::new(include_str!("fixtures/rolling_log_v1.lua"));
+    let mut call = previous.key(format!("q:{{{subject}}}"));
+    call.arg(1).arg("").arg("c").arg(windows.len());
+    for w in windows {
+        call.arg(w.limit.limit())
+            .arg(w.limit.period().as_millis() as u64);
+    }
+    let reply: Vec<i64> = call.invoke_async(redis).await.unwrap();
+    reply[0] == 1
+}
+
 /// An upgrade forgets nothing: a subject whose admissions the previous script counted under its
 /// key (`q:{subject}`, the previous layout) keeps them when the new script first decides for it.
 /// Four of five admitted the old way, then one more fits and the next is refused.
@@ -790,21 +808,16 @@ async fn admissions_counted_by_the_previous_layout_are_kept_after_an_upgrade() {
         return;
     };
     let mut redis = redis_connection(&url).await;
-    let previous = ::redis::Script::new(include_str!("fixtures/rolling_log_v1.lua"));
     let s = subject();
     let windows = [
         window("burst", 5, Duration::from_secs(60)),
         window("hourly", 50, Duration::from_secs(3600)),
     ];
     for _ in 0..4 {
-        let mut call = previous.key(format!("q:{{{s}}}"));
-        call.arg(1).arg("").arg("c").arg(windows.len());
-        for w in &windows {
-            call.arg(w.limit.limit())
-                .arg(w.limit.period().as_millis() as u64);
-        }
-        let reply: Vec<i64> = call.invoke_async(&mut redis).await.unwrap();
-        assert_eq!(reply[0], 1, "the previous script admits");
+        assert!(
+            consume_the_previous_way(&mut redis, &s, &windows).await,
+            "the previous script admits"
+        );
     }
     let b = QuotaBackend::Redis(RedisBackend::connect_lazy(&RedisBackendConfig::new(url)).unwrap());
     let fifth = b
@@ -838,21 +851,13 @@ async fn a_refusal_right_after_an_upgrade_keeps_the_previous_layouts_admissions(
         return;
     };
     let mut redis = redis_connection(&url).await;
-    let previous = ::redis::Script::new(include_str!("fixtures/rolling_log_v1.lua"));
     let s = subject();
+    let short = [window("hourly", 3, Duration::from_secs(1))];
     for _ in 0..3 {
-        let reply: Vec<i64> = previous
-            .key(format!("q:{{{s}}}"))
-            .arg(1)
-            .arg("")
-            .arg("c")
-            .arg(1)
-            .arg(3)
-            .arg(1000)
-            .invoke_async(&mut redis)
-            .await
-            .unwrap();
-        assert_eq!(reply[0], 1);
+        assert!(
+            consume_the_previous_way(&mut redis, &s, &short).await,
+            "the previous script admits"
+        );
     }
     let long = [window("hourly", 3, Duration::from_secs(10))];
     let fresh = || {
