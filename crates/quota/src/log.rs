@@ -10,13 +10,20 @@ use std::time::Duration;
 use crate::{Decision, Mode, NamedWindow, WindowState};
 
 /// One window's ring.
+///
+/// Grown as admissions arrive, up to `limit` slots: a key admitted once holds one time, not a
+/// ring of `limit` (10 000 at the largest limits, 80 KB a window). Slots not yet grown are
+/// "never" (0), and come first in the ring's logical order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
     /// Window length in ms.
     period_ms: u64,
-    /// The last `limit` admission times, ms since the epoch; `slots[head]` is the oldest.
+    /// The window's limit: the most slots the ring grows to.
+    limit: u32,
+    /// The last admission times (at most `limit`), ms since the epoch; while fewer than `limit`,
+    /// oldest first from index 0, else oldest at `head`.
     slots: Vec<u64>,
-    /// Index of the oldest slot (the next to overwrite).
+    /// Index of the oldest slot once grown (the next to overwrite); 0 while growing.
     head: usize,
 }
 
@@ -25,18 +32,24 @@ impl Ring {
     pub fn new(limit: u32, period_ms: u64) -> Self {
         Self {
             period_ms,
-            slots: vec![0; limit as usize],
+            limit,
+            slots: Vec::new(),
             head: 0,
         }
     }
 
     fn limit(&self) -> usize {
-        self.slots.len()
+        self.limit as usize
     }
 
-    /// The `i`-th oldest slot (0 = oldest).
+    /// The `i`-th oldest slot (0 = oldest), "never" (0) for a slot not grown yet.
     fn logical(&self, i: usize) -> u64 {
-        self.slots[(self.head + i) % self.slots.len()]
+        let missing = self.limit() - self.slots.len();
+        if i < missing {
+            0
+        } else {
+            self.slots[(self.head + i - missing) % self.slots.len()]
+        }
     }
 
     fn newest(&self) -> u64 {
@@ -47,15 +60,33 @@ impl Ring {
     /// change never forgets what was admitted.
     pub fn reshape(&mut self, limit: u32, period_ms: u64) {
         self.period_ms = period_ms;
-        let limit = limit as usize;
-        if limit == self.limit() {
+        if limit == self.limit {
             return;
         }
-        let keep = limit.min(self.limit());
-        let mut slots = vec![0; limit - keep];
-        slots.extend((self.limit() - keep..self.limit()).map(|i| self.logical(i)));
+        let keep = (limit as usize).min(self.limit());
+        let slots: Vec<u64> = (self.limit() - keep..self.limit())
+            .map(|i| self.logical(i))
+            .filter(|&t| t != 0)
+            .collect();
         self.slots = slots;
+        self.limit = limit;
         self.head = 0;
+    }
+
+    /// Records one admission at `at` (not before the newest).
+    fn push(&mut self, at: u64) {
+        if self.slots.len() < self.limit() {
+            if self.slots.len() == self.slots.capacity() {
+                // Doubling, but never past the limit: a full ring holds exactly `limit` slots.
+                let grown = (self.slots.len() * 2).max(4).min(self.limit());
+                self.slots.reserve_exact(grown - self.slots.len());
+            }
+            self.slots.push(at);
+        } else {
+            let head = self.head;
+            self.slots[head] = at;
+            self.head = (head + 1) % self.slots.len();
+        }
     }
 
     /// Whether `cost` more admissions at `now` keep every span of `period` within the limit:
@@ -73,9 +104,7 @@ impl Ring {
     fn charge(&mut self, cost: u32, now: u64) {
         let at = now.max(self.newest());
         for _ in 0..cost {
-            let head = self.head;
-            self.slots[head] = at;
-            self.head = (head + 1) % self.slots.len();
+            self.push(at);
         }
     }
 
@@ -205,6 +234,27 @@ mod tests {
         assert_eq!(
             (0..4).map(|i| ring.logical(i)).collect::<Vec<_>>(),
             vec![0, 0, T0 + 2, T0 + 3]
+        );
+    }
+
+    #[test]
+    fn a_ring_grows_with_its_admissions_and_never_past_its_limit() {
+        let mut ring = Ring::new(10_000, 60_000);
+        ring.charge(1, T0);
+        assert!(
+            ring.slots.capacity() <= 4,
+            "one admission, not 10 000 slots"
+        );
+        assert_eq!((ring.logical(9_999), ring.logical(9_998)), (T0, 0));
+        let mut small = Ring::new(6, 1000);
+        for t in 1..=9 {
+            small.charge(1, T0 + t);
+        }
+        assert_eq!(small.slots.capacity(), 6);
+        assert_eq!(
+            (0..6).map(|i| small.logical(i)).collect::<Vec<_>>(),
+            (4..=9).map(|t| T0 + t).collect::<Vec<_>>(),
+            "the last six, oldest first"
         );
     }
 
