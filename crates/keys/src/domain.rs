@@ -372,7 +372,9 @@ impl KeyStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WindowLimit {
     limit: u32,
-    period: Duration,
+    /// Whole milliseconds (at most 24 h, 86 400 000): 8 bytes a window instead of 24 with a
+    /// `Duration`, in every cached key's state.
+    period_ms: u32,
 }
 
 impl WindowLimit {
@@ -397,7 +399,11 @@ impl WindowLimit {
         {
             return Err(DomainError::WindowPeriod);
         }
-        Ok(Self { limit, period })
+        Ok(Self {
+            limit,
+            // Exact: a whole number of milliseconds, at most 86 400 000.
+            period_ms: period.as_millis() as u32,
+        })
     }
 
     /// Requests admitted per period.
@@ -407,7 +413,7 @@ impl WindowLimit {
 
     /// The window's length.
     pub fn period(&self) -> Duration {
-        self.period
+        Duration::from_millis(u64::from(self.period_ms))
     }
 }
 
@@ -427,7 +433,7 @@ impl FromStr for WindowLimit {
 
 impl fmt::Display for WindowLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.limit, crate::DurationText(self.period))
+        write!(f, "{}/{}", self.limit, crate::DurationText(self.period()))
     }
 }
 
@@ -452,11 +458,11 @@ impl RateLimits {
         Self {
             burst: WindowLimit {
                 limit: 100,
-                period: Duration::from_secs(60),
+                period_ms: 60_000,
             },
             hourly: WindowLimit {
                 limit: 1000,
-                period: Duration::from_secs(3600),
+                period_ms: 3_600_000,
             },
         }
     }

@@ -66,11 +66,16 @@ impl FailureBudget {
         }
     }
 
-    /// Gives back the token of an attempt that verified.
+    /// Gives back the token of an attempt that verified. A bucket full again is dropped (a full
+    /// bucket and no bucket are the same budget), so a key that verifies holds no bucket: 40-odd
+    /// bytes per cached key otherwise, until a sweep.
     pub fn refund(&self, id: KeyId) {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bucket) = buckets.map.get_mut(&id) {
             bucket.tokens = (bucket.tokens + 1.0).min(BURST);
+            if bucket.tokens >= BURST {
+                buckets.map.remove(&id);
+            }
         }
     }
 }
@@ -104,6 +109,15 @@ mod tests {
         assert!(
             budget.take(id, t0 + Duration::from_secs(1)).is_ok(),
             "a refund gives the token back"
+        );
+        // A verified attempt on an id with its whole budget leaves no bucket behind.
+        let fresh = KeyId::parse("FreshKeyId00").unwrap();
+        budget.take(fresh, t0).unwrap();
+        budget.refund(fresh);
+        assert!(!budget.buckets.lock().unwrap().map.contains_key(&fresh));
+        assert!(
+            budget.buckets.lock().unwrap().map.contains_key(&id),
+            "a spent one stays"
         );
     }
 

@@ -84,7 +84,7 @@ impl AuthCheck for AuthCheckService {
         metrics.verified(code, started.elapsed());
         if let Some(key) = &verdict.key {
             span.record("key_id", tracing::field::display(&key.key_id));
-            span.record("workspace_id", tracing::field::display(&key.workspace));
+            span.record("workspace_id", key.workspace());
         }
         Ok(Response::new(response_of(verdict, r.include_metadata)))
     }
@@ -145,9 +145,9 @@ fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
     if let Some(key) = verdict.key {
         response.credential = pb::Credential::ApiKey as i32;
         response.key_id = key.key_id.to_string();
-        response.workspace_id = key.workspace.to_string();
-        response.user_id = key.user.to_string();
-        response.name.clone_from(&key.name);
+        response.workspace_id = key.workspace().to_owned();
+        response.user_id = key.user().to_owned();
+        response.name = key.name().to_owned();
         // Empty for an unscoped key: nothing is allocated on the usual path.
         response.scopes = key.scopes.names().to_vec();
         if include_metadata && let Some(metadata) = &key.metadata {

@@ -61,13 +61,9 @@ impl Verifier {
         state: Arc<KeyState>,
         cost: u32,
     ) -> Result<Verdict, VerifyError> {
+        let windows = state.windows();
         match self
-            .decide(
-                state.key_id.as_str(),
-                &state.windows,
-                cost,
-                state.key_id.as_str(),
-            )
+            .decide(state.key_id.as_str(), &windows, cost, state.key_id.as_str())
             .await?
         {
             Some(decision) => Ok(verdict_of(decision, state, cost)),

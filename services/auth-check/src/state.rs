@@ -10,24 +10,20 @@ use stanna_keys::{KeyId, KeyStatus, RateLimits, Scopes, UserId, WorkspaceId};
 use stanna_quota::{NamedWindow, WindowState};
 use stanna_store::KeyRecord;
 
-/// A key's state as verification needs it.
+/// A key's state as verification needs it, compact: every cached key holds one (measured in
+/// docs/auth-check.md, "At a million keys").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyState {
     /// The key id.
     pub key_id: KeyId,
-    /// Owning workspace.
-    pub workspace: WorkspaceId,
-    /// Owning user.
-    pub user: UserId,
-    /// The key's name.
-    pub name: String,
+    /// Owning workspace, owning user and the key's name, in one allocation.
+    owner: Owner,
     /// Active or inactive.
     pub status: KeyStatus,
     /// Expiry, if any.
     pub expires_at: Option<SystemTime>,
-    /// The effective windows, `burst` then `hourly`, ready for the quota (their names are
-    /// borrowed, so a decision builds nothing for them).
-    pub windows: [NamedWindow; 2],
+    /// The effective limits, `burst` then `hourly` ([`KeyState::windows`] names them).
+    limits: RateLimits,
     /// The key that replaced this one by rotation, named when it is refused as expired.
     pub replaced_by: Option<KeyId>,
     /// The key's metadata, shared (returned only when a Verify asks for it).
@@ -36,30 +32,79 @@ pub struct KeyState {
     pub scopes: Scopes,
 }
 
+/// Workspace id, user id and key name back to back in one string: one allocation of their
+/// length instead of three `String`s (72 bytes of headers and three allocations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Owner {
+    text: Box<str>,
+    /// End of the workspace id in `text`.
+    workspace_end: u16,
+    /// End of the user id in `text`.
+    user_end: u16,
+}
+
+impl Owner {
+    fn new(workspace: &WorkspaceId, user: &UserId, name: &str) -> Self {
+        let (workspace, user) = (workspace.as_str(), user.as_str());
+        // Identifiers are at most a few hundred bytes and a name at most a few hundred: the
+        // offsets fit a u16 (checked, so a longer input is a panic in tests, never a wrong cut).
+        let workspace_end = u16::try_from(workspace.len()).expect("a workspace id is short");
+        let user_end =
+            u16::try_from(workspace.len() + user.len()).expect("a workspace and user id are short");
+        let mut text = String::with_capacity(workspace.len() + user.len() + name.len());
+        text.push_str(workspace);
+        text.push_str(user);
+        text.push_str(name);
+        Self {
+            text: text.into_boxed_str(),
+            workspace_end,
+            user_end,
+        }
+    }
+}
+
 impl KeyState {
     /// The state of a stored key; windows without an override take `defaults`.
     pub fn from_record(record: &KeyRecord, defaults: RateLimits) -> Self {
-        let limits = record.rate_limits.resolve(defaults);
         Self {
             key_id: record.key_id,
-            workspace: record.workspace.clone(),
-            user: record.user.clone(),
-            name: record.name.as_str().to_owned(),
+            owner: Owner::new(&record.workspace, &record.user, record.name.as_str()),
             status: record.status,
             expires_at: record.expires_at,
-            windows: limits.named().map(|(name, limit)| NamedWindow {
-                name: Cow::Borrowed(name),
-                limit,
-            }),
+            limits: record.rate_limits.resolve(defaults),
             replaced_by: record.replaced_by,
             metadata: record.metadata.as_ref().map(|m| Arc::from(m.as_str())),
             scopes: record.scopes.clone(),
         }
     }
 
+    /// The owning workspace's id.
+    pub fn workspace(&self) -> &str {
+        &self.owner.text[..usize::from(self.owner.workspace_end)]
+    }
+
+    /// The owning user's id.
+    pub fn user(&self) -> &str {
+        &self.owner.text[usize::from(self.owner.workspace_end)..usize::from(self.owner.user_end)]
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.owner.text[usize::from(self.owner.user_end)..]
+    }
+
+    /// The effective windows, `burst` then `hourly`, ready for the quota: their names are
+    /// borrowed, so building them allocates nothing.
+    pub fn windows(&self) -> [NamedWindow; 2] {
+        self.limits.named().map(|(name, limit)| NamedWindow {
+            name: Cow::Borrowed(name),
+            limit,
+        })
+    }
+
     /// The smallest limit of the key's windows: no cost above it can ever be admitted.
-    pub fn smallest_limit(&self) -> &NamedWindow {
-        let [a, b] = &self.windows;
+    pub fn smallest_limit(&self) -> NamedWindow {
+        let [a, b] = self.windows();
         if b.limit.limit() < a.limit.limit() {
             b
         } else {
@@ -211,4 +256,41 @@ pub enum VerifyError {
     /// service is unreachable.
     #[error("{0}")]
     Unavailable(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_text_gives_back_each_part() {
+        let record = KeyRecord {
+            key_id: KeyId::parse("AbCdEfGhIjKl").unwrap(),
+            workspace: WorkspaceId::parse("ws_1").unwrap(),
+            user: UserId::parse("auth0|123").unwrap(),
+            name: stanna_keys::KeyName::parse("Équipe — prod ☕").unwrap(),
+            preview: String::new(),
+            key_hash: String::new(),
+            status: KeyStatus::Active,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            last_used_at: None,
+            expires_at: None,
+            rate_limits: stanna_store::LimitOverrides::default(),
+            replaced_by: None,
+            metadata: None,
+            scopes: Scopes::default(),
+        };
+        let state = KeyState::from_record(&record, RateLimits::product_default());
+        assert_eq!(state.workspace(), "ws_1");
+        assert_eq!(state.user(), "auth0|123");
+        assert_eq!(state.name(), "Équipe — prod ☕");
+        let [burst, hourly] = state.windows();
+        assert_eq!((burst.name.as_ref(), burst.limit.limit()), ("burst", 100));
+        assert_eq!(
+            (hourly.name.as_ref(), hourly.limit.limit()),
+            ("hourly", 1000)
+        );
+        assert_eq!(state.smallest_limit().name, "burst");
+    }
 }

@@ -269,7 +269,10 @@ impl Verifier {
             count(Outcome::Expired);
             return Ok(Verdict::about(VerifyCode::Expired, message, state));
         }
-        if workspace.as_ref().is_some_and(|w| *w != state.workspace) {
+        if workspace
+            .as_ref()
+            .is_some_and(|w| w.as_str() != state.workspace())
+        {
             count(Outcome::Forbidden);
             return Ok(Verdict::about(
                 VerifyCode::WorkspaceMismatch,

@@ -363,12 +363,7 @@ async fn a_workspace_mismatch_carries_the_identity() {
     assert_eq!(verdict.code, VerifyCode::WorkspaceMismatch);
     let who = verdict.key.expect("identity filled");
     assert_eq!(
-        (
-            who.key_id,
-            who.workspace.as_str(),
-            who.user.as_str(),
-            who.name.as_str()
-        ),
+        (who.key_id, who.workspace(), who.user(), who.name()),
         (id, "wsA", "alice", "Production Dashboard")
     );
     assert!(
