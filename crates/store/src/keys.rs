@@ -7,7 +7,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use stanna_keys::KeyId;
 
@@ -144,53 +144,8 @@ impl KeyStore {
         page: PageRequest,
         now: SystemTime,
     ) -> Result<Page, StoreError> {
-        let filter = &page.filter;
-        if let Some(after) = &page.after
-            && !after.belongs_to(scope, filter)
-        {
-            return Err(StoreError::PageTokenMismatch);
-        }
-        let mut query = Entity::find().filter(scope.condition());
-        if let Some(after) = &page.after {
-            query = query.filter(
-                Condition::any()
-                    .add(Column::CreatedAt.lt(after.created_at))
-                    .add(
-                        Condition::all()
-                            .add(Column::CreatedAt.eq(after.created_at))
-                            .add(Column::KeyId.lt(after.key_id.as_str())),
-                    ),
-            );
-        }
-        if let Some(text) = &filter.name_contains {
-            let pattern = format!("%{}%", escape_like(&stanna_keys::fold_for_search(text)));
-            query = query.filter(
-                Expr::col(Column::NameFolded).like(LikeExpr::new(pattern).escape(LIKE_ESCAPE)),
-            );
-        }
-        if let Some(status) = filter.status {
-            query = query.filter(Column::Status.eq(status.as_str()));
-        }
-        let cutoff = filter.unused_for_days.map(|days| {
-            page.after.and_then(|a| a.cutoff).unwrap_or_else(|| {
-                time::to_micros(now).saturating_sub(i64::from(days) * MICROS_PER_DAY)
-            })
-        });
-        if let Some(cutoff) = cutoff {
-            query = query.filter(
-                Condition::any().add(Column::LastUsedAt.lt(cutoff)).add(
-                    Condition::all()
-                        .add(Column::LastUsedAt.is_null())
-                        .add(Column::CreatedAt.lt(cutoff)),
-                ),
-            );
-        }
-        let mut rows = query
-            .order_by_desc(Column::CreatedAt)
-            .order_by_desc(Column::KeyId)
-            .limit(u64::from(page.size) + 1)
-            .all(&self.db)
-            .await?;
+        let (query, cutoff) = list_query(scope, &page, now)?;
+        let mut rows = query.all(&self.db).await?;
         let more = rows.len() > page.size as usize;
         rows.truncate(page.size as usize);
         let keys = rows
@@ -201,12 +156,40 @@ impl KeyStore {
             Some(last) if more => Some(PageToken {
                 created_at: time::to_micros(last.created_at),
                 key_id: last.key_id,
-                listing: Some(listing_digest(scope, filter)),
+                listing: Some(listing_digest(scope, &page.filter)),
                 cutoff,
             }),
             _ => None,
         };
         Ok(Page { keys, next })
+    }
+
+    /// PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of the query [`KeyStore::list`] runs for
+    /// these arguments, one line per plan line: for capacity measurements (the scale bench),
+    /// never on a request's path. On SQLite, `EXPLAIN QUERY PLAN`.
+    ///
+    /// # Errors
+    /// As [`KeyStore::list`].
+    pub async fn explain_list(
+        &self,
+        scope: &Scope,
+        page: &PageRequest,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let (query, _) = list_query(scope, page, now)?;
+        let statement = query.build(self.backend());
+        let (explain, column) = match self.backend() {
+            DatabaseBackend::Postgres => ("EXPLAIN (ANALYZE, BUFFERS) ", "QUERY PLAN"),
+            _ => ("EXPLAIN QUERY PLAN ", "detail"),
+        };
+        let explained = sea_orm::Statement {
+            sql: format!("{explain}{}", statement.sql),
+            ..statement
+        };
+        let rows = self.db.query_all_raw(explained).await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String>("", column)?))
+            .collect()
     }
 
     /// Reads one key in `scope` inside `txn`, locked until it ends: PostgreSQL takes the row
@@ -543,6 +526,47 @@ impl KeyStore {
             .collect())
     }
 
+    /// Removes the tombstones of keys deleted before `before`, at most [`PURGE_BATCH`] rows per
+    /// statement (each its own short transaction, so writers never wait long), until none is left.
+    /// Returns how many were removed. Their `key.deleted` audit events stay.
+    ///
+    /// A deletion an auth-check never saw in the feed (it was cut off from the store for longer
+    /// than the retention, at least [`TOMBSTONE_RETENTION_MIN`]) is still honoured: a cached
+    /// state is re-read from the store at least every minute (`MAX_STATE_AGE`), and the re-read
+    /// finds no key (docs/auth-check.md, "Tombstones").
+    ///
+    /// # Errors
+    /// A database error; batches before it stay purged.
+    #[tracing::instrument(target = "stanna_span", name = "store.purge_deleted_keys", skip_all, fields(db.system = self.backend_name()))]
+    pub async fn purge_deleted_keys(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let sql = match self.backend() {
+            DatabaseBackend::Postgres => {
+                "DELETE FROM api_keys WHERE key_id IN \
+                 (SELECT key_id FROM api_keys WHERE deleted_at < $1 LIMIT $2)"
+            }
+            _ => {
+                "DELETE FROM api_keys WHERE key_id IN \
+                 (SELECT key_id FROM api_keys WHERE deleted_at < ? LIMIT ?)"
+            }
+        };
+        let mut purged = 0;
+        loop {
+            let done = self
+                .db
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    self.backend(),
+                    sql,
+                    [time::to_micros(before).into(), (PURGE_BATCH as i64).into()],
+                ))
+                .await?
+                .rows_affected();
+            purged += done;
+            if done < PURGE_BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Records last-used times, never moving a time backwards, in multi-row statements
     /// ([`KeyStore::record_usage`] without usage rows).
     ///
@@ -552,6 +576,71 @@ impl KeyStore {
         self.record_usage(&[], uses).await.map_err(|e| e.error)
     }
 }
+
+/// The query of [`KeyStore::list`] (with its order and limit) and the filter's cutoff.
+fn list_query(
+    scope: &Scope,
+    page: &PageRequest,
+    now: SystemTime,
+) -> Result<(sea_orm::Select<Entity>, Option<i64>), StoreError> {
+    let filter = &page.filter;
+    if let Some(after) = &page.after
+        && !after.belongs_to(scope, filter)
+    {
+        return Err(StoreError::PageTokenMismatch);
+    }
+    let mut query = Entity::find().filter(scope.condition());
+    if let Some(after) = &page.after {
+        // `created_at <= X` is implied by the keyset condition but is what the index can seek
+        // on: without it PostgreSQL walks the workspace's index from its newest key and filters
+        // every page before this one (the 100th page of 50 read 5 500 rows instead of 51).
+        query = query
+            .filter(Column::CreatedAt.lte(after.created_at))
+            .filter(
+                Condition::any()
+                    .add(Column::CreatedAt.lt(after.created_at))
+                    .add(
+                        Condition::all()
+                            .add(Column::CreatedAt.eq(after.created_at))
+                            .add(Column::KeyId.lt(after.key_id.as_str())),
+                    ),
+            );
+    }
+    if let Some(text) = &filter.name_contains {
+        let pattern = format!("%{}%", escape_like(&stanna_keys::fold_for_search(text)));
+        query = query
+            .filter(Expr::col(Column::NameFolded).like(LikeExpr::new(pattern).escape(LIKE_ESCAPE)));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(Column::Status.eq(status.as_str()));
+    }
+    let cutoff = filter.unused_for_days.map(|days| {
+        page.after.and_then(|a| a.cutoff).unwrap_or_else(|| {
+            time::to_micros(now).saturating_sub(i64::from(days) * MICROS_PER_DAY)
+        })
+    });
+    if let Some(cutoff) = cutoff {
+        query = query.filter(
+            Condition::any().add(Column::LastUsedAt.lt(cutoff)).add(
+                Condition::all()
+                    .add(Column::LastUsedAt.is_null())
+                    .add(Column::CreatedAt.lt(cutoff)),
+            ),
+        );
+    }
+    let query = query
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::KeyId)
+        .limit(u64::from(page.size) + 1);
+    Ok((query, cutoff))
+}
+
+/// Tombstones removed per statement by [`KeyStore::purge_deleted_keys`].
+pub const PURGE_BATCH: u64 = 1000;
+
+/// The shortest tombstone retention allowed: a day, so every auth-check that is up sees a
+/// deletion in its change feed long before its tombstone goes (the feed's overlap is 20 s).
+pub const TOMBSTONE_RETENTION_MIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A key as an audit event's subject.
 fn key_subject<'a>(key: &'a KeyRecord, related: Option<&'a KeyId>) -> Subject<'a> {

@@ -10,6 +10,7 @@
 //! - [`error`]: [`StoreError`] and the classification of the driver's errors;
 //! - [`model`]: the types callers pass and get back;
 //! - `keys`: the queries; `change_feed`: what changed since a position ([`KeyChange`]);
+//!   `load`: bulk loads for load tests ([`KeyStore::load_keys`]);
 //! - [`sessions`]: dashboard sessions and spent login tokens;
 //! - [`usage`]: usage per key per hour, and the last-used write-back;
 //! - [`audit`]: the append-only log of every key and session change, written with the change;
@@ -20,6 +21,7 @@ mod change_feed;
 pub mod entity;
 pub mod error;
 mod keys;
+mod load;
 pub mod migration;
 pub mod model;
 mod page_token;
@@ -36,8 +38,10 @@ use sea_orm::{
 };
 
 pub use audit::{Actor, AuditContext, AuditEvent, AuditPage, AuditQuery};
-pub use change_feed::{ChangePosition, KeyChange};
+pub use change_feed::{CHANGES_OF_MAX, ChangePosition, ChangeStamp, KeyChange};
 pub use error::{ExpiryRefusal, StoreError};
+pub use keys::{PURGE_BATCH, TOMBSTONE_RETENTION_MIN};
+pub use load::LoadedKey;
 pub use model::{
     KeyChanges, KeyFilter, KeyRecord, LimitChanges, LimitOverrides, NewKey, NewKeySecret, Page,
     PageRequest, Scope,

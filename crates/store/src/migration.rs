@@ -52,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(KeyNameSearch),
             Box::new(KeyUsage),
             Box::new(AuditLog),
+            Box::new(ChangeFeedKeyOrder),
         ]
     }
 }
@@ -746,6 +747,53 @@ impl MigrationTrait for AuditLog {
             db.execute_unprepared("DROP FUNCTION IF EXISTS stanna_audit_purge_bound()")
                 .await?;
         }
+        Ok(())
+    }
+}
+
+/// The change feed's index covers its order, `(updated_at, key_id)`: the poll's overlap re-read
+/// lists stamps from the index alone ([`crate::KeyStore::change_stamps_after`]) instead of
+/// reading whole rows, and the tie-break on `key_id` needs no sort. It replaces
+/// `api_keys_updated` (a prefix of it). `api_keys_tombstones` (partial: deleted rows only) finds
+/// what the tombstone purge deletes ([`crate::KeyStore::purge_deleted_keys`]) without reading
+/// live keys. Building them reads the table once: seconds at a million keys, inside the
+/// migration's transaction (writers to `api_keys` wait for it).
+struct ChangeFeedKeyOrder;
+
+impl MigrationName for ChangeFeedKeyOrder {
+    fn name(&self) -> &str {
+        "m20261207_000010_change_feed_key_order"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ChangeFeedKeyOrder {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "CREATE INDEX IF NOT EXISTS api_keys_updated_key ON api_keys (updated_at, key_id)",
+        )
+        .await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS api_keys_updated")
+            .await?;
+        db.execute_unprepared(
+            "CREATE INDEX IF NOT EXISTS api_keys_tombstones ON api_keys (deleted_at) \
+             WHERE deleted_at IS NOT NULL",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "CREATE INDEX IF NOT EXISTS api_keys_updated ON api_keys (updated_at)",
+        )
+        .await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS api_keys_updated_key")
+            .await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS api_keys_tombstones")
+            .await?;
         Ok(())
     }
 }

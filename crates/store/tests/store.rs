@@ -36,7 +36,196 @@ on_both_backends!(
     a_scoped_caller_writes_only_keys_within_its_scopes,
     filtered_listings_find_exactly_the_matching_keys_across_pages,
     the_search_migration_folds_the_names_of_existing_keys,
+    change_stamps_list_the_feed_and_changes_of_reads_the_rows,
+    a_bulk_load_stores_live_keys_and_tombstones,
+    the_tombstone_purge_removes_only_deletions_older_than_the_cutoff,
+    the_listing_plan_can_be_explained,
 );
+
+async fn change_stamps_list_the_feed_and_changes_of_reads_the_rows(store: KeyStore) {
+    let mut ids = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let (k, _) = new_key("ws1", "alice", name);
+        ids.push(
+            store
+                .create(k, None, t(i as u64), &by_admin())
+                .await
+                .unwrap()
+                .key_id,
+        );
+    }
+    store
+        .delete(&scope("ws1", None), &ids[1], t(10), &by_admin())
+        .await
+        .unwrap();
+    let since = |at| ChangePosition {
+        updated_at: at,
+        key_id: None,
+    };
+    // Stamps in (updated_at, key_id) order, as changes_after lists the rows.
+    let stamps = store.change_stamps_after(since(t(0)), 100).await.unwrap();
+    let listed: Vec<_> = stamps.iter().map(|s| (s.key_id, s.updated_at)).collect();
+    assert_eq!(listed, [(ids[2], t(2)), (ids[1], t(10))]);
+    let rows = store.changes_after(since(t(0)), 100).await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|c| (c.key_id(), c.updated_at()))
+            .collect::<Vec<_>>(),
+        listed
+    );
+    // Paging by stamp position visits each once.
+    let first = store.change_stamps_after(since(t(0)), 1).await.unwrap();
+    let second = store
+        .change_stamps_after(first[0].position(), 1)
+        .await
+        .unwrap();
+    assert_eq!((first[0].key_id, second[0].key_id), (ids[2], ids[1]));
+    // The rows of named ids: live ones as Updated, the deleted one as Deleted, an id that has
+    // no row (never stored, or purged) absent.
+    let (never, _) = new_key("ws1", "alice", "never");
+    let mut changes = store
+        .changes_of(&[ids[0], ids[1], never.key_id])
+        .await
+        .unwrap();
+    changes.sort_by_key(|c| c.updated_at());
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        matches!(&changes[0], KeyChange::Updated(r) if r.key_id == ids[0] && r.name.as_str() == "a")
+    );
+    assert_eq!(
+        changes[1],
+        KeyChange::Deleted {
+            key_id: ids[1],
+            updated_at: t(10)
+        }
+    );
+    // More ids than one query takes.
+    let many: Vec<_> = (0..stanna_store::CHANGES_OF_MAX + 3)
+        .map(|i| {
+            if i == 7 {
+                ids[2]
+            } else {
+                new_key("ws1", "x", "x").0.key_id
+            }
+        })
+        .collect();
+    let found = store.changes_of(&many).await.unwrap();
+    assert_eq!(
+        found.iter().map(KeyChange::key_id).collect::<Vec<_>>(),
+        [ids[2]]
+    );
+}
+
+async fn a_bulk_load_stores_live_keys_and_tombstones(store: KeyStore) {
+    let keys: Vec<_> = (0..2500u64)
+        .map(|i| stanna_store::LoadedKey {
+            key: new_key("ws_load", "alice", &format!("k{i}")).0,
+            created_at: t(i),
+            deleted_at: (i % 10 == 0).then(|| t(5000 + i)),
+        })
+        .collect();
+    store.load_keys(&keys).await.unwrap();
+    let s = scope("ws_load", None);
+    let mut listed = 0;
+    let mut after = None;
+    loop {
+        let page = store
+            .list(
+                &s,
+                PageRequest {
+                    size: 100,
+                    after,
+                    filter: KeyFilter::default(),
+                },
+                t(10_000),
+            )
+            .await
+            .unwrap();
+        listed += page.keys.len();
+        if listed == 100 {
+            assert_eq!(
+                page.keys[0].created_at,
+                t(2499),
+                "newest first, at its own time"
+            );
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, 2250, "every live key, no tombstone");
+    // A tombstone is stamped at its deletion, as delete leaves it.
+    let deleted = store.changes_of(&[keys[10].key.key_id]).await.unwrap();
+    assert_eq!(
+        deleted,
+        [KeyChange::Deleted {
+            key_id: keys[10].key.key_id,
+            updated_at: t(5010)
+        }]
+    );
+    assert!(
+        store
+            .find_by_key_id(&keys[11].key.key_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Loading an id twice is refused, not stored twice.
+    assert!(store.load_keys(&keys[..1]).await.is_err());
+}
+
+async fn the_tombstone_purge_removes_only_deletions_older_than_the_cutoff(store: KeyStore) {
+    let keys: Vec<_> = (0..2300u64)
+        .map(|i| stanna_store::LoadedKey {
+            key: new_key("ws_purge", "alice", "k").0,
+            created_at: t(i),
+            // 2 100 deleted at t(100 + i % 3 * 1000) (0, 1000, 2000 later), 200 live.
+            deleted_at: (i < 2100).then(|| t(100 + (i % 3) * 1000)),
+        })
+        .collect();
+    store.load_keys(&keys).await.unwrap();
+    // Strictly before the cutoff: t(1100) keeps those deleted at t(1100) and t(2100).
+    assert_eq!(store.purge_deleted_keys(t(1100)).await.unwrap(), 700);
+    assert_eq!(
+        store.purge_deleted_keys(t(1100)).await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
+    // More than one batch at once.
+    assert_eq!(store.purge_deleted_keys(t(3000)).await.unwrap(), 1400);
+    let left = store
+        .changes_of(&keys.iter().map(|k| k.key.key_id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 200);
+    assert!(
+        left.iter().all(|c| matches!(c, KeyChange::Updated(_))),
+        "live keys stay"
+    );
+}
+
+async fn the_listing_plan_can_be_explained(store: KeyStore) {
+    let (k, _) = new_key("ws1", "alice", "a");
+    store.create(k, None, t(0), &by_admin()).await.unwrap();
+    let plan = store
+        .explain_list(
+            &scope("ws1", None),
+            &PageRequest {
+                size: 50,
+                after: None,
+                filter: KeyFilter::default(),
+            },
+            t(1),
+        )
+        .await
+        .unwrap();
+    let text = plan.join("\n");
+    assert!(
+        text.contains("api_keys_workspace_created"),
+        "the listing walks its index: {text}"
+    );
+}
 
 async fn expiry_changes_never_revive_a_key_or_extend_a_grace_period(store: KeyStore) {
     let s = scope("ws1", None);
@@ -851,7 +1040,7 @@ async fn applied_migrations(store: &KeyStore) -> Vec<String> {
         .collect()
 }
 
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "m20261127_000001_create_api_keys",
     "m20261127_000002_soft_delete_and_change_feed",
     "m20261127_000003_rotation_lineage",
@@ -861,6 +1050,7 @@ const MIGRATIONS: [&str; 9] = [
     "m20261204_000007_key_name_search",
     "m20261204_000008_key_usage",
     "m20261205_000009_audit_log",
+    "m20261207_000010_change_feed_key_order",
 ];
 
 async fn migrations_are_idempotent(store: KeyStore) {
@@ -1302,8 +1492,9 @@ async fn the_search_migration_folds_the_names_of_existing_keys(store: KeyStore) 
     use sea_orm::ConnectionTrait;
     use sea_orm_migration::MigratorTrait;
     let db = store.connection();
-    // Back to before migration 7 (the audit log's 9 and usage's 8 go first).
-    stanna_store::migration::Migrator::down(db, Some(3))
+    // Back to before migration 7 (the change feed index's 10, the audit log's 9 and usage's 8
+    // go first).
+    stanna_store::migration::Migrator::down(db, Some(4))
         .await
         .unwrap();
     // 2 500 keys written by the previous schema (no `name_folded`), in one statement.

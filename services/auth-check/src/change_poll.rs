@@ -1,6 +1,10 @@
 //! Revocation within a second: the change poll. Every `STANNA_CHANGE_POLL_INTERVAL` auth-check
 //! asks the store what changed since the newest change it has seen (minus an overlap) and applies
 //! it to the cache — deactivations, deletions, rotations, renames (docs/auth-check.md).
+//!
+//! The overlap is read as stamps (key id, `updated_at`) from the change feed's index; whole rows
+//! are read only for stamps not applied yet. At 100 changes a second the 20 s overlap is 2 000
+//! stamps a poll and about 25 rows, where it used to be 2 000 whole rows.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +35,8 @@ const LOAD_PAGE: u64 = 10_000;
 pub(crate) struct ChangeTracker {
     /// The newest `updated_at` seen.
     watermark: Mutex<SystemTime>,
-    /// Keys changed within twice the overlap, and when.
+    /// Keys changed within twice the overlap, and the `updated_at` last applied: a stamp equal
+    /// to it needs no read.
     recent: Mutex<HashMap<KeyId, SystemTime>>,
 }
 
@@ -119,14 +124,14 @@ impl Verifier {
     }
 
     async fn poll_once(&self) -> Result<usize, StoreError> {
+        let tracker = &self.inner.changes;
+        let now = self.now();
         if !self.inner.known_keys.loaded()
             && let Err(err) = self.load_known_ids().await
         {
             self.store_failed(self.now());
             return Err(err);
         }
-        let tracker = &self.inner.changes;
-        let now = self.now();
         let watermark = *tracker.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let mut position = ChangePosition {
             updated_at: watermark - CHANGE_OVERLAP,
@@ -135,39 +140,44 @@ impl Verifier {
         let mut newest = watermark;
         let mut seen = 0;
         loop {
-            let changes = match self.inner.store.changes_after(position, PAGE).await {
-                Ok(changes) => changes,
+            let stamps = match self.inner.store.change_stamps_after(position, PAGE).await {
+                Ok(stamps) => stamps,
                 Err(err) => {
                     self.store_failed(now);
                     return Err(err);
                 }
             };
-            self.store_answered();
-            {
-                let mut recent = tracker.recent.lock().unwrap_or_else(|p| p.into_inner());
-                for change in &changes {
-                    recent.insert(change.key_id(), change.updated_at());
-                }
-            }
-            self.inner.known_keys.apply(
-                changes
+            let unapplied: Vec<KeyId> = {
+                let recent = tracker.recent.lock().unwrap_or_else(|p| p.into_inner());
+                stamps
                     .iter()
-                    .map(|change| (change.key_id(), matches!(change, KeyChange::Updated(_)))),
-            );
-            for change in &changes {
-                newest = newest.max(change.updated_at());
-                match change {
-                    KeyChange::Updated(record) => {
-                        let state =
-                            Arc::new(KeyState::from_record(record, self.inner.settings.defaults));
-                        self.inner.cache.update_state(&record.key_id, state, now);
+                    .filter(|stamp| recent.get(&stamp.key_id) != Some(&stamp.updated_at))
+                    .map(|stamp| stamp.key_id)
+                    .collect()
+            };
+            let changes = if unapplied.is_empty() {
+                Vec::new()
+            } else {
+                match self.inner.store.changes_of(&unapplied).await {
+                    Ok(changes) => changes,
+                    Err(err) => {
+                        self.store_failed(now);
+                        return Err(err);
                     }
-                    KeyChange::Deleted { key_id, .. } => self.inner.cache.remove(key_id),
                 }
+            };
+            self.store_answered();
+            self.inner
+                .stats
+                .change_rows_read
+                .fetch_add(changes.len() as u64, Ordering::Relaxed);
+            self.apply_changes(&unapplied, &changes, now);
+            if let Some(last) = stamps.last() {
+                newest = newest.max(last.updated_at);
             }
             seen += changes.len();
-            match changes.last() {
-                Some(last) if changes.len() as u64 == PAGE => position = last.position(),
+            match stamps.last() {
+                Some(last) if stamps.len() as u64 == PAGE => position = last.position(),
                 _ => break,
             }
         }
@@ -187,6 +197,51 @@ impl Verifier {
             }
         };
         Ok(seen + sessions)
+    }
+
+    /// Applies the rows read for the `unapplied` stamps to the cache and the known ids. An id
+    /// with no row left was purged, which only a deleted key is: it is applied as deleted.
+    fn apply_changes(&self, unapplied: &[KeyId], changes: &[KeyChange], now: SystemTime) {
+        let tracker = &self.inner.changes;
+        let purged: Vec<KeyId> = if changes.len() < unapplied.len() {
+            let read: std::collections::HashSet<KeyId> =
+                changes.iter().map(KeyChange::key_id).collect();
+            unapplied
+                .iter()
+                .filter(|id| !read.contains(id))
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        {
+            let mut recent = tracker.recent.lock().unwrap_or_else(|p| p.into_inner());
+            for change in changes {
+                recent.insert(change.key_id(), change.updated_at());
+            }
+            for id in &purged {
+                recent.insert(*id, now);
+            }
+        }
+        self.inner.known_keys.apply(
+            changes
+                .iter()
+                .map(|change| (change.key_id(), matches!(change, KeyChange::Updated(_))))
+                .chain(purged.iter().map(|id| (*id, false))),
+        );
+        for change in changes {
+            match change {
+                KeyChange::Updated(record) => {
+                    let state =
+                        Arc::new(KeyState::from_record(record, self.inner.settings.defaults));
+                    self.inner.cache.update_state(&record.key_id, state, now);
+                }
+                KeyChange::Deleted { key_id, .. } => self.inner.cache.remove(key_id),
+            }
+        }
+        for id in &purged {
+            self.inner.cache.remove(id);
+        }
     }
 }
 

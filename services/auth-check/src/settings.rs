@@ -42,6 +42,9 @@ pub struct Stats {
     pub unknown_ids: AtomicU64,
     /// Change polls run early because an id was not in the known set yet.
     pub early_polls: AtomicU64,
+    /// Whole rows the change poll read (changes it had not applied yet; the overlap it re-reads
+    /// is read as stamps only).
+    pub change_rows_read: AtomicU64,
     /// Verifications allowed because the quota could not decide (fail-open).
     pub fail_open: AtomicU64,
 }

@@ -1184,3 +1184,70 @@ async fn wait_until(done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// The overlap each poll re-reads costs stamps, not rows: a change is read whole once, however
+/// many polls see its stamp; the key's next change is read again.
+#[tokio::test]
+async fn a_change_is_read_whole_once_however_many_polls_overlap_it() {
+    let f = fixture().await;
+    let (key, id) = f.key().await;
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+    f.verifier.poll_changes().await.unwrap();
+    let rows = || f.verifier.stats().change_rows_read.load(Ordering::SeqCst);
+    f.set_status(&id, KeyStatus::Inactive).await;
+    let before = rows();
+    assert_eq!(f.verifier.poll_changes().await.unwrap(), 1);
+    assert_eq!(rows() - before, 1, "the change, read whole");
+    assert_eq!(f.code(&key, "").await, VerifyCode::Inactive);
+    for _ in 0..5 {
+        assert_eq!(
+            f.verifier.poll_changes().await.unwrap(),
+            0,
+            "applied already"
+        );
+    }
+    assert_eq!(rows() - before, 1, "the overlap is re-read as stamps only");
+    f.set_status(&id, KeyStatus::Active).await;
+    assert_eq!(f.verifier.poll_changes().await.unwrap(), 1);
+    assert_eq!(rows() - before, 2);
+    assert_eq!(f.code(&key, "").await, VerifyCode::Valid);
+}
+
+/// A tombstone purged before this auth-check saw the deletion (it was cut off from the store for
+/// longer than the retention) cannot keep the key alive: the feed then holds nothing about it,
+/// but a cached state older than MAX_STATE_AGE is re-read, and the re-read finds no key.
+#[tokio::test]
+async fn a_deletion_whose_tombstone_was_purged_unseen_still_stops_the_key() {
+    let f = fixture().await;
+    let (deleted, deleted_id) = f.key().await;
+    let (kept, _) = f.key().await;
+    for key in [&deleted, &kept] {
+        assert_eq!(f.code(key, "").await, VerifyCode::Valid);
+    }
+    f.verifier.poll_changes().await.unwrap();
+    f.store
+        .delete(&scope(), &deleted_id, SystemTime::now(), &by_admin())
+        .await
+        .unwrap();
+    let purged = f
+        .store
+        .purge_deleted_keys(SystemTime::now() + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(
+        f.code(&deleted, "").await,
+        VerifyCode::Valid,
+        "the feed no longer holds the deletion: the cache still has the key"
+    );
+    f.clock
+        .advance(stanna_auth_check::MAX_STATE_AGE + Duration::from_secs(1));
+    assert_eq!(f.code(&deleted, "").await, VerifyCode::NotFound);
+    assert_eq!(f.code(&kept, "").await, VerifyCode::Valid);
+    assert_eq!(
+        f.code(&deleted, "").await,
+        VerifyCode::NotFound,
+        "and stays so"
+    );
+}

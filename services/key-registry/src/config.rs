@@ -53,6 +53,15 @@ pub struct Config {
             std::time::Duration::from_secs(3650 * 86_400)))]
     pub audit_retention: stanna_config::DurationArg,
 
+    /// How long a deleted key's row (its tombstone) is kept, 1d to 3650d; older ones are purged
+    /// hourly. Auth-checks see a deletion in their change poll within a second; one cut off from
+    /// the store for longer still re-reads every cached key within a minute (docs/auth-check.md).
+    #[arg(long, env = "STANNA_TOMBSTONE_RETENTION", default_value = "30d",
+        value_parser = stanna_config::duration_in(
+            stanna_store::TOMBSTONE_RETENTION_MIN,
+            std::time::Duration::from_secs(3650 * 86_400)))]
+    pub tombstone_retention: stanna_config::DurationArg,
+
     /// Named admin tokens read from `STANNA_ADMIN_TOKENS_FILE` (filled by
     /// [`Config::read_token_files`]).
     #[arg(skip)]
@@ -144,6 +153,9 @@ impl Config {
             gateway_token_file: None,
             audit_retention: stanna_config::DurationArg(std::time::Duration::from_secs(
                 90 * 86_400,
+            )),
+            tombstone_retention: stanna_config::DurationArg(std::time::Duration::from_secs(
+                30 * 86_400,
             )),
             max_keys_per_user: 100,
         }

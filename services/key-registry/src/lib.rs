@@ -62,27 +62,43 @@ pub fn routes(registry: Registry, credentials: Credentials) -> Routes {
     Routes::new(grpc::authenticated_service(registry, credentials))
 }
 
-/// How often audit events past the retention are purged.
-pub const AUDIT_PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often audit events and tombstones past their retention are purged.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Purges audit events older than `retention` now and every [`AUDIT_PURGE_EVERY`] until
+/// How long the registry keeps what it purges.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Audit events (`STANNA_AUDIT_RETENTION`).
+    pub audit: std::time::Duration,
+    /// Deleted keys' rows (`STANNA_TOMBSTONE_RETENTION`).
+    pub tombstones: std::time::Duration,
+}
+
+/// Purges audit events and tombstones past `retention` now and every [`PURGE_EVERY`] until
 /// `shutdown` completes. A failed purge is logged and tried again at the next round.
-pub async fn purge_audit_until(
+pub async fn purge_until(
     registry: Registry,
-    retention: std::time::Duration,
+    retention: Retention,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut every = tokio::time::interval(AUDIT_PURGE_EVERY);
+    let mut every = tokio::time::interval(PURGE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = every.tick() => match registry.purge_audit(retention).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "audit events past the retention purged"),
-                Err(error) => tracing::warn!(%error, "audit purge failed; trying again in an hour"),
-            },
+            _ = every.tick() => {
+                match registry.purge_audit(retention.audit).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "audit events past the retention purged"),
+                    Err(error) => tracing::warn!(%error, "audit purge failed; trying again in an hour"),
+                }
+                match registry.purge_tombstones(retention.tombstones).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "deleted keys past the retention purged"),
+                    Err(error) => tracing::warn!(%error, "tombstone purge failed; trying again in an hour"),
+                }
+            }
         }
     }
 }

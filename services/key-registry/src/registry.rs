@@ -445,6 +445,18 @@ impl Registry {
         Ok(self.inner.store.purge_audit(retention, self.now()).await?)
     }
 
+    /// Removes the rows of keys deleted longer than `retention` ago; returns how many.
+    ///
+    /// # Errors
+    /// A store error (batches before it stay purged).
+    pub async fn purge_tombstones(&self, retention: Duration) -> Result<u64, RegistryError> {
+        let before = self
+            .now()
+            .checked_sub(retention)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        Ok(self.inner.store.purge_deleted_keys(before).await?)
+    }
+
     /// Draws a key and hashes it on the blocking pool, under the argon2 concurrency cap.
     async fn generate_and_hash(&self) -> Result<(GeneratedKey, String), RegistryError> {
         let _permit = self

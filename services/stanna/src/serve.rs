@@ -124,9 +124,9 @@ impl System {
         };
         let started = async {
             if let Some(((core, token), listener)) = registry {
-                background.spawn(stanna_key_registry::purge_audit_until(
+                background.spawn(stanna_key_registry::purge_until(
                     core.clone(),
-                    self.audit_retention,
+                    self.retention,
                     stop_background.clone().cancelled_owned(),
                 ));
                 let routes = stanna_key_registry::routes(core, token);

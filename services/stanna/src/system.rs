@@ -63,8 +63,9 @@ pub struct System {
     pub(crate) settings: Settings,
     pub(crate) store: Option<KeyStore>,
     pub(crate) registry: Option<(Registry, Credentials)>,
-    /// Purges audit events past `STANNA_AUDIT_RETENTION` while the registry serves.
-    pub(crate) audit_retention: std::time::Duration,
+    /// Purges audit events past `STANNA_AUDIT_RETENTION`, and tombstones past
+    /// `STANNA_TOMBSTONE_RETENTION`, while the registry serves.
+    pub(crate) retention: stanna_key_registry::Retention,
     pub(crate) verifier: Option<Verifier>,
     pub(crate) quota: Option<QuotaService>,
     pub(crate) gateway: Option<Gateway>,
@@ -343,7 +344,10 @@ impl System {
         };
         Ok(Self {
             grpc_server_tls: grpc_tls.server,
-            audit_retention: settings.registry.audit_retention.0,
+            retention: stanna_key_registry::Retention {
+                audit: settings.registry.audit_retention.0,
+                tombstones: settings.registry.tombstone_retention.0,
+            },
             settings,
             store,
             registry,
