@@ -24,6 +24,10 @@ pub enum Command {
     /// the one `stanna serve` keeps in STANNA_STATE_DIR). For trying the dashboard locally; a
     /// product mints its own login tokens (README "Dashboard").
     SessionLink(Box<SessionLink>),
+    /// Fill a test database with filler keys for load tests (cheap argon2 hashes, no audit
+    /// events; never for a real database): `--keys` in all, `--workspace-keys` of them in
+    /// `ws_seed_big`, `--deleted-percent` stored deleted.
+    Seed(Box<stanna::seed::SeedArgs>),
     /// Manage keys as an admin, over the KeyRegistry's gRPC API: create, list, get, update,
     /// rotate, delete, and revoke dashboard sessions. Human tables, or `--json`.
     Keys(Box<crate::keys_cli::Keys>),

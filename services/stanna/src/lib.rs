@@ -10,6 +10,7 @@ pub mod admin_token;
 pub mod health;
 pub mod listeners;
 pub mod redact;
+pub mod seed;
 mod serve;
 pub mod settings;
 pub mod shutdown;

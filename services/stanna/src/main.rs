@@ -60,10 +60,45 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         cli::Command::Keys(keys) => Ok(runtime.block_on(keys_cli::run(*keys))?),
+        cli::Command::Seed(args) => runtime.block_on(seed(&args)),
         cli::Command::Healthcheck { addr, ready, tls } => {
             runtime.block_on(healthcheck::check(&addr, ready, &tls))
         }
     }
+}
+
+/// `stanna seed`: progress on standard error, secrets (when asked) on standard output.
+async fn seed(args: &stanna::seed::SeedArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = stanna_store::KeyStore::connect(&args.database_url).await?;
+    let plan = stanna::seed::SeedPlan::of(args);
+    let started = std::time::Instant::now();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = None;
+    let seeded = stanna::seed::seed(&store, plan, std::time::SystemTime::now(), |secret| {
+        if args.print_secrets
+            && failed.is_none()
+            && let Err(err) = writeln!(out, "{secret}")
+        {
+            failed = Some(err);
+        }
+    })
+    .await?;
+    if let Some(err) = failed {
+        return Err(anyhow::anyhow!(
+            "writing the secrets to standard output: {err}"
+        ));
+    }
+    out.flush()?;
+    eprintln!(
+        "seeded {} keys ({} live, {} deleted) in {:.1} s",
+        seeded.live + seeded.deleted,
+        seeded.live,
+        seeded.deleted,
+        started.elapsed().as_secs_f64()
+    );
+    store.close().await?;
+    Ok(())
 }
 
 async fn serve(mut settings: stanna::Settings) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@ mod readme_public_api;
 mod schemathesis;
 mod scopes;
 mod search;
+mod seed;
 mod split_mode;
 mod store_outage;
 mod telemetry;
