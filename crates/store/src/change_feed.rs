@@ -22,6 +22,10 @@ impl KeyStore {
     /// [`KeyChange::position`]. Deleted keys, and rows that cannot be read (logged), come back as
     /// [`KeyChange::Deleted`], so a corrupt row revokes its key instead of stalling the feed.
     ///
+    /// The change poll reads [`KeyStore::change_stamps_after`] and [`KeyStore::changes_of`]
+    /// instead; this whole-row form is the previous poll's query, which the scale bench measures
+    /// the poll against.
+    ///
     /// # Errors
     /// A database error.
     pub async fn changes_after(
@@ -38,9 +42,7 @@ impl KeyStore {
             .await?;
         Ok(rows.into_iter().filter_map(change_of_row).collect())
     }
-}
 
-impl KeyStore {
     /// The stamps of keys changed after `after`, in `(updated_at, key_id)` order, at most
     /// `limit`: only the two columns of the `api_keys_updated_key` index, so PostgreSQL answers
     /// it from the index (an index-only scan once the table is vacuumed). Rows with an unreadable

@@ -124,14 +124,14 @@ impl Verifier {
     }
 
     async fn poll_once(&self) -> Result<usize, StoreError> {
-        let tracker = &self.inner.changes;
-        let now = self.now();
         if !self.inner.known_keys.loaded()
             && let Err(err) = self.load_known_ids().await
         {
             self.store_failed(self.now());
             return Err(err);
         }
+        let tracker = &self.inner.changes;
+        let now = self.now();
         let watermark = *tracker.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let mut position = ChangePosition {
             updated_at: watermark - CHANGE_OVERLAP,

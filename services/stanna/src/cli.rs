@@ -89,6 +89,9 @@ pub fn parse() -> Cli {
 /// A refused value, said in terms of what the operator set. `None` for other clap errors (usage,
 /// `--help`), which clap prints itself.
 fn explain(err: &clap::Error, args: Vec<String>) -> Option<String> {
+    if err.kind() == ErrorKind::MissingRequiredArgument {
+        return missing(err);
+    }
     if !matches!(
         err.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
@@ -132,6 +135,40 @@ fn explain(err: &clap::Error, args: Vec<String>) -> Option<String> {
         Some(value) if !secret => format!("{setting}={value} is refused: {reason}"),
         _ => format!("{setting} is refused (its value is not shown): {reason}"),
     })
+}
+
+/// A required setting left unset, named by its variable too (clap names only the flag): `None`
+/// when none of the missing ones has a variable, for clap to print.
+fn missing(err: &clap::Error) -> Option<String> {
+    let Some(ContextValue::Strings(missing)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let command = Cli::command();
+    let mut any_variable = false;
+    let named: Vec<String> = missing
+        .iter()
+        .map(|arg| {
+            let long = arg
+                .strip_prefix("--")
+                .and_then(|a| a.split([' ', '=']).next());
+            let env = long.and_then(|long| {
+                command
+                    .get_subcommands()
+                    .flat_map(|c| c.get_arguments())
+                    .find(|a| a.get_long() == Some(long))?
+                    .get_env()?
+                    .to_str()
+            });
+            match (env, long) {
+                (Some(env), Some(long)) => {
+                    any_variable = true;
+                    format!("{env} (or --{long})")
+                }
+                _ => arg.clone(),
+            }
+        })
+        .collect();
+    any_variable.then(|| format!("{} must be set", named.join(" and ")))
 }
 
 #[cfg(test)]
@@ -182,5 +219,10 @@ mod tests {
         assert!(token.contains("at least 16 characters"), "{token}");
         let format = refused(&["serve", "--log-format", "yaml"]);
         assert!(format.contains("text, json"), "{format}");
+        // A required setting left unset is named by its variable (unless this shell set it).
+        if std::env::var_os("STANNA_DATABASE_URL").is_none() {
+            let unset = refused(&["seed", "--keys", "10"]);
+            assert_eq!(unset, "STANNA_DATABASE_URL (or --database-url) must be set");
+        }
     }
 }

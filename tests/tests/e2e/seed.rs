@@ -66,4 +66,10 @@ fn seeded_keys_verify_through_the_gateway_and_their_secrets_go_to_stdout_only() 
     );
     assert_eq!(code, 2, "{printed}");
     assert!(printed.contains("--keys"), "{printed}");
+    let (code, printed) = run_to_exit(dir.path(), &["seed", "--keys", "10"], &[]);
+    assert_eq!(code, 2, "{printed}");
+    assert!(
+        printed.contains("STANNA_DATABASE_URL (or --database-url) must be set"),
+        "{printed}"
+    );
 }
