@@ -9,7 +9,8 @@ pub mod tls;
 use stanna_keys::{HashParams, RateLimits, WindowLimit};
 
 pub use parse::{
-    DurationArg, count_in, database_url, duration_in, listen_addr, redis_url, service_url,
+    DurationArg, count_in, database_url, duration_in, listen_addr, redis_url, replica_url,
+    service_url,
 };
 pub use session::{PublicUrl, SessionConfig, SessionSecret, public_url};
 pub use tls::GrpcTlsConfig;

@@ -139,6 +139,18 @@ pub fn database_url(text: &str) -> Result<String, String> {
     }
 }
 
+/// A PostgreSQL streaming replica to read from: `postgres://…` only (SQLite has no replicas).
+/// Never repeats the URL.
+///
+/// # Errors
+/// A message naming the form accepted.
+pub fn replica_url(text: &str) -> Result<String, String> {
+    match database_url(text) {
+        Ok(url) if !url.starts_with("sqlite") => Ok(url),
+        _ => Err("must be a PostgreSQL streaming replica's URL such as postgres://user@replica:5432/db (SQLite has no replicas)".to_owned()),
+    }
+}
+
 /// Redis for shared limits: `redis://[:password@]host:port[/db]`, or a Redis Cluster's seed
 /// nodes as a comma-separated list of such URLs (one scheme, the same credentials, no database:
 /// a cluster has only database 0). A comma means a cluster, so one seed — a managed cluster's
@@ -279,6 +291,14 @@ mod tests {
     fn store_and_redis_urls_are_checked_without_repeating_them() {
         assert!(database_url("sqlite://stanna.db").is_ok());
         assert!(database_url("postgres://u:pw@h:5432/db").is_ok());
+        assert!(replica_url("postgres://u:pw@replica:5432/db").is_ok());
+        let refused = replica_url("sqlite://stanna.db").unwrap_err();
+        assert!(refused.contains("SQLite has no replicas"), "{refused}");
+        assert!(
+            !replica_url("postgres://u:secret-pw@/db")
+                .unwrap_err()
+                .contains("secret-pw")
+        );
         let refused = database_url("mysql://u:secret-pw@h/db").unwrap_err();
         assert!(!refused.contains("secret-pw"), "{refused}");
         assert!(redis_url("redis://:pw@h:6379/2").is_ok());

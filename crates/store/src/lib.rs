@@ -11,6 +11,8 @@
 //! - [`model`]: the types callers pass and get back;
 //! - `keys`: the queries; `change_feed`: what changed since a position ([`KeyChange`]);
 //!   `load`: bulk loads for load tests ([`KeyStore::load_keys`]);
+//! - `replica`: a streaming replica as a read-only store, and the WAL positions that say
+//!   whether it has caught up ([`KeyStore::open_replica`]);
 //! - [`sessions`]: dashboard sessions and spent login tokens;
 //! - [`usage`]: usage per key per hour, and the last-used write-back;
 //! - [`audit`]: the append-only log of every key and session change, written with the change;
@@ -25,6 +27,7 @@ mod load;
 pub mod migration;
 pub mod model;
 mod page_token;
+mod replica;
 pub mod sessions;
 mod time;
 pub mod usage;
@@ -47,6 +50,7 @@ pub use model::{
     PageRequest, Scope,
 };
 pub use page_token::{InvalidPageToken, PageToken};
+pub use replica::{ReplicaError, WalPosition};
 pub use sessions::{NewSessionRow, SessionRecord, SessionScope};
 pub use usage::{Outcome, PartialWrite, UsageCounts, UsageRow, hour_of};
 

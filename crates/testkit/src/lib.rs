@@ -1,5 +1,5 @@
 //! Helpers shared by the test suites: temporary directories, free ports, a fresh database per
-//! test, Redis of the test's own, a TCP proxy to cut a server away, clocks a test moves, and loud
+//! test, Redis of the test's own, a PostgreSQL primary and replica of the test's own, a TCP proxy to cut a server away, clocks a test moves, and loud
 //! skips.
 //!
 //! Tests find PostgreSQL and Redis through `DATABASE_URL` and `REDIS_URL` (the product itself reads
@@ -10,6 +10,7 @@
 
 mod clock;
 mod dir;
+mod pg_replication;
 pub mod pki;
 mod ports;
 mod postgres;
@@ -19,6 +20,7 @@ mod urls;
 
 pub use clock::{ManualClock, ShiftedClock};
 pub use dir::{TempDir, random_suffix};
+pub use pg_replication::OwnPostgresReplication;
 pub use ports::free_port;
 pub use postgres::{
     PostgresDatabase, fresh_postgres_database, fresh_postgres_database_blocking, postgres_url,

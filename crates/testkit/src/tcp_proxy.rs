@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// [`TcpProxy::cut`] drops every connection and refuses new ones; [`TcpProxy::restore`] lets
-/// them through again.
+/// them through again; [`TcpProxy::retarget`] sends new connections elsewhere (a load balancer
+/// in front of several servers).
 pub struct TcpProxy {
     addr: SocketAddr,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     open: Arc<AtomicBool>,
     /// Connections being forwarded right now.
     live: Arc<AtomicUsize>,
@@ -39,7 +41,8 @@ impl TcpProxy {
         let open = Arc::new(AtomicBool::new(true));
         let live = Arc::new(AtomicUsize::new(0));
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let (accepting, counting) = (open.clone(), live.clone());
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let (accepting, counting, targets) = (open.clone(), live.clone(), target.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -53,6 +56,7 @@ impl TcpProxy {
                 let live = Live(counting.clone());
                 let mut cuts = cuts.clone();
                 cuts.mark_unchanged();
+                let target = *targets.lock().unwrap_or_else(|p| p.into_inner());
                 tokio::spawn(async move {
                     let _live = live;
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
@@ -67,6 +71,7 @@ impl TcpProxy {
         });
         Self {
             addr,
+            target,
             open,
             live,
             cut,
@@ -99,6 +104,16 @@ impl TcpProxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Drops every open connection and forwards new ones to `target` from now on.
+    ///
+    /// # Panics
+    /// As [`TcpProxy::cut`].
+    pub async fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
+        self.cut().await;
+        self.restore();
     }
 }
 

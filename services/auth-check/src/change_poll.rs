@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use stanna_keys::KeyId;
-use stanna_store::{ChangePosition, KeyChange, StoreError};
+use stanna_store::{ChangePosition, KeyChange, KeyStore, StoreError};
 
 use crate::Verifier;
 use crate::state::KeyState;
@@ -47,6 +47,16 @@ impl ChangeTracker {
             watermark: Mutex::new(now),
             recent: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the poll applied a change to `id` newer than `updated_at` (a row read from a
+    /// replica that is older is read again from the primary).
+    pub(crate) fn applied_after(&self, id: &KeyId, updated_at: SystemTime) -> bool {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|at| *at > updated_at)
     }
 
     /// Whether a change to `id` was seen that may be newer than a read made at `read_at`.
@@ -107,8 +117,7 @@ impl Verifier {
     /// the old one only once complete (a load cut short leaves the set as it was). The poll that
     /// follows in the same step re-reads the changes since before the load began, so a key
     /// created or deleted while the pages were read is applied too.
-    async fn load_known_ids(&self) -> Result<(), StoreError> {
-        let store = &self.inner.store;
+    async fn load_known_ids(&self, store: &KeyStore) -> Result<(), StoreError> {
         let keys = all_pages(|after| store.live_key_ids(after, LOAD_PAGE)).await?;
         let now = self.now();
         let sessions = all_pages(|after| store.live_session_ids(now, after, LOAD_PAGE)).await?;
@@ -124,8 +133,16 @@ impl Verifier {
     }
 
     async fn poll_once(&self) -> Result<usize, StoreError> {
+        // The primary, or the replica once it has caught up with it (`reads.rs`).
+        let source = match self.poll_source().await {
+            Ok(source) => source,
+            Err(err) => {
+                self.store_failed(self.now());
+                return Err(err);
+            }
+        };
         if !self.inner.known_keys.loaded()
-            && let Err(err) = self.load_known_ids().await
+            && let Err(err) = self.load_known_ids(&source).await
         {
             self.store_failed(self.now());
             return Err(err);
@@ -140,7 +157,7 @@ impl Verifier {
         let mut newest = watermark;
         let mut seen = 0;
         loop {
-            let stamps = match self.inner.store.change_stamps_after(position, PAGE).await {
+            let stamps = match source.change_stamps_after(position, PAGE).await {
                 Ok(stamps) => stamps,
                 Err(err) => {
                     self.store_failed(now);
@@ -158,7 +175,7 @@ impl Verifier {
             let changes = if unapplied.is_empty() {
                 Vec::new()
             } else {
-                match self.inner.store.changes_of(&unapplied).await {
+                match source.changes_of(&unapplied).await {
                     Ok(changes) => changes,
                     Err(err) => {
                         self.store_failed(now);
@@ -189,7 +206,7 @@ impl Verifier {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, at| *at >= horizon);
         // Sessions: sign-outs and revocations, on the same interval.
-        let sessions = match self.poll_session_changes().await {
+        let sessions = match self.poll_session_changes(&source).await {
             Ok(n) => n,
             Err(err) => {
                 self.store_failed(now);

@@ -89,7 +89,7 @@ impl Verifier {
             .stats
             .store_lookups
             .fetch_add(1, Ordering::Relaxed);
-        match self.inner.store.find_by_key_id(&id).await {
+        match self.read_key(id).await {
             Ok(found) => {
                 self.store_answered();
                 Ok(found)

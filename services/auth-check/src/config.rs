@@ -23,6 +23,17 @@ pub struct Config {
     )]
     pub addr: SocketAddr,
 
+    /// A PostgreSQL streaming replica of `STANNA_DATABASE_URL` for key lookups and the change
+    /// feed, read while it has caught up with the primary (writes, and what it cannot answer, go
+    /// to the primary); unset: everything reads the primary.
+    #[arg(
+        long,
+        env = "STANNA_DATABASE_READ_URL",
+        hide_env_values = true,
+        value_parser = stanna_config::replica_url
+    )]
+    pub database_read_url: Option<String>,
+
     /// The Quota service (`http://host:50053`); unset: decide in this process.
     #[arg(long, env = "STANNA_QUOTA_URL", value_parser = stanna_config::service_url)]
     pub quota_url: Option<String>,
@@ -83,6 +94,7 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_read_url: None,
             quota_url: None,
             quota_fail_mode: FailMode::Open,
             last_used_flush: DurationArg(Duration::from_secs(5)),

@@ -30,6 +30,8 @@ struct Inner {
     usage_rows: Counter,
     unknown_ids: Counter,
     early_polls: Counter,
+    replica_lookups: Counter,
+    replica_fallbacks: Counter,
 }
 
 impl VerifyMetrics {
@@ -50,6 +52,8 @@ impl VerifyMetrics {
             usage_rows: Counter::default(),
             unknown_ids: Counter::default(),
             early_polls: Counter::default(),
+            replica_lookups: Counter::default(),
+            replica_fallbacks: Counter::default(),
         };
         registry.register(
             "verify",
@@ -96,6 +100,16 @@ impl VerifyMetrics {
             "early_change_polls",
             "Change polls run early because an id was not in the known set yet",
             inner.early_polls.clone(),
+        );
+        registry.register(
+            "replica_lookups",
+            "Key and session lookups answered by the read replica (STANNA_DATABASE_READ_URL)",
+            inner.replica_lookups.clone(),
+        );
+        registry.register(
+            "replica_fallbacks",
+            "Change polls and lookups sent to the primary although a read replica is set (it was behind, did not answer, or had not the row)",
+            inner.replica_fallbacks.clone(),
         );
         Self {
             inner: Arc::new(inner),
@@ -149,6 +163,16 @@ impl VerifyMetrics {
     /// A change poll run early for a miss.
     pub fn early_poll(&self) {
         self.inner.early_polls.inc();
+    }
+
+    /// A lookup the read replica answered.
+    pub fn replica_lookup(&self) {
+        self.inner.replica_lookups.inc();
+    }
+
+    /// A poll or a lookup that read the primary although a replica is set.
+    pub fn replica_fallback(&self) {
+        self.inner.replica_fallbacks.inc();
     }
 
     /// A flush wrote `rows` usage rows and `last_used` last-used times.

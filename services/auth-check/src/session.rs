@@ -254,7 +254,17 @@ impl Verifier {
             .stats
             .store_lookups
             .fetch_add(1, Ordering::Relaxed);
-        let record = match self.inner.store.find_session(&presented.id()).await {
+        // From the replica when it can answer (`reads.rs`); the session's own row found with
+        // another digest or not at all is asked of the primary. A row older than a revocation
+        // the poll applied cannot make the session live again: `put` keeps the newer state.
+        let id = presented.id();
+        let record = match self
+            .read_by_id(
+                |store| async move { store.find_session(&id).await },
+                |record| presented.matches(&record.digest),
+            )
+            .await
+        {
             Ok(record) => {
                 self.store_answered();
                 record
@@ -289,8 +299,12 @@ impl Verifier {
             .or(Some(state)))
     }
 
-    /// Applies sign-outs and revocations since the last poll to the session cache.
-    pub(crate) async fn poll_session_changes(&self) -> Result<usize, StoreError> {
+    /// Applies sign-outs and revocations since the last poll, read from `source`, to the session
+    /// cache.
+    pub(crate) async fn poll_session_changes(
+        &self,
+        source: &stanna_store::KeyStore,
+    ) -> Result<usize, StoreError> {
         let now = self.now();
         let (watermark, _) = *self
             .inner
@@ -302,9 +316,7 @@ impl Verifier {
         let mut newest = (watermark, None);
         let mut seen = 0;
         loop {
-            let changes = self
-                .inner
-                .store
+            let changes = source
                 .session_changes_after(position.0, position.1, PAGE)
                 .await?;
             self.inner

@@ -45,6 +45,13 @@ pub struct Stats {
     /// Whole rows the change poll read (changes it had not applied yet; the overlap it re-reads
     /// is read as stamps only).
     pub change_rows_read: AtomicU64,
+    /// Change polls that read the replica (it had caught up with the primary).
+    pub replica_polls: AtomicU64,
+    /// Key and session lookups the replica answered.
+    pub replica_lookups: AtomicU64,
+    /// Change polls and lookups that read the primary although a replica is set: it was behind,
+    /// did not answer, or had not the row (a miss read from a replica is not final).
+    pub replica_fallbacks: AtomicU64,
     /// Verifications allowed because the quota could not decide (fail-open).
     pub fail_open: AtomicU64,
 }

@@ -10,7 +10,7 @@
 //! flight and the last-used batch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use blake2::{Blake2b256, Digest};
@@ -62,7 +62,12 @@ pub struct Verifier {
 }
 
 pub(crate) struct Inner {
+    /// The primary: every write, and the reads the replica cannot answer.
     pub(crate) store: KeyStore,
+    /// A streaming replica for lookups and the change feed (`reads.rs`).
+    pub(crate) replica: Option<KeyStore>,
+    /// Whether the last change poll found the replica current (lookups read it only then).
+    pub(crate) replica_current: AtomicBool,
     pub(crate) quota: QuotaConnection,
     pub(crate) hash_check: Arc<dyn HashCheck>,
     pub(crate) settings: VerifierSettings,
@@ -94,6 +99,7 @@ pub(crate) struct Inner {
 /// Builds a [`Verifier`]; what is not set takes the production default.
 pub struct VerifierBuilder {
     store: KeyStore,
+    replica: Option<KeyStore>,
     quota: QuotaConnection,
     settings: VerifierSettings,
     clock: Clock,
@@ -111,6 +117,13 @@ impl VerifierBuilder {
     /// Counts on `metrics` (registered by the caller); default: counted nowhere visible.
     pub fn metrics(mut self, metrics: VerifyMetrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Reads lookups and the change feed from `replica`, a streaming replica of the store, while
+    /// it is current (`STANNA_DATABASE_READ_URL`; `reads.rs`).
+    pub fn replica(mut self, replica: KeyStore) -> Self {
+        self.replica = Some(replica);
         self
     }
 
@@ -133,6 +146,8 @@ impl VerifierBuilder {
         Verifier {
             inner: Arc::new(Inner {
                 store: self.store,
+                replica: self.replica,
+                replica_current: AtomicBool::new(false),
                 quota: self.quota,
                 hash_check,
                 cache: KeyCache::new(self.settings.cache_size),
@@ -165,6 +180,7 @@ impl Verifier {
     ) -> VerifierBuilder {
         VerifierBuilder {
             store,
+            replica: None,
             quota: quota.into(),
             settings,
             clock: stanna_keys::system_clock(),
@@ -414,7 +430,7 @@ impl Verifier {
             .stats
             .store_lookups
             .fetch_add(1, Ordering::Relaxed);
-        match self.inner.store.find_by_key_id(&id).await {
+        match self.read_key(id).await {
             Ok(Some(record)) => {
                 self.store_answered();
                 let state = Arc::new(KeyState::from_record(&record, self.inner.settings.defaults));
@@ -441,6 +457,19 @@ impl Verifier {
                 Err(VerifyError::Unavailable("the key store is unavailable"))
             }
         }
+    }
+
+    /// Key `id` as stored (not deleted), from the replica when it can answer for it (`reads.rs`):
+    /// a row older than a change the poll applied is read again from the primary.
+    pub(crate) async fn read_key(
+        &self,
+        id: KeyId,
+    ) -> Result<Option<stanna_store::KeyRecord>, StoreError> {
+        self.read_by_id(
+            |store| async move { store.find_by_key_id(&id).await },
+            |record| !self.inner.changes.applied_after(&id, record.updated_at),
+        )
+        .await
     }
 
     /// Counts an id refused because it does not exist.

@@ -10,12 +10,15 @@ use stanna_auth_check::{
     FailMode, HashCheck, QuotaConnection, Verifier, VerifierSettings, VerifyCode, VerifyError,
 };
 use stanna_keys::{
-    GeneratedKey, HashParams, KeyHasher, KeyId, KeyName, KeyStatus, PresentedKey, RateLimits,
-    UserId, WindowLimit, WorkspaceId,
+    GeneratedKey, HashParams, KeyHasher, KeyId, KeyName, KeyStatus, PresentedKey, UserId,
+    WindowLimit, WorkspaceId,
 };
-use stanna_quota::{MemoryBackend, QuotaBackend, RedisBackend, RedisBackendConfig};
+use stanna_quota::{QuotaBackend, RedisBackend, RedisBackendConfig};
 use stanna_store::{KeyChanges, KeyStore, LimitOverrides, NewKey, NewKeySecret, Scope};
 use stanna_testkit::{ManualClock, OwnRedis, TcpProxy, TempDir};
+
+mod support;
+use support::{LocalQuota, in_memory_quota, settings};
 
 /// A store, a verifier over it, and the test's clock.
 struct Fixture {
@@ -29,49 +32,6 @@ struct Fixture {
 /// `crates/store/tests/audit.rs`).
 fn by_admin() -> stanna_store::AuditContext {
     stanna_store::AuditContext::admin("test", "test")
-}
-
-fn settings() -> VerifierSettings {
-    VerifierSettings {
-        defaults: RateLimits::product_default(),
-        session_limits: stanna_keys::RateLimits::product_default(),
-        cache_size: 1000,
-        argon2_concurrency: 2,
-        fail_mode: FailMode::Open,
-        stale_if_error: Duration::from_secs(30),
-        quota_timeout: Duration::from_secs(1),
-    }
-}
-
-/// A quota deciding with the real algorithm (the Quota service's core) in this process, as the
-/// all-in-one wires the Quota service.
-struct LocalQuota(QuotaBackend);
-
-impl stanna_quota::Decide for LocalQuota {
-    fn consume<'a>(
-        &'a self,
-        subject: &'a str,
-        cost: u32,
-        windows: &'a [stanna_quota::NamedWindow],
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<stanna_quota::Decision, stanna_quota::QuotaError>,
-                > + Send
-                + 'a,
-        >,
-    > {
-        Box::pin(
-            self.0
-                .decide(subject, cost, windows, stanna_quota::Mode::Consume, None),
-        )
-    }
-}
-
-fn in_memory_quota() -> QuotaConnection {
-    QuotaConnection::InProcess(Arc::new(LocalQuota(QuotaBackend::Memory(
-        MemoryBackend::new(),
-    ))))
 }
 
 async fn fixture() -> Fixture {

@@ -249,6 +249,10 @@ impl System {
                         "STANNA_CHANGE_POLL_INTERVAL is over 1s: deleted and deactivated keys may keep working for that long"
                     );
                 }
+                if let Some(url) = &settings.auth_check.database_read_url {
+                    builder =
+                        builder.replica(open_replica(url, &settings.shared.database_url).await?);
+                }
                 let verifier = builder.build();
                 // Load the ids that exist before serving: until then every uncached key costs a
                 // load attempt (or is told to retry). A store not answering yet is left to
@@ -455,4 +459,33 @@ fn known_ids_loaded(verifier: Verifier) -> health::Check {
             }
         })
     })
+}
+
+/// The read replica of `STANNA_DATABASE_READ_URL`: refused when the primary is SQLite or the
+/// server is not a replica; one that does not answer yet is used once it does (meanwhile
+/// everything reads the primary), with a warning.
+async fn open_replica(url: &str, primary: &str) -> Result<KeyStore, BuildError> {
+    let redacted = crate::redact::url(url);
+    if primary.starts_with("sqlite") {
+        return Err(BuildError::Setting(
+            "STANNA_DATABASE_READ_URL is set but STANNA_DATABASE_URL is SQLite, which has no replicas: unset it, or use PostgreSQL".to_owned(),
+        ));
+    }
+    let replica = KeyStore::open_replica(url)
+        .await
+        .map_err(|e| BuildError::Setting(format!("STANNA_DATABASE_READ_URL ({redacted}) {e}")))?;
+    match replica.check_replica().await {
+        Ok(()) => tracing::info!(replica = %redacted, "read replica opened"),
+        Err(stanna_store::ReplicaError::Store(err)) => tracing::warn!(
+            replica = %redacted,
+            error = %stanna_telemetry::ErrorChain(&err),
+            "the read replica does not answer yet: reading the primary until it does"
+        ),
+        Err(e) => {
+            return Err(BuildError::Setting(format!(
+                "STANNA_DATABASE_READ_URL ({redacted}) {e}"
+            )));
+        }
+    }
+    Ok(replica)
 }

@@ -15,6 +15,7 @@ mod http;
 mod key_changes;
 mod keys_cli;
 mod operability;
+mod read_replica;
 mod readme_public_api;
 mod schemathesis;
 mod scopes;

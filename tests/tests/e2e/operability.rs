@@ -334,6 +334,23 @@ fn settings_that_cannot_work_are_refused_at_start_with_the_variable_named() {
                 "sqlite://stanna.db or postgres://",
             ],
         ),
+        // A read replica: SQLite has none, and a SQLite primary cannot have one.
+        (
+            &["serve", "auth-check"],
+            &[("STANNA_DATABASE_READ_URL", "sqlite://replica.db")],
+            &[
+                "STANNA_DATABASE_READ_URL (--database-read-url) is refused",
+                "SQLite has no replicas",
+            ],
+        ),
+        (
+            &["serve"],
+            &[(
+                "STANNA_DATABASE_READ_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+            )],
+            &["STANNA_DATABASE_READ_URL is set but STANNA_DATABASE_URL is SQLite"],
+        ),
         // Telemetry: an unknown sampler or an endpoint without a scheme.
         (
             &["serve"],
@@ -433,6 +450,11 @@ fn no_secret_is_echoed_by_a_refusal_help_or_the_start_up_log() {
             "mongodb://:redis-pass-1234@cache:6379".into(),
             "redis-pass-1234",
         ),
+        (
+            "STANNA_DATABASE_READ_URL",
+            "mysql://root:replica-pass-1234@replica/keys".into(),
+            "replica-pass-1234",
+        ),
     ];
     for (var, value, secret) in refusals {
         let mut env = vec![(*var, value.clone())];
@@ -505,6 +527,10 @@ fn no_secret_is_echoed_by_a_refusal_help_or_the_start_up_log() {
             "postgres://app:pg-secret-9876@db:5432/keys",
         )
         .env("STANNA_REDIS_URL", "redis://:redis-secret-9876@cache:6379")
+        .env(
+            "STANNA_DATABASE_READ_URL",
+            "postgres://app:replica-secret-9876@replica:5432/keys",
+        )
         .env("STANNA_ADMIN_TOKEN", "admin-secret-9876-0123456789")
         .output()
         .expect("stanna serve --help");
@@ -513,7 +539,12 @@ fn no_secret_is_echoed_by_a_refusal_help_or_the_start_up_log() {
         help.contains("--database-url") && help.contains("STANNA_REDIS_URL"),
         "{help}"
     );
-    for secret in ["pg-secret-9876", "redis-secret-9876", "admin-secret-9876"] {
+    for secret in [
+        "pg-secret-9876",
+        "redis-secret-9876",
+        "admin-secret-9876",
+        "replica-secret-9876",
+    ] {
         assert!(
             !help.contains(secret),
             "--help shows no secret ({secret}):\n{help}"

@@ -1,0 +1,113 @@
+//! A PostgreSQL streaming replica as a second, read-only [`KeyStore`], and the two WAL positions
+//! that say whether it has caught up with its primary.
+//!
+//! auth-check reads its lookups and its change feed from the replica only when the replica has
+//! replayed everything the primary had flushed a moment before (`services/auth-check/src/reads.rs`):
+//! a change committed on the primary is flushed before it is visible there (the default
+//! `synchronous_commit = on`), so a replica that has replayed past the primary's flush position
+//! shows at least what the primary showed when that position was read.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, Statement};
+
+use crate::{KeyStore, StoreError};
+
+/// Why a read URL was refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The read URL is not `postgres://` (SQLite has no replicas).
+    #[error("is not a postgres:// URL (a read replica is a PostgreSQL streaming replica)")]
+    NotPostgres,
+    /// The server answers but is not in recovery: a primary, not a replica of one.
+    #[error(
+        "points at a server that is not a streaming replica (pg_is_in_recovery() is false): give the URL of a hot standby of STANNA_DATABASE_URL, or unset it"
+    )]
+    NotInRecovery,
+    /// The server could not be reached or asked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A WAL position (an LSN as the byte offset PostgreSQL counts from `0/0`).
+pub type WalPosition = u64;
+
+impl KeyStore {
+    /// A store over the streaming replica at `url`, connecting on first use (a replica down at
+    /// start does not stop auth-check: it reads the primary meanwhile), never migrating (a replica
+    /// cannot be written: it follows the primary's schema). Its pool is as large as the
+    /// primary's (10).
+    ///
+    /// # Errors
+    /// [`ReplicaError::NotPostgres`] for another kind of URL; [`ReplicaError::Store`] for a URL
+    /// the driver cannot use.
+    pub async fn open_replica(url: &str) -> Result<Self, ReplicaError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ReplicaError::NotPostgres);
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_lazy(true)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5));
+        let db = Database::connect(options).await.map_err(StoreError::from)?;
+        Ok(Self { db })
+    }
+
+    /// Checks this store is a server in recovery — a replica, not a primary.
+    ///
+    /// # Errors
+    /// [`ReplicaError::NotInRecovery`] for a primary; [`ReplicaError::Store`] when it does not
+    /// answer.
+    pub async fn check_replica(&self) -> Result<(), ReplicaError> {
+        match self.wal_replayed().await? {
+            Some(_) => Ok(()),
+            None => Err(ReplicaError::NotInRecovery),
+        }
+    }
+
+    /// The primary's WAL flush position: every change visible on it now is at or before it.
+    /// `None` on SQLite, and on a server in recovery (a replica has no flush position of its
+    /// own).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database does not answer.
+    pub async fn wal_flushed(&self) -> Result<Option<WalPosition>, StoreError> {
+        self.wal_position(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL \
+             ELSE (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint END AS lsn",
+        )
+        .await
+    }
+
+    /// How far a replica has replayed its primary's WAL: what it shows includes every change at
+    /// or before it. `None` on SQLite and on a server not in recovery (a primary, or a replica
+    /// promoted since).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database does not answer.
+    pub async fn wal_replayed(&self) -> Result<Option<WalPosition>, StoreError> {
+        self.wal_position(
+            "SELECT CASE WHEN pg_is_in_recovery() \
+             THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint END AS lsn",
+        )
+        .await
+    }
+
+    async fn wal_position(&self, sql: &str) -> Result<Option<WalPosition>, StoreError> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
+            .await?;
+        let lsn: Option<i64> = match row {
+            Some(row) => row.try_get("", "lsn")?,
+            None => None,
+        };
+        // An LSN is below 2⁶³ for the next few million years of WAL.
+        Ok(lsn.and_then(|lsn| u64::try_from(lsn).ok()))
+    }
+}
