@@ -481,8 +481,33 @@ impl KeyStore {
     /// A database error; an unknown id is `Ok(None)`.
     #[tracing::instrument(target = "stanna_span", name = "store.find_by_key_id", skip_all, fields(db.system = self.backend_name()))]
     pub async fn find_by_key_id(&self, key_id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.find_key_where(key_id, sea_orm::Condition::all()).await
+    }
+
+    /// [`KeyStore::find_by_key_id`] on a replica, answered only by a server that has replayed
+    /// past `replayed` (checked in the same statement, so on the same server as the row): a
+    /// server further behind — or not a replica — answers `Ok(None)`, which is not final.
+    ///
+    /// # Errors
+    /// A database error.
+    #[tracing::instrument(target = "stanna_span", name = "store.find_by_key_id", skip_all, fields(db.system = self.backend_name(), replica = true))]
+    pub async fn find_by_key_id_replayed(
+        &self,
+        key_id: &KeyId,
+        replayed: crate::WalPosition,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        self.find_key_where(key_id, crate::replica::replayed_past(replayed))
+            .await
+    }
+
+    async fn find_key_where(
+        &self,
+        key_id: &KeyId,
+        also: sea_orm::Condition,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         Entity::find_by_id(key_id.as_str())
             .filter(Column::DeletedAt.is_null())
+            .filter(also)
             .one(&self.db)
             .await?
             .map(record_from_model)

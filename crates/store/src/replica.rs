@@ -19,6 +19,11 @@ pub enum ReplicaError {
     /// The read URL is not `postgres://` (SQLite has no replicas).
     #[error("is not a postgres:// URL (a read replica is a PostgreSQL streaming replica)")]
     NotPostgres,
+    /// The server is a replica of another cluster than the primary's.
+    #[error(
+        "points at a replica of another PostgreSQL cluster than STANNA_DATABASE_URL's (their pg_control_system() system identifiers differ)"
+    )]
+    OtherCluster,
     /// The server answers but is not in recovery: a primary, not a replica of one.
     #[error(
         "points at a server that is not a streaming replica (pg_is_in_recovery() is false): give the URL of a hot standby of STANNA_DATABASE_URL, or unset it"
@@ -55,16 +60,35 @@ impl KeyStore {
         Ok(Self { db })
     }
 
-    /// Checks this store is a server in recovery — a replica, not a primary.
+    /// Checks this store is a server in recovery — a replica, not a primary — of `primary`'s
+    /// cluster (a physical replica shares its primary's system identifier).
     ///
     /// # Errors
-    /// [`ReplicaError::NotInRecovery`] for a primary; [`ReplicaError::Store`] when it does not
-    /// answer.
-    pub async fn check_replica(&self) -> Result<(), ReplicaError> {
-        match self.wal_replayed().await? {
-            Some(_) => Ok(()),
-            None => Err(ReplicaError::NotInRecovery),
+    /// [`ReplicaError::NotInRecovery`] for a primary; [`ReplicaError::OtherCluster`] for a
+    /// replica of another cluster; [`ReplicaError::Store`] when either does not answer.
+    pub async fn check_replica(&self, primary: &KeyStore) -> Result<(), ReplicaError> {
+        if self.wal_replayed().await?.is_none() {
+            return Err(ReplicaError::NotInRecovery);
         }
+        if self.system_identifier().await? != primary.system_identifier().await? {
+            return Err(ReplicaError::OtherCluster);
+        }
+        Ok(())
+    }
+
+    /// The cluster's system identifier (`pg_control_system()`, callable by any role).
+    async fn system_identifier(&self) -> Result<i64, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT system_identifier AS id FROM pg_control_system()",
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get("", "id")?,
+            None => 0,
+        })
     }
 
     /// The primary's WAL flush position: every change visible on it now is at or before it.
@@ -110,4 +134,14 @@ impl KeyStore {
         // An LSN is below 2⁶³ for the next few million years of WAL.
         Ok(lsn.and_then(|lsn| u64::try_from(lsn).ok()))
     }
+}
+
+/// A condition true only on a server in recovery that has replayed past `replayed`: evaluated
+/// with the row it guards, so on the same server (a pool may hold connections to several).
+pub(crate) fn replayed_past(replayed: WalPosition) -> sea_orm::Condition {
+    let replayed = i64::try_from(replayed).unwrap_or(i64::MAX);
+    sea_orm::Condition::all().add(sea_orm::sea_query::Expr::cust_with_values(
+        "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn) >= $1",
+        [replayed],
+    ))
 }

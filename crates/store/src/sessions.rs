@@ -256,7 +256,31 @@ impl KeyStore {
     /// A database error, or [`StoreError::Corrupt`].
     #[tracing::instrument(target = "stanna_span", name = "store.find_session", skip_all, fields(db.system = self.backend_name()))]
     pub async fn find_session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.find_session_where(id, Condition::all()).await
+    }
+
+    /// [`KeyStore::find_session`] on a replica, answered only by a server that has replayed past
+    /// `replayed` (as [`KeyStore::find_by_key_id_replayed`]).
+    ///
+    /// # Errors
+    /// A database error, or [`StoreError::Corrupt`].
+    #[tracing::instrument(target = "stanna_span", name = "store.find_session", skip_all, fields(db.system = self.backend_name(), replica = true))]
+    pub async fn find_session_replayed(
+        &self,
+        id: &SessionId,
+        replayed: crate::WalPosition,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.find_session_where(id, crate::replica::replayed_past(replayed))
+            .await
+    }
+
+    async fn find_session_where(
+        &self,
+        id: &SessionId,
+        also: Condition,
+    ) -> Result<Option<SessionRecord>, StoreError> {
         sessions::Entity::find_by_id(id.to_string())
+            .filter(also)
             .one(&self.db)
             .await?
             .map(record_of)

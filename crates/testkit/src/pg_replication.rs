@@ -199,12 +199,16 @@ impl OwnPostgresReplication {
         self.pg_ctl(&self.replica_dir(i), "start");
     }
 
+    /// Runs `sql` on the primary.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub async fn primary_sql(&self, sql: &str) {
+        run_sql(self.primary_url(), sql).await;
+    }
+
     async fn replica_sql(&self, i: usize, sql: &str) {
-        let db = Database::connect(self.replica_url(i))
-            .await
-            .expect("connect to the test replica");
-        db.execute_unprepared(sql).await.expect(sql);
-        db.close().await.ok();
+        run_sql(self.replica_url(i), sql).await;
     }
 
     fn append_conf(&self, data: &Path, text: &str) {
@@ -326,4 +330,12 @@ fn make_dir(as_postgres: bool) -> PathBuf {
         .expect("mktemp");
     assert!(output.status.success(), "mktemp -d failed");
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+async fn run_sql(url: String, sql: &str) {
+    let db = Database::connect(url)
+        .await
+        .expect("connect to a test server");
+    db.execute_unprepared(sql).await.expect(sql);
+    db.close().await.ok();
 }

@@ -16,6 +16,7 @@ use stanna_keys::KeyId;
 use stanna_store::{ChangePosition, KeyChange, KeyStore, StoreError};
 
 use crate::Verifier;
+use crate::reads::{PollSource, REPLICA_POLL_WAIT};
 use crate::state::KeyState;
 
 /// How far back each change poll reads, before the newest change already seen: a change is
@@ -49,14 +50,15 @@ impl ChangeTracker {
         }
     }
 
-    /// Whether the poll applied a change to `id` newer than `updated_at` (a row read from a
-    /// replica that is older is read again from the primary).
-    pub(crate) fn applied_after(&self, id: &KeyId, updated_at: SystemTime) -> bool {
+    /// Whether the poll applied a version of `id` other than the one stamped `updated_at` in
+    /// the last 40 s: a row read meanwhile may be older than what the cache was given (stamps
+    /// are the writers' clocks, so "other", not "older").
+    pub(crate) fn applied_other_than(&self, id: &KeyId, updated_at: SystemTime) -> bool {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .is_some_and(|at| *at > updated_at)
+            .is_some_and(|at| *at != updated_at)
     }
 
     /// Whether a change to `id` was seen that may be newer than a read made at `read_at`.
@@ -134,18 +136,37 @@ impl Verifier {
 
     async fn poll_once(&self) -> Result<usize, StoreError> {
         // The primary, or the replica once it has caught up with it (`reads.rs`).
-        let source = match self.poll_source().await {
-            Ok(source) => source,
-            Err(err) => {
-                self.store_failed(self.now());
-                return Err(err);
+        let result = match self.poll_source().await {
+            Err(err) => Err(err),
+            Ok(PollSource::Primary) => self.poll_from(&self.inner.store).await,
+            Ok(PollSource::Replica(replica)) => {
+                // What a cut-short poll applied stays applied (changes are applied whole and
+                // idempotently; the watermark moves only at the end): the primary's run starts
+                // from the same watermark.
+                match tokio::time::timeout(REPLICA_POLL_WAIT, self.poll_from(&replica)).await {
+                    Ok(Ok(seen)) => Ok(seen),
+                    Ok(Err(err)) => {
+                        self.replica_poll_failed(Some(&err));
+                        self.poll_from(&self.inner.store).await
+                    }
+                    Err(_) => {
+                        self.replica_poll_failed(None);
+                        self.poll_from(&self.inner.store).await
+                    }
+                }
             }
         };
-        if !self.inner.known_keys.loaded()
-            && let Err(err) = self.load_known_ids(&source).await
-        {
+        if result.is_err() {
             self.store_failed(self.now());
-            return Err(err);
+        }
+        result
+    }
+
+    /// One poll's reads on `source`: the existing ids until loaded, the key changes since the
+    /// watermark (minus the overlap), the session changes.
+    async fn poll_from(&self, source: &KeyStore) -> Result<usize, StoreError> {
+        if !self.inner.known_keys.loaded() {
+            self.load_known_ids(source).await?;
         }
         let tracker = &self.inner.changes;
         let now = self.now();
@@ -157,13 +178,7 @@ impl Verifier {
         let mut newest = watermark;
         let mut seen = 0;
         loop {
-            let stamps = match source.change_stamps_after(position, PAGE).await {
-                Ok(stamps) => stamps,
-                Err(err) => {
-                    self.store_failed(now);
-                    return Err(err);
-                }
-            };
+            let stamps = source.change_stamps_after(position, PAGE).await?;
             let unapplied: Vec<KeyId> = {
                 let recent = tracker.recent.lock().unwrap_or_else(|p| p.into_inner());
                 stamps
@@ -175,15 +190,8 @@ impl Verifier {
             let changes = if unapplied.is_empty() {
                 Vec::new()
             } else {
-                match source.changes_of(&unapplied).await {
-                    Ok(changes) => changes,
-                    Err(err) => {
-                        self.store_failed(now);
-                        return Err(err);
-                    }
-                }
+                source.changes_of(&unapplied).await?
             };
-            self.store_answered();
             self.inner
                 .stats
                 .change_rows_read
@@ -206,13 +214,10 @@ impl Verifier {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, at| *at >= horizon);
         // Sessions: sign-outs and revocations, on the same interval.
-        let sessions = match self.poll_session_changes(&source).await {
-            Ok(n) => n,
-            Err(err) => {
-                self.store_failed(now);
-                return Err(err);
-            }
-        };
+        let sessions = self.poll_session_changes(source).await?;
+        // Without a replica the primary answered every query; with one, the primary answered
+        // its position query (`poll_source`).
+        self.store_answered();
         Ok(seen + sessions)
     }
 

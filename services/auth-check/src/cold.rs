@@ -60,14 +60,18 @@ impl Verifier {
                     record
                 };
                 let state = Arc::new(KeyState::from_record(&record, self.inner.settings.defaults));
-                self.inner.cache.insert(
-                    id,
-                    CacheEntry {
-                        digest,
-                        state: state.clone(),
-                        fetched_at: read_at,
-                    },
-                );
+                self.inner
+                    .cache
+                    .insert(id, CacheEntry::new(digest, state.clone(), read_at));
+                // A change the poll applied between the check above and the insert found no
+                // entry to update: the entry goes, and the next request reads the key again.
+                if self
+                    .inner
+                    .changes
+                    .applied_other_than(&id, record.updated_at)
+                {
+                    self.inner.cache.remove(&id);
+                }
                 Cold::Verified(state)
             }
             Ok(Ok(false)) => Cold::NotFound,
@@ -90,10 +94,7 @@ impl Verifier {
             .store_lookups
             .fetch_add(1, Ordering::Relaxed);
         match self.read_key(id).await {
-            Ok(found) => {
-                self.store_answered();
-                Ok(found)
-            }
+            Ok(found) => Ok(found),
             Err(err) => {
                 self.store_failed(self.now());
                 static UNREACHABLE: stanna_telemetry::LogLimiter =

@@ -149,9 +149,9 @@ fn response_of(verdict: Verdict, include_metadata: bool) -> pb::VerifyResponse {
         response.user_id = key.user().to_owned();
         response.name = key.name().to_owned();
         // Empty for an unscoped key: nothing is allocated on the usual path.
-        response.scopes = key.scopes.names().to_vec();
-        if include_metadata && let Some(metadata) = &key.metadata {
-            response.metadata = metadata.to_string();
+        response.scopes = key.scopes().names().to_vec();
+        if include_metadata && let Some(metadata) = key.metadata() {
+            response.metadata = metadata.to_owned();
         }
     }
     response

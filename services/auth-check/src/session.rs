@@ -258,27 +258,28 @@ impl Verifier {
         // another digest or not at all is asked of the primary. A row older than a revocation
         // the poll applied cannot make the session live again: `put` keeps the newer state.
         let id = presented.id();
-        let record = match self
-            .read_by_id(
-                |store| async move { store.find_session(&id).await },
-                |record| presented.matches(&record.digest),
-            )
-            .await
-        {
-            Ok(record) => {
-                self.store_answered();
-                record
-            }
-            Err(err) => {
-                self.store_failed(now);
-                static FAILED: stanna_telemetry::LogLimiter =
-                    stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
-                if let Some(held_back) = FAILED.allow() {
-                    tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), held_back, "store unreachable reading a session");
+        let record =
+            match self
+                .read_by_id(
+                    |replica, replayed| async move {
+                        replica.find_session_replayed(&id, replayed).await
+                    },
+                    |primary| async move { primary.find_session(&id).await },
+                    |record| presented.matches(&record.digest),
+                )
+                .await
+            {
+                Ok(record) => record,
+                Err(err) => {
+                    self.store_failed(now);
+                    static FAILED: stanna_telemetry::LogLimiter =
+                        stanna_telemetry::LogLimiter::new(std::time::Duration::from_secs(10));
+                    if let Some(held_back) = FAILED.allow() {
+                        tracing::warn!(error = %stanna_telemetry::ErrorChain(&err), held_back, "store unreachable reading a session");
+                    }
+                    return Err(VerifyError::Unavailable("the key store is unavailable"));
                 }
-                return Err(VerifyError::Unavailable("the key store is unavailable"));
-            }
-        };
+            };
         let Some(record) = record.filter(|r| presented.matches(&r.digest)) else {
             return Ok(None);
         };

@@ -49,6 +49,9 @@ pub struct Stats {
     pub replica_polls: AtomicU64,
     /// Key and session lookups the replica answered.
     pub replica_lookups: AtomicU64,
+    /// Lookups the replica had no final answer for: no row (behind the last poll's position, or
+    /// a key created a moment ago), or a row other than the version the poll applied.
+    pub replica_misses: AtomicU64,
     /// Change polls and lookups that read the primary although a replica is set: it was behind,
     /// did not answer, or had not the row (a miss read from a replica is not final).
     pub replica_fallbacks: AtomicU64,

@@ -6,12 +6,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use stanna_keys::time::{from_micros_since_epoch, micros_since_epoch};
 use stanna_keys::{KeyId, KeyStatus, RateLimits, Scopes, UserId, WorkspaceId};
 use stanna_quota::{NamedWindow, WindowState};
 use stanna_store::KeyRecord;
 
-/// A key's state as verification needs it, compact: every cached key holds one (measured in
-/// docs/auth-check.md, "At a million keys").
+/// A key's state as verification needs it, compact: every cached key holds one (72 bytes;
+/// measured in docs/auth-check.md, "At a million keys").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyState {
     /// The key id.
@@ -20,17 +21,28 @@ pub struct KeyState {
     owner: Owner,
     /// Active or inactive.
     pub status: KeyStatus,
-    /// Expiry, if any.
-    pub expires_at: Option<SystemTime>,
+    /// Expiry in µs since the epoch; 0: none (8 bytes where `Option<SystemTime>` takes 16).
+    expires_at_us: u64,
     /// The effective limits, `burst` then `hourly` ([`KeyState::windows`] names them).
     limits: RateLimits,
-    /// The key that replaced this one by rotation, named when it is refused as expired.
-    pub replaced_by: Option<KeyId>,
-    /// The key's metadata, shared (returned only when a Verify asks for it).
-    pub metadata: Option<Arc<str>>,
-    /// What the key may do; unscoped (empty, nothing allocated): its user's full permissions.
-    pub scopes: Scopes,
+    /// What most keys lack — a replacement, metadata, scopes — behind one pointer: 8 bytes for
+    /// a key without them instead of 56.
+    rare: Option<Box<Rare>>,
 }
+
+/// The parts of a key's state most keys do not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rare {
+    /// The key that replaced this one by rotation, named when it is refused as expired.
+    replaced_by: Option<KeyId>,
+    /// The key's metadata (returned only when a Verify asks for it).
+    metadata: Option<Box<str>>,
+    /// What the key may do.
+    scopes: Scopes,
+}
+
+/// The scopes of a key that has none: its user's full permissions.
+static UNSCOPED: Scopes = Scopes::unscoped();
 
 /// Workspace id, user id and key name back to back in one string: one allocation of their
 /// length instead of three `String`s (72 bytes of headers and three allocations).
@@ -66,16 +78,47 @@ impl Owner {
 impl KeyState {
     /// The state of a stored key; windows without an override take `defaults`.
     pub fn from_record(record: &KeyRecord, defaults: RateLimits) -> Self {
+        let rare = (record.replaced_by.is_some()
+            || record.metadata.is_some()
+            || !record.scopes.is_unscoped())
+        .then(|| {
+            Box::new(Rare {
+                replaced_by: record.replaced_by,
+                metadata: record.metadata.as_ref().map(|m| Box::from(m.as_str())),
+                scopes: record.scopes.clone(),
+            })
+        });
         Self {
             key_id: record.key_id,
             owner: Owner::new(&record.workspace, &record.user, record.name.as_str()),
             status: record.status,
-            expires_at: record.expires_at,
+            // An expiry at the epoch itself would read as none: a second later is as expired.
+            expires_at_us: record
+                .expires_at
+                .map_or(0, |at| micros_since_epoch(at).max(1)),
             limits: record.rate_limits.resolve(defaults),
-            replaced_by: record.replaced_by,
-            metadata: record.metadata.as_ref().map(|m| Arc::from(m.as_str())),
-            scopes: record.scopes.clone(),
+            rare,
         }
+    }
+
+    /// Expiry, if any.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        (self.expires_at_us != 0).then(|| from_micros_since_epoch(self.expires_at_us))
+    }
+
+    /// The key that replaced this one by rotation, named when it is refused as expired.
+    pub fn replaced_by(&self) -> Option<KeyId> {
+        self.rare.as_ref().and_then(|rare| rare.replaced_by)
+    }
+
+    /// The key's metadata (returned only when a Verify asks for it).
+    pub fn metadata(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|rare| rare.metadata.as_deref())
+    }
+
+    /// What the key may do; unscoped (empty): its user's full permissions.
+    pub fn scopes(&self) -> &Scopes {
+        self.rare.as_ref().map_or(&UNSCOPED, |rare| &rare.scopes)
     }
 
     /// The owning workspace's id.
@@ -292,5 +335,28 @@ mod tests {
             ("hourly", 1000)
         );
         assert_eq!(state.smallest_limit().name, "burst");
+        assert_eq!(state.expires_at(), None);
+        assert!(state.scopes().is_unscoped());
+        assert_eq!((state.replaced_by(), state.metadata()), (None, None));
+        assert!(
+            state.rare.is_none(),
+            "nothing rare is allocated for a plain key"
+        );
+        assert_eq!(std::mem::size_of::<KeyState>(), 72);
+
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_micros(1_800_000_000_123_456);
+        let replacement = KeyId::parse("ZyXwVuTsRqPo").unwrap();
+        let rare = KeyRecord {
+            expires_at: Some(expires),
+            replaced_by: Some(replacement),
+            metadata: Some(stanna_keys::KeyMetadata::parse(r#"{"team":"a"}"#).unwrap()),
+            scopes: Scopes::parse(&["keys:read".to_owned()]).unwrap(),
+            ..record
+        };
+        let state = KeyState::from_record(&rare, RateLimits::product_default());
+        assert_eq!(state.expires_at(), Some(expires));
+        assert_eq!(state.replaced_by(), Some(replacement));
+        assert_eq!(state.metadata(), Some(r#"{"team":"a"}"#));
+        assert_eq!(state.scopes().names(), ["keys:read"]);
     }
 }

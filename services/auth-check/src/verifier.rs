@@ -10,7 +10,7 @@
 //! flight and the last-used batch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use blake2::{Blake2b256, Digest};
@@ -65,9 +65,7 @@ pub(crate) struct Inner {
     /// The primary: every write, and the reads the replica cannot answer.
     pub(crate) store: KeyStore,
     /// A streaming replica for lookups and the change feed (`reads.rs`).
-    pub(crate) replica: Option<KeyStore>,
-    /// Whether the last change poll found the replica current (lookups read it only then).
-    pub(crate) replica_current: AtomicBool,
+    pub(crate) replica: Option<crate::reads::Replica>,
     pub(crate) quota: QuotaConnection,
     pub(crate) hash_check: Arc<dyn HashCheck>,
     pub(crate) settings: VerifierSettings,
@@ -146,8 +144,7 @@ impl VerifierBuilder {
         Verifier {
             inner: Arc::new(Inner {
                 store: self.store,
-                replica: self.replica,
-                replica_current: AtomicBool::new(false),
+                replica: self.replica.map(crate::reads::Replica::new),
                 quota: self.quota,
                 hash_check,
                 cache: KeyCache::new(self.settings.cache_size),
@@ -274,8 +271,8 @@ impl Verifier {
                 state,
             ));
         }
-        if state.expires_at.is_some_and(|at| at <= now) {
-            let message = match state.replaced_by {
+        if state.expires_at().is_some_and(|at| at <= now) {
+            let message = match state.replaced_by() {
                 Some(replacement) => format!(
                     "the API key was rotated out and its grace period has ended: use its replacement, key {replacement}"
                 )
@@ -296,7 +293,7 @@ impl Verifier {
                 state,
             ));
         }
-        if let Some((missing, message)) = required.refusal(&state.scopes) {
+        if let Some((missing, message)) = required.refusal(state.scopes()) {
             count(Outcome::Forbidden);
             let mut verdict = Verdict::about(VerifyCode::InsufficientScope, message, state);
             verdict.missing_scope = missing;
@@ -417,7 +414,7 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<Result<Arc<KeyState>, Verdict>, VerifyError> {
         let within_stale_limit = self.within_stale_limit(now);
-        let age = now.duration_since(entry.fetched_at).unwrap_or_default();
+        let age = now.duration_since(entry.fetched_at()).unwrap_or_default();
         if age <= MAX_STATE_AGE {
             // The change poll keeps cached states current while the store answers; once it has
             // been failing past the stale limit, cached keys stop verifying.
@@ -432,13 +429,20 @@ impl Verifier {
             .fetch_add(1, Ordering::Relaxed);
         match self.read_key(id).await {
             Ok(Some(record)) => {
-                self.store_answered();
                 let state = Arc::new(KeyState::from_record(&record, self.inner.settings.defaults));
                 self.inner.cache.update_state(&id, state.clone(), now);
+                // A change the poll applied while this read was in flight may have been
+                // overwritten by it: the entry goes, and the next request reads the key again.
+                if self
+                    .inner
+                    .changes
+                    .applied_other_than(&id, record.updated_at)
+                {
+                    self.inner.cache.remove(&id);
+                }
                 Ok(Ok(state))
             }
             Ok(None) => {
-                self.store_answered();
                 self.inner.cache.remove(&id);
                 Ok(Err(Verdict::not_found()))
             }
@@ -460,14 +464,21 @@ impl Verifier {
     }
 
     /// Key `id` as stored (not deleted), from the replica when it can answer for it (`reads.rs`):
-    /// a row older than a change the poll applied is read again from the primary.
+    /// a row other than the version the poll last applied (when it applied one in the last 40 s)
+    /// is read again from the primary.
     pub(crate) async fn read_key(
         &self,
         id: KeyId,
     ) -> Result<Option<stanna_store::KeyRecord>, StoreError> {
         self.read_by_id(
-            |store| async move { store.find_by_key_id(&id).await },
-            |record| !self.inner.changes.applied_after(&id, record.updated_at),
+            |replica, replayed| async move { replica.find_by_key_id_replayed(&id, replayed).await },
+            |primary| async move { primary.find_by_key_id(&id).await },
+            |record| {
+                !self
+                    .inner
+                    .changes
+                    .applied_other_than(&id, record.updated_at)
+            },
         )
         .await
     }

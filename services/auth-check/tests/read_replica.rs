@@ -26,7 +26,7 @@ struct Fixture {
 async fn fixture(primary_url: &str, replica_url: &str) -> Fixture {
     let primary = KeyStore::connect(primary_url).await.unwrap();
     let replica = KeyStore::open_replica(replica_url).await.unwrap();
-    replica.check_replica().await.expect("a replica");
+    replica.check_replica(&primary).await.expect("a replica");
     let verifier = Verifier::builder(
         primary.clone(),
         support::in_memory_quota(),
@@ -136,10 +136,18 @@ async fn a_paused_replica_costs_the_primary_load_never_a_late_revocation() {
     };
     let f = fixture(&pg.primary_url(), &pg.replica_url(0)).await;
     let (old, old_id) = f.create().await;
+    let (other, other_id) = f.create().await;
     f.verifier.poll_changes().await.unwrap();
     assert_eq!(f.code(&old).await, VerifyCode::Valid);
+    assert_eq!(f.code(&other).await, VerifyCode::Valid);
 
     pg.pause_replay(0).await;
+    // The mechanism, deterministically: the one poll after a deactivation the replica cannot
+    // show delivers it (read from the primary).
+    f.deactivate(&other_id).await;
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.code(&other).await, VerifyCode::Inactive);
+
     // A key created while the replica is stuck: known through a poll of the primary, read from
     // the primary.
     let (new, _) = f.create().await;
@@ -214,6 +222,10 @@ async fn a_miss_read_from_a_replica_is_asked_of_the_primary() {
         VerifyCode::Valid,
         "the stuck replica's miss is not final"
     );
+    assert!(
+        f.stat(|s| &s.replica_misses) >= 1,
+        "a miss (the stuck replica is behind the poll's position), not an error"
+    );
     assert_eq!(f.stat(|s| &s.replica_lookups), 0);
     assert!(f.stat(|s| &s.store_lookups) >= 1);
     assert_eq!(
@@ -267,15 +279,76 @@ async fn a_replica_that_stops_answering_is_read_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_the_replica_fails_is_run_again_on_the_primary() {
+    let Some(pg) =
+        OwnPostgresReplication::start("a_poll_the_replica_fails_is_run_again_on_the_primary", 1)
+    else {
+        return;
+    };
+    // A role that may ask the replica its position but not read the keys: the replica looks
+    // current, then every read of the poll fails on it.
+    KeyStore::connect(&pg.primary_url()).await.unwrap();
+    pg.primary_sql("CREATE ROLE blind LOGIN; REVOKE ALL ON ALL TABLES IN SCHEMA public FROM blind")
+        .await;
+    pg.wait_caught_up(0).await;
+    let read_url = pg.replica_url(0).replacen("postgres@", "blind@", 1);
+    let f = fixture(&pg.primary_url(), &read_url).await;
+    let (secret, _) = f.create().await;
+    f.verifier
+        .poll_changes()
+        .await
+        .expect("the poll ran again on the primary");
+    assert_eq!(
+        f.stat(|s| &s.replica_polls),
+        1,
+        "the replica looked current"
+    );
+    assert!(f.stat(|s| &s.replica_fallbacks) >= 1);
+    assert_eq!(
+        f.verifier.known_key_ids(),
+        1,
+        "the primary's poll loaded the ids"
+    );
+    assert_eq!(
+        f.code(&secret).await,
+        VerifyCode::Valid,
+        "and lookups went to the primary"
+    );
+    assert_eq!(f.stat(|s| &s.replica_lookups), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_url_that_is_not_a_replica_is_refused() {
     let Some(pg) = OwnPostgresReplication::start("a_read_url_that_is_not_a_replica_is_refused", 1)
     else {
         return;
     };
-    let primary = KeyStore::open_replica(&pg.primary_url()).await.unwrap();
-    let refused = primary.check_replica().await.unwrap_err();
+    let primary = KeyStore::connect(&pg.primary_url()).await.unwrap();
+    let the_primary_itself = KeyStore::open_replica(&pg.primary_url()).await.unwrap();
+    let refused = the_primary_itself
+        .check_replica(&primary)
+        .await
+        .unwrap_err();
     assert!(matches!(refused, ReplicaError::NotInRecovery), "{refused}");
     assert!(refused.to_string().contains("not a streaming replica"));
+    assert!(
+        KeyStore::open_replica(&pg.replica_url(0))
+            .await
+            .unwrap()
+            .check_replica(&primary)
+            .await
+            .is_ok(),
+        "its own replica is accepted"
+    );
+    // A replica of another cluster (a second primary of the test's own).
+    let Some(other) =
+        OwnPostgresReplication::start("a_read_url_that_is_not_a_replica_is_refused", 1)
+    else {
+        return;
+    };
+    let foreign = KeyStore::open_replica(&other.replica_url(0)).await.unwrap();
+    let refused = foreign.check_replica(&primary).await.unwrap_err();
+    assert!(matches!(refused, ReplicaError::OtherCluster), "{refused}");
     assert!(matches!(
         KeyStore::open_replica("sqlite://stanna.db").await,
         Err(ReplicaError::NotPostgres)

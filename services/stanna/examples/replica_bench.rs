@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     pg.wait_caught_up(0).await;
     let replica = KeyStore::open_replica(&pg.replica_url(0)).await?;
-    replica.check_replica().await?;
+    replica.check_replica(&primary).await?;
     let secrets = Arc::new(secrets);
     println!(
         "replica bench: {KEYS} keys, {CALLERS} callers verifying keys not cached, a writer at {CHANGES} changes/s, {PHASE:?} phases, {ROUNDS} rounds"

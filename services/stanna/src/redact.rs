@@ -24,15 +24,39 @@ pub fn url(text: &str) -> String {
         .join(",")
 }
 
+/// Query parameters that carry a password (PostgreSQL's `password=` and `sslpassword=`, which
+/// sqlx and libpq take in the query as well as before the host).
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
 fn one(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // Cannot fail on a URL that already has a password (it has a host).
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => text.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(text) else {
+        return text.to_owned();
+    };
+    let secret_query = parsed
+        .query_pairs()
+        .any(|(name, _)| SECRET_PARAMS.contains(&name.as_ref()));
+    if parsed.password().is_none() && !secret_query {
+        return text.to_owned();
     }
+    if parsed.password().is_some() {
+        // Cannot fail on a URL that already has a password (it has a host).
+        let _ = parsed.set_password(Some("***"));
+    }
+    if secret_query {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if SECRET_PARAMS.contains(&name.as_ref()) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -58,6 +82,15 @@ mod tests {
         assert_eq!(
             url("sqlite://stanna.db?mode=rwc"),
             "sqlite://stanna.db?mode=rwc"
+        );
+        // A password in the query, as sqlx and libpq also take it.
+        assert_eq!(
+            url("postgres://u@h/db?sslmode=require&password=pw%21&sslpassword=k"),
+            "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            url("postgres://u:a@h/db?password=b"),
+            "postgres://u:***@h/db?password=***"
         );
     }
 }

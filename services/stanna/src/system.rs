@@ -250,8 +250,8 @@ impl System {
                     );
                 }
                 if let Some(url) = &settings.auth_check.database_read_url {
-                    builder =
-                        builder.replica(open_replica(url, &settings.shared.database_url).await?);
+                    builder = builder
+                        .replica(open_replica(url, &settings.shared.database_url, store).await?);
                 }
                 let verifier = builder.build();
                 // Load the ids that exist before serving: until then every uncached key costs a
@@ -462,9 +462,13 @@ fn known_ids_loaded(verifier: Verifier) -> health::Check {
 }
 
 /// The read replica of `STANNA_DATABASE_READ_URL`: refused when the primary is SQLite or the
-/// server is not a replica; one that does not answer yet is used once it does (meanwhile
-/// everything reads the primary), with a warning.
-async fn open_replica(url: &str, primary: &str) -> Result<KeyStore, BuildError> {
+/// server is not a replica of `primary_store`'s cluster; one that does not answer yet is used
+/// once it does (meanwhile everything reads the primary), with a warning.
+async fn open_replica(
+    url: &str,
+    primary: &str,
+    primary_store: &KeyStore,
+) -> Result<KeyStore, BuildError> {
     let redacted = crate::redact::url(url);
     if primary.starts_with("sqlite") {
         return Err(BuildError::Setting(
@@ -474,7 +478,7 @@ async fn open_replica(url: &str, primary: &str) -> Result<KeyStore, BuildError> 
     let replica = KeyStore::open_replica(url)
         .await
         .map_err(|e| BuildError::Setting(format!("STANNA_DATABASE_READ_URL ({redacted}) {e}")))?;
-    match replica.check_replica().await {
+    match replica.check_replica(primary_store).await {
         Ok(()) => tracing::info!(replica = %redacted, "read replica opened"),
         Err(stanna_store::ReplicaError::Store(err)) => tracing::warn!(
             replica = %redacted,
