@@ -50,7 +50,7 @@ pub use model::{
     PageRequest, Scope,
 };
 pub use page_token::{InvalidPageToken, PageToken};
-pub use replica::{ReplicaError, WalPosition};
+pub use replica::{ReplayPosition, ReplicaError, WalPosition};
 pub use sessions::{NewSessionRow, SessionRecord, SessionScope};
 pub use usage::{Outcome, PartialWrite, UsageCounts, UsageRow, hour_of};
 

@@ -37,6 +37,15 @@ pub enum ReplicaError {
 /// A WAL position (an LSN as the byte offset PostgreSQL counts from `0/0`).
 pub type WalPosition = u64;
 
+/// What [`KeyStore::replay_position`] says of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayPosition {
+    /// How far it has replayed; `None` when it is not in recovery (a primary, or promoted).
+    pub replayed: Option<WalPosition>,
+    /// Its cluster's system identifier.
+    pub system_identifier: i64,
+}
+
 impl KeyStore {
     /// A store over the streaming replica at `url`, connecting on first use (a replica down at
     /// start does not stop auth-check: it reads the primary meanwhile), never migrating (a replica
@@ -76,8 +85,12 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The cluster's system identifier (`pg_control_system()`, callable by any role).
-    async fn system_identifier(&self) -> Result<i64, StoreError> {
+    /// The cluster's system identifier (`pg_control_system()`, callable by any role): the same
+    /// on a primary and its physical replicas, and across a failover.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database does not answer.
+    pub async fn system_identifier(&self) -> Result<i64, StoreError> {
         let row = self
             .db
             .query_one_raw(Statement::from_string(
@@ -119,6 +132,31 @@ impl KeyStore {
         .await
     }
 
+    /// How far this replica has replayed, and which cluster it belongs to, in one query (each
+    /// change poll asks it, so a standby replaced under the same address is checked again).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the database does not answer.
+    pub async fn replay_position(&self) -> Result<ReplayPosition, StoreError> {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT CASE WHEN pg_is_in_recovery() \
+                 THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint END AS lsn, \
+                 system_identifier AS id FROM pg_control_system()",
+            ))
+            .await?;
+        let (lsn, id): (Option<i64>, i64) = match row {
+            Some(row) => (row.try_get("", "lsn")?, row.try_get("", "id")?),
+            None => (None, 0),
+        };
+        Ok(ReplayPosition {
+            replayed: lsn.and_then(|lsn| u64::try_from(lsn).ok()),
+            system_identifier: id,
+        })
+    }
+
     async fn wal_position(&self, sql: &str) -> Result<Option<WalPosition>, StoreError> {
         if self.backend() != DatabaseBackend::Postgres {
             return Ok(None);
@@ -137,11 +175,12 @@ impl KeyStore {
 }
 
 /// A condition true only on a server in recovery that has replayed past `replayed`: evaluated
-/// with the row it guards, so on the same server (a pool may hold connections to several).
+/// with the row it guards, so on the same server (a pool may hold connections to several). A
+/// promoted server keeps its last replay position, hence `pg_is_in_recovery()` too.
 pub(crate) fn replayed_past(replayed: WalPosition) -> sea_orm::Condition {
     let replayed = i64::try_from(replayed).unwrap_or(i64::MAX);
     sea_orm::Condition::all().add(sea_orm::sea_query::Expr::cust_with_values(
-        "(pg_last_wal_replay_lsn() - '0/0'::pg_lsn) >= $1",
+        "pg_is_in_recovery() AND (pg_last_wal_replay_lsn() - '0/0'::pg_lsn) >= $1",
         [replayed],
     ))
 }

@@ -16,7 +16,7 @@ use stanna_keys::KeyId;
 use stanna_store::{ChangePosition, KeyChange, KeyStore, StoreError};
 
 use crate::Verifier;
-use crate::reads::{PollSource, REPLICA_POLL_WAIT};
+use crate::reads::{PollSource, REPLICA_LOAD_WAIT, REPLICA_POLL_WAIT};
 use crate::state::KeyState;
 
 /// How far back each change poll reads, before the newest change already seen: a change is
@@ -143,8 +143,16 @@ impl Verifier {
                 // What a cut-short poll applied stays applied (changes are applied whole and
                 // idempotently; the watermark moves only at the end): the primary's run starts
                 // from the same watermark.
-                match tokio::time::timeout(REPLICA_POLL_WAIT, self.poll_from(&replica)).await {
-                    Ok(Ok(seen)) => Ok(seen),
+                let wait = if self.inner.known_keys.loaded() {
+                    REPLICA_POLL_WAIT
+                } else {
+                    REPLICA_LOAD_WAIT
+                };
+                match tokio::time::timeout(wait, self.poll_from(&replica)).await {
+                    Ok(Ok(seen)) => {
+                        self.replica_polled();
+                        Ok(seen)
+                    }
                     Ok(Err(err)) => {
                         self.replica_poll_failed(Some(&err));
                         self.poll_from(&self.inner.store).await

@@ -8,13 +8,17 @@
 //! it. A replica further behind, unreachable or promoted is not read: the poll reads the primary,
 //! exactly as without a replica. A replica that fails or stalls in the middle of a poll has that
 //! poll run again on the primary. So a lagging replica costs the primary load, never a late
-//! revocation.
+//! revocation: a poll spends at most [`REPLICA_WAIT`] + [`REPLICA_POLL_WAIT`] (250 ms) on the
+//! replica before it reads the primary, so a change committed just after one poll's reads is
+//! applied, at the 250 ms interval, within about 250 + 250 + 250 ms and a primary read.
+//! Every poll also checks the replica is of the primary's cluster (its system identifier), so a
+//! standby replaced under the same address by one of another cluster is never read.
 //!
 //! Lookups (the cold path, the 60 s re-read, sessions) read the replica only with the position
 //! the last poll checked, for [`TARGET_VALID_FOR`] after it, and only from a server that has
 //! replayed past that position — checked in the lookup's own statement, so on the server that
 //! answers. A lookup the replica cannot answer for — nothing found (behind the position, or a
-//! key created a moment ago), a row older than a change the poll already applied to that key, an
+//! key created a moment ago), a row of another version than the one the poll applied to that key, an
 //! error, [`REPLICA_LOOKUP_WAIT`] without an answer — is asked of the primary. Key hashes never
 //! change (rotation makes a new key), so a row found is checked against the right hash; only its
 //! state can be behind, and the poll corrects that as it would a primary read that raced a
@@ -36,8 +40,13 @@ use crate::Verifier;
 pub const REPLICA_WAIT: Duration = Duration::from_millis(100);
 
 /// Longest a poll's reads on the replica may take before the poll is run on the primary instead
-/// (they take a few milliseconds; a replica that stalls must not hold revocations back).
-pub const REPLICA_POLL_WAIT: Duration = Duration::from_millis(500);
+/// (they take a few milliseconds; a replica that stalls must not hold revocations back). The
+/// first poll, which loads every existing id, is given [`REPLICA_LOAD_WAIT`].
+pub const REPLICA_POLL_WAIT: Duration = Duration::from_millis(150);
+
+/// Longest the first poll (the load of every existing id: about a second at 1 000 000 keys) may
+/// take on the replica before it is run on the primary.
+pub const REPLICA_LOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest a lookup waits for the replica before it asks the primary (a replica that has
 /// vanished from the network would otherwise hold each cold lookup for the 5 s connect timeout).
@@ -61,6 +70,9 @@ pub(crate) struct Replica {
     /// The primary's flush position the last poll found the replica past, and when; `None`:
     /// the last poll read the primary.
     target: Mutex<Option<(WalPosition, SystemTime)>>,
+    /// The primary's system identifier, once asked (it never changes, not even across a
+    /// failover).
+    primary_cluster: std::sync::OnceLock<i64>,
 }
 
 impl Replica {
@@ -68,6 +80,7 @@ impl Replica {
         Self {
             store,
             target: Mutex::new(None),
+            primary_cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -113,24 +126,27 @@ impl Verifier {
                 return Err(err);
             }
         };
-        self.store_answered();
+        let cluster = match replica.primary_cluster.get() {
+            Some(cluster) => *cluster,
+            None => {
+                let cluster = self.inner.store.system_identifier().await?;
+                *replica.primary_cluster.get_or_init(|| cluster)
+            }
+        };
         let current = match flushed {
             // A replica that has vanished from the network must not hold the poll either.
-            Some(target) => {
-                tokio::time::timeout(REPLICA_WAIT, replica_reaches(&replica.store, target))
-                    .await
-                    .unwrap_or(false)
-                    .then_some(target)
-            }
+            Some(target) => tokio::time::timeout(
+                REPLICA_WAIT,
+                replica_reaches(&replica.store, target, cluster),
+            )
+            .await
+            .unwrap_or(false)
+            .then_some(target),
             // The primary says it is in recovery itself: nothing to compare with.
             None => None,
         };
         replica.set_target(current.map(|target| (target, asked_at)));
         if current.is_some() {
-            self.inner
-                .stats
-                .replica_polls
-                .fetch_add(1, Ordering::Relaxed);
             Ok(PollSource::Replica(replica.store.clone()))
         } else {
             self.replica_fallback();
@@ -144,6 +160,10 @@ impl Verifier {
         if let Some(replica) = &self.inner.replica {
             replica.set_target(None);
         }
+        self.inner
+            .stats
+            .replica_poll_failures
+            .fetch_add(1, Ordering::Relaxed);
         self.replica_fallback();
         replica_warning(
             match err {
@@ -152,6 +172,14 @@ impl Verifier {
             },
             err,
         );
+    }
+
+    /// A poll that read the replica to the end.
+    pub(crate) fn replica_polled(&self) {
+        self.inner
+            .stats
+            .replica_polls
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn replica_fallback(&self) {
@@ -227,22 +255,36 @@ impl Verifier {
     }
 }
 
-/// Whether `replica` replays past `target` (looking again after growing pauses).
-async fn replica_reaches(replica: &KeyStore, target: WalPosition) -> bool {
+/// Whether `replica`, of the primary's `cluster`, replays past `target` (looking again after
+/// growing pauses).
+async fn replica_reaches(replica: &KeyStore, target: WalPosition, cluster: i64) -> bool {
     let mut pause = FIRST_PAUSE;
     loop {
-        match replica.wal_replayed().await {
-            Ok(Some(at)) if at >= target => return true,
-            Ok(Some(at)) => {
-                tracing::trace!(behind_bytes = target - at, "the read replica is behind");
-            }
-            Ok(None) => {
-                replica_warning(
-                    "the read replica is no longer in recovery (promoted?): reading the primary",
-                    None,
-                );
+        match replica.replay_position().await {
+            Ok(position) if position.system_identifier != cluster => {
+                static OTHER: stanna_telemetry::LogLimiter =
+                    stanna_telemetry::LogLimiter::new(Duration::from_secs(10));
+                if let Some(held_back) = OTHER.allow() {
+                    tracing::error!(
+                        held_back,
+                        "STANNA_DATABASE_READ_URL now reaches a replica of another PostgreSQL cluster than STANNA_DATABASE_URL's: it is not read"
+                    );
+                }
                 return false;
             }
+            Ok(position) => match position.replayed {
+                Some(at) if at >= target => return true,
+                Some(at) => {
+                    tracing::trace!(behind_bytes = target - at, "the read replica is behind");
+                }
+                None => {
+                    replica_warning(
+                        "the read replica is no longer in recovery (promoted?): reading the primary",
+                        None,
+                    );
+                    return false;
+                }
+            },
             Err(err) => {
                 replica_warning(
                     "the read replica does not answer: reading the primary",

@@ -45,8 +45,11 @@ pub struct Stats {
     /// Whole rows the change poll read (changes it had not applied yet; the overlap it re-reads
     /// is read as stamps only).
     pub change_rows_read: AtomicU64,
-    /// Change polls that read the replica (it had caught up with the primary).
+    /// Change polls that read the replica to the end (it had caught up with the primary).
     pub replica_polls: AtomicU64,
+    /// Change polls whose reads failed or stalled on a replica that had caught up, run again on
+    /// the primary.
+    pub replica_poll_failures: AtomicU64,
     /// Key and session lookups the replica answered.
     pub replica_lookups: AtomicU64,
     /// Lookups the replica had no final answer for: no row (behind the last poll's position, or

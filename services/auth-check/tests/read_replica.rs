@@ -299,11 +299,11 @@ async fn a_poll_the_replica_fails_is_run_again_on_the_primary() {
         .await
         .expect("the poll ran again on the primary");
     assert_eq!(
-        f.stat(|s| &s.replica_polls),
+        f.stat(|s| &s.replica_poll_failures),
         1,
-        "the replica looked current"
+        "the replica looked current, then failed the poll's reads"
     );
-    assert!(f.stat(|s| &s.replica_fallbacks) >= 1);
+    assert_eq!(f.stat(|s| &s.replica_polls), 0);
     assert_eq!(
         f.verifier.known_key_ids(),
         1,
@@ -349,6 +349,27 @@ async fn a_read_url_that_is_not_a_replica_is_refused() {
     let foreign = KeyStore::open_replica(&other.replica_url(0)).await.unwrap();
     let refused = foreign.check_replica(&primary).await.unwrap_err();
     assert!(matches!(refused, ReplicaError::OtherCluster), "{refused}");
+
+    // The read endpoint moved to the other cluster's replica after start: the next poll sees
+    // it and nothing reads it.
+    let endpoint = TcpProxy::start(pg.replica_addr(0)).await;
+    let f = fixture(
+        &pg.primary_url(),
+        &format!("postgres://postgres@{}/postgres", endpoint.addr()),
+    )
+    .await;
+    let (secret, _) = f.create().await;
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(f.stat(|s| &s.replica_polls), 1);
+    endpoint.retarget(other.replica_addr(0)).await;
+    f.verifier.poll_changes().await.unwrap();
+    assert_eq!(
+        f.stat(|s| &s.replica_polls),
+        1,
+        "the foreign replica is not polled"
+    );
+    assert_eq!(f.code(&secret).await, VerifyCode::Valid);
+    assert_eq!(f.stat(|s| &s.replica_lookups), 0, "nor looked up in");
     assert!(matches!(
         KeyStore::open_replica("sqlite://stanna.db").await,
         Err(ReplicaError::NotPostgres)

@@ -30,7 +30,15 @@ const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
 fn one(text: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(text) else {
-        return text.to_owned();
+        // Not a URL the parser takes (a `#` or a space in a password, say): whatever stands
+        // between the scheme and the last `@` may be credentials, so none of it is shown.
+        return match text.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                let host = rest.rsplit_once('@').map_or("", |(_, host)| host);
+                format!("{scheme}://***@{host}")
+            }
+            _ => text.to_owned(),
+        };
     };
     let secret_query = parsed
         .query_pairs()
@@ -82,6 +90,11 @@ mod tests {
         assert_eq!(
             url("sqlite://stanna.db?mode=rwc"),
             "sqlite://stanna.db?mode=rwc"
+        );
+        // A URL the parser refuses still has its credentials masked.
+        assert_eq!(
+            url("postgres://u:pa#ss@h:5432/db"),
+            "postgres://***@h:5432/db"
         );
         // A password in the query, as sqlx and libpq also take it.
         assert_eq!(
