@@ -37,7 +37,7 @@ pub enum ReplicaError {
 /// A WAL position (an LSN as the byte offset PostgreSQL counts from `0/0`).
 pub type WalPosition = u64;
 
-/// What [`KeyStore::replay_position`] says of a replica.
+/// What [`KeyStore::replay_position`] says of a replica (PostgreSQL only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayPosition {
     /// How far it has replayed; `None` when it is not in recovery (a primary, or promoted).
@@ -76,10 +76,11 @@ impl KeyStore {
     /// [`ReplicaError::NotInRecovery`] for a primary; [`ReplicaError::OtherCluster`] for a
     /// replica of another cluster; [`ReplicaError::Store`] when either does not answer.
     pub async fn check_replica(&self, primary: &KeyStore) -> Result<(), ReplicaError> {
-        if self.wal_replayed().await?.is_none() {
+        let position = self.replay_position().await?;
+        if position.replayed.is_none() {
             return Err(ReplicaError::NotInRecovery);
         }
-        if self.system_identifier().await? != primary.system_identifier().await? {
+        if position.system_identifier != primary.system_identifier().await? {
             return Err(ReplicaError::OtherCluster);
         }
         Ok(())
@@ -118,22 +119,10 @@ impl KeyStore {
         .await
     }
 
-    /// How far a replica has replayed its primary's WAL: what it shows includes every change at
-    /// or before it. `None` on SQLite and on a server not in recovery (a primary, or a replica
-    /// promoted since).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the database does not answer.
-    pub async fn wal_replayed(&self) -> Result<Option<WalPosition>, StoreError> {
-        self.wal_position(
-            "SELECT CASE WHEN pg_is_in_recovery() \
-             THEN (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint END AS lsn",
-        )
-        .await
-    }
-
-    /// How far this replica has replayed, and which cluster it belongs to, in one query (each
-    /// change poll asks it, so a standby replaced under the same address is checked again).
+    /// How far this replica has replayed its primary's WAL (what it shows includes every change
+    /// at or before it; `None` on a server not in recovery: a primary, or a replica promoted
+    /// since), and which cluster it belongs to, in one query (each change poll asks it, so a
+    /// standby replaced under the same address is checked again).
     ///
     /// # Errors
     /// [`StoreError`] when the database does not answer.
